@@ -1,0 +1,304 @@
+"""Load and validate the gateway's INI configuration into frozen dataclasses.
+
+Every key has a default (see ``conf/gateway.ini``); a file only needs the keys it changes.
+Any problem — unreadable file, unknown section or key, bad value — raises
+:class:`ConfigError` whose message is one line naming the key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+class ConfigError(Exception):
+    """A configuration problem a user can fix; ``str()`` is a one-line message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """One socket to listen on."""
+
+    host: str
+    port: int
+
+    @property
+    def is_ipv6(self) -> bool:
+        """True for an IPv6 literal such as ``::`` or ``::1``."""
+        return ":" in self.host
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySection:
+    """``[gateway]``: identity, storage location and logging."""
+
+    domains: tuple[str, ...]
+    data_dir: str
+    log_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class SipSection:
+    """``[sip]``: listeners, transport limits and transaction timers (seconds)."""
+
+    listen_udp: tuple[ListenAddress, ...]
+    listen_tcp: tuple[ListenAddress, ...]
+    max_message_size: int
+    max_tcp_connections: int
+    tcp_idle_timeout: float
+    force_rport: bool
+    t1: float
+    t2: float
+    t4: float
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarSection:
+    """``[registrar]``: RFC 3261 §10.3 limits."""
+
+    min_expires: int
+    max_expires: int
+    default_expires: int
+    max_contacts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSection:
+    """``[database]``: the SQL registry."""
+
+    url: str
+    auto_upgrade: bool
+    sweep_interval: float
+    sync_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The whole validated configuration."""
+
+    gateway: GatewaySection
+    sip: SipSection
+    registrar: RegistrarSection
+    database: DatabaseSection
+    source: str | None = None
+
+    @property
+    def data_dir(self) -> str:
+        """Shortcut for ``gateway.data_dir``."""
+        return self.gateway.data_dir
+
+
+# --- value parsers: each takes the raw string and returns the value or raises ValueError ---
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"expected yes/no, got {raw.strip()!r}")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw.strip()!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number of seconds, got {raw.strip()!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value:g} is outside {low:g}..{high:g}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {raw.strip()!r}")
+        return value
+
+    return parse
+
+
+def _items(raw: str) -> list[str]:
+    return [item.strip() for item in raw.replace("\n", ",").split(",") if item.strip()]
+
+
+def _domains(raw: str) -> tuple[str, ...]:
+    domains = []
+    for item in _items(raw):
+        name = item.lower().rstrip(".")
+        labels = name.split(".")
+        if not all(label and len(label) <= 63 and label.replace("-", "").isalnum()
+                   for label in labels) and not _is_ip(name):
+            raise ValueError(f"{item!r} is not a domain name")
+        domains.append(name)
+    return tuple(domains)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def parse_listen_address(item: str) -> ListenAddress:
+    """Parse ``host:port``, ``[v6]:port``, ``host`` or ``[v6]`` (port 5060 when omitted)."""
+    item = item.strip()
+    port = 5060
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{item!r} is not [address]:port")
+            port = _int_range(0, 65535)(rest[1:])
+    elif item.count(":") == 1:
+        host, _, port_text = item.partition(":")
+        port = _int_range(0, 65535)(port_text)
+    else:
+        host = item
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    return ListenAddress(host, port)
+
+
+def _listen(raw: str) -> tuple[ListenAddress, ...]:
+    return tuple(parse_listen_address(item) for item in _items(raw))
+
+
+# section -> key -> (default, parser). conf/gateway.ini documents the same keys.
+_SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
+    "gateway": {
+        "domains": ("", _domains),
+        "data_dir": ("data", _text),
+        "log_level": ("info", _choice(*LOG_LEVELS)),
+    },
+    "sip": {
+        "listen_udp": ("0.0.0.0:5060, [::]:5060", _listen),
+        "listen_tcp": ("0.0.0.0:5060, [::]:5060", _listen),
+        "max_message_size": ("65535", _int_range(1024, 1048576)),
+        "max_tcp_connections": ("4096", _int_range(1, 1000000)),
+        "tcp_idle_timeout": ("600", _seconds(1, 86400)),
+        "force_rport": ("yes", _bool),
+        "t1": ("0.5", _seconds(0.01, 60)),
+        "t2": ("4", _seconds(0.01, 600)),
+        "t4": ("5", _seconds(0.01, 600)),
+    },
+    "registrar": {
+        "min_expires": ("60", _int_range(0, 2**31 - 1)),
+        "max_expires": ("3600", _int_range(1, 2**31 - 1)),
+        "default_expires": ("3600", _int_range(1, 2**31 - 1)),
+        "max_contacts": ("10", _int_range(1, 1000)),
+    },
+    "database": {
+        "url": ("", _text),
+        "auto_upgrade": ("yes", _bool),
+        "sweep_interval": ("30", _seconds(0.1, 86400)),
+        "sync_interval": ("2", _seconds(0.1, 86400)),
+    },
+}
+
+
+def load_config(path: str | None = None, overrides: Mapping[str, str] | None = None,
+                ) -> GatewayConfig:
+    """Read ``path`` (or only the defaults when None) and apply ``overrides``.
+
+    ``overrides`` maps ``"section.key"`` (or a bare ``"data_dir"``) to a raw string value,
+    as given on the command line. Raises :class:`ConfigError` on any problem.
+    """
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"),
+                                       default_section="__no_defaults__")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            first_line = str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid INI: {first_line}") from None
+
+    raw: dict[str, dict[str, str]] = {
+        section: {key: default for key, (default, _) in keys.items()}
+        for section, keys in _SCHEMA.items()
+    }
+    for section in parser.sections():
+        if section not in _SCHEMA:
+            raise ConfigError(f"unknown section [{section}] (known: {', '.join(_SCHEMA)})")
+        for key, value in parser.items(section):
+            if key not in _SCHEMA[section]:
+                raise ConfigError(f"unknown key {section}.{key}")
+            raw[section][key] = value
+    for name, value in (overrides or {}).items():
+        section, _, key = name.rpartition(".")
+        section = section or "gateway"
+        if key not in _SCHEMA.get(section, {}):
+            raise ConfigError(f"unknown key {section}.{key}")
+        raw[section][key] = value
+
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in _SCHEMA.items():
+        values[section] = {}
+        for key, (_, parse) in keys.items():
+            try:
+                values[section][key] = parse(raw[section][key])
+            except ValueError as exc:
+                raise ConfigError(f"{section}.{key}: {exc}") from None
+
+    gateway = GatewaySection(**values["gateway"])
+    if not gateway.data_dir:
+        raise ConfigError("gateway.data_dir: must not be empty")
+    gateway = GatewaySection(gateway.domains, os.path.abspath(os.path.expanduser(
+        gateway.data_dir)), gateway.log_level)
+    sip = SipSection(**values["sip"])
+    if not sip.listen_udp and not sip.listen_tcp:
+        raise ConfigError("sip.listen_udp: no listener at all (set listen_udp or listen_tcp)")
+    registrar = RegistrarSection(**values["registrar"])
+    if registrar.min_expires > registrar.max_expires:
+        raise ConfigError("registrar.min_expires: larger than registrar.max_expires")
+    if not registrar.min_expires <= registrar.default_expires <= registrar.max_expires:
+        raise ConfigError("registrar.default_expires: must lie between min_expires and "
+                          "max_expires")
+    database = DatabaseSection(**values["database"])
+    if not database.url:
+        path_part = os.path.join(gateway.data_dir, "registry.sqlite3")
+        database = DatabaseSection(f"sqlite:///{path_part}", database.auto_upgrade,
+                                   database.sweep_interval, database.sync_interval)
+    elif "://" not in database.url:
+        raise ConfigError(f"database.url: {database.url!r} is not an SQLAlchemy URL "
+                          "(e.g. postgresql+psycopg://user@host/db)")
+    return GatewayConfig(gateway, sip, registrar, database, path)

@@ -1,0 +1,223 @@
+"""The SIP core: validates requests, runs them through the transaction layer and hands them
+to the registrar (or answers OPTIONS/CANCEL and refuses what the gateway does not serve).
+
+It never touches sockets: it gets ``(message, source)`` from the transports and gives bytes
+back through the ``send`` callable. The only Twisted parts are the Deferreds of the
+location service and the one timer that drives the transaction layer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from gateway.location.binding import Binding
+from gateway.log import get_logger
+from gateway.registrar import SUPPORTED_EXTENSIONS, Registrar
+from gateway.sip.errors import SipSyntaxError
+from gateway.sip.message import Request, Response
+from gateway.sip.responses import build_response
+from gateway.sip.transaction import (
+    Address,
+    Send,
+    ServerTransaction,
+    State,
+    TransactionLayer,
+    transaction_key,
+)
+
+log = get_logger("gateway.core")
+
+ALLOWED_METHODS = ("REGISTER", "OPTIONS", "ACK", "CANCEL")
+# Methods the gateway knows but does not serve yet (the proxy issue routes them): 405.
+# Anything else is unknown to it: 501 (RFC 3261 §8.2.1).
+KNOWN_METHODS = frozenset({"INVITE", "BYE", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH",
+                           "INFO", "REFER", "MESSAGE", "UPDATE"})
+
+
+class LocationLike:
+    """What the core needs of :class:`gateway.location.service.LocationService`."""
+
+    def current(self, aor: str) -> list[Binding]: ...  # pragma: no cover
+    def lookup(self, aor: str, now: float | None = None) -> list[Binding]: ...  # pragma: no cover
+    def replace(self, aor: str, bindings: list[Binding]): ...  # pragma: no cover
+
+
+class SipCore:
+    """Request handling for one gateway."""
+
+    def __init__(self, registrar: Registrar, location: LocationLike,
+                 transactions: TransactionLayer, send: Callable[[bytes, Address], None],
+                 reactor: IReactorTime, *, force_rport: bool = True,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.registrar = registrar
+        self.location = location
+        self.transactions = transactions
+        self.send = send
+        self.reactor = reactor
+        self.force_rport = force_rport
+        self.wall_clock = wall_clock
+        self._timer: IDelayedCall | None = None
+        self._timer_at = 0.0
+
+    # --- entry point from the transports --------------------------------------------------
+
+    def receive(self, message: Request | Response, source: Address) -> None:
+        """Handle one parsed message from ``source``; never raises."""
+        try:
+            if isinstance(message, Request):
+                self._receive_request(message, source)
+            # Responses need client transactions, which arrive with the proxy.
+        except Exception:
+            log.failure("unhandled error while handling {message!r} from {source}",
+                        message=message, source=source)
+
+    def _receive_request(self, request: Request, source: Address) -> None:
+        try:
+            vias = request.vias
+            if not vias:
+                raise SipSyntaxError("missing Via header")
+            request.from_, request.to, request.call_id  # noqa: B018 - validates them
+            cseq = request.cseq
+            if cseq.method != request.method:
+                raise SipSyntaxError("CSeq method does not match the request method")
+            request.max_forwards  # noqa: B018
+        except SipSyntaxError as exc:
+            if request.method != "ACK" and request.has_header("via"):
+                self._send_all([(build_response(request, 400, f"Bad Request ({exc})")
+                                 .serialize(), source)])
+            return
+        reply_to = self._stamp_via(request, source)
+        now = self.reactor.seconds()
+        txn, sends = self.transactions.receive_request(request, source, reply_to, now)
+        self._send_all(sends)
+        self._arm_timer()
+        if txn is None:
+            return
+        method = request.method
+        try:
+            if method == "REGISTER":
+                self._register(txn, request, source)
+            elif method == "OPTIONS":
+                self._respond(txn, build_response(request, 200, headers=self._capabilities()))
+            elif method == "CANCEL":
+                self._cancel(txn, request)
+            elif method in KNOWN_METHODS:
+                self._respond(txn, build_response(request, 405, headers=[
+                    ("Allow", ", ".join(ALLOWED_METHODS))]))
+            else:
+                self._respond(txn, build_response(request, 501, headers=[
+                    ("Allow", ", ".join(ALLOWED_METHODS))]))
+        except SipSyntaxError as exc:
+            self._respond(txn, build_response(request, 400, f"Bad Request ({exc})"))
+
+    # --- methods --------------------------------------------------------------------------
+
+    def _register(self, txn: ServerTransaction, request: Request, source: Address) -> None:
+        now = self.wall_clock()
+        aor = self.registrar.aor_of(request)
+        current = self.location.current(aor) if aor else []
+        decision = self.registrar.decide(request, source, current, now)
+        if decision.response is not None:
+            self._respond(txn, decision.response)
+            return
+        assert decision.aor is not None and decision.bindings is not None
+        bindings = list(decision.bindings)
+        if not request.contacts and _same(current, self.location.lookup(decision.aor, now)):
+            self._respond(txn, self.registrar.ok_response(request, bindings, now))
+            return
+
+        def committed(_: object) -> None:
+            self._respond(txn, self.registrar.ok_response(request, bindings,
+                                                          self.wall_clock()))
+
+        def failed(failure: Failure) -> None:
+            log.error("registry write failed for {aor}: {error}", aor=decision.aor,
+                      error=failure.getErrorMessage())
+            self._respond(txn, build_response(request, 500, "Server Internal Error "
+                                              "(registry unavailable)",
+                                              headers=[("Retry-After", "5")]))
+
+        self.location.replace(decision.aor, bindings).addCallbacks(committed, failed)
+
+    def _cancel(self, txn: ServerTransaction, request: Request) -> None:
+        invite = self.transactions.find(transaction_key(request, for_method="INVITE"))
+        if invite is None or invite.state is not State.PROCEEDING or invite.request is None:
+            self._respond(txn, build_response(request, 481))
+            return
+        self._respond(txn, build_response(request, 200))
+        self._respond(invite, build_response(invite.request, 487))
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [("Allow", ", ".join(ALLOWED_METHODS)), ("Accept", "application/sdp"),
+                ("Accept-Encoding", "identity"), ("Accept-Language", "en"),
+                ("Supported", ", ".join(SUPPORTED_EXTENSIONS))]
+
+    # --- sending and timers ---------------------------------------------------------------
+
+    def _respond(self, txn: ServerTransaction, response: Response) -> None:
+        self._send_all(self.transactions.respond(txn, response, self.reactor.seconds()))
+        self._arm_timer()
+
+    def _send_all(self, sends: list[Send]) -> None:
+        for data, address in sends:
+            try:
+                self.send(data, address)
+            except Exception:
+                log.failure("sending to {address} failed", address=address)
+
+    def _arm_timer(self) -> None:
+        deadline = self.transactions.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None and self._timer.active():
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.reactor.callLater(max(0.0, deadline - self.reactor.seconds()),
+                                             self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self._send_all(self.transactions.on_timer(self.reactor.seconds()))
+        except Exception:
+            log.failure("transaction timer failed")
+        self._arm_timer()
+
+    def stop(self) -> None:
+        """Cancel the pending timer (on shutdown)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # --- Via handling (RFC 3261 §18.2.1, RFC 3581) -----------------------------------------
+
+    def _stamp_via(self, request: Request, source: Address) -> Address:
+        """Add ``received``/``rport`` to the top Via and return where responses go."""
+        top = request.vias[0]
+        host = top.host.strip("[]")
+        params = []
+        if host != source.host:
+            params.append(f"received={source.host}")
+        has_rport = top.rport is not None
+        if has_rport:
+            params.append(f"rport={source.port}")
+        if params:
+            hop = str(top)
+            if has_rport:  # the valueless rport is replaced by one with the port
+                hop = ";".join(p for p in hop.split(";") if p.strip().lower() != "rport")
+            request.replace_first_value("via", hop + "".join(f";{p}" for p in params))
+        if source.reliable:
+            return source
+        if has_rport or self.force_rport:
+            return source
+        return Address(source.transport, source.host, top.port or 5060, source.connection)
+
+
+def _same(a: list[Binding], b: list[Binding]) -> bool:
+    return len(a) == len(b) and set(a) == set(b)

@@ -1,0 +1,44 @@
+"""The value type shared by the registrar, the location store and the admin CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SOURCE_LOCAL = "local"
+SOURCE_OVERLAY = "overlay"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One contact registered for an address-of-record (RFC 3261 §10).
+
+    ``expires`` is an absolute POSIX timestamp (seconds); the binding is live while
+    ``expires > now``. ``contact`` is the Contact URI as the UA sent it (without the
+    enclosing ``<>`` and without header parameters such as ``expires`` or ``q``).
+    ``received`` is where the REGISTER came from (``host:port``) and ``transport`` the
+    transport it came over (``udp``/``tcp``/``tls``), so requests can reach a UA behind
+    NAT and reuse its connection.
+    """
+
+    aor: str
+    contact: str
+    expires: float
+    q: float = 1.0
+    call_id: str = ""
+    cseq: int = 0
+    path: tuple[str, ...] = ()
+    received: str = ""
+    transport: str = "udp"
+    instance_id: str = ""
+    reg_id: int = 0
+    user_agent: str = ""
+    source: str = SOURCE_LOCAL
+    registered_at: float = field(default=0.0, compare=False)
+
+    def remaining(self, now: float) -> int:
+        """Seconds left before the binding expires (0 when already expired)."""
+        return max(0, int(self.expires - now + 0.5))
+
+    def is_live(self, now: float) -> bool:
+        """Whether the binding has not yet expired at ``now``."""
+        return self.expires > now

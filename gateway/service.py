@@ -1,0 +1,153 @@
+"""Assembles the gateway into one Twisted service.
+
+:func:`prepare` does the start-up work that can fail because of the user's set-up — config,
+data dir, schema upgrade, binding the listen sockets — before the reactor runs, so each
+failure is one line and a non-zero exit. :class:`GatewayService` then loads the registry
+(in a worker thread) and starts serving.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, DeferredList
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.core import SipCore
+from gateway.location.service import LocationService
+from gateway.location.store import LocationStore
+from gateway.log import get_logger, set_log_level
+from gateway.myself import LocalDomains
+from gateway.registrar import Registrar, RegistrarPolicy
+from gateway.sip.transaction import TransactionLayer
+from gateway.sip.transport import ListenError, TransportManager, bind_socket
+
+log = get_logger("gateway.service")
+
+
+class StartupError(Exception):
+    """A set-up problem; ``str()`` is the one-line message shown to the user."""
+
+
+@dataclass
+class Prepared:
+    """Everything :func:`prepare` opened."""
+
+    config: GatewayConfig
+    store: LocationStore
+    sockets: list[tuple[str, socket.socket]] = field(default_factory=list)
+
+
+def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
+    """Load the config, create the data dir, upgrade the schema and bind the sockets."""
+    try:
+        config = load_config(config_path, overrides)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+    set_log_level(config.gateway.log_level)
+    try:
+        os.makedirs(config.data_dir, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"gateway.data_dir: cannot create {config.data_dir}: "
+                           f"{exc.strerror}") from None
+    store = LocationStore(config.database.url)
+    try:
+        if config.database.auto_upgrade:
+            store.upgrade_schema()
+        elif not store.schema_is_current():
+            raise StartupError("database schema is not current and database.auto_upgrade is "
+                               "off: run `p2psip-admin db upgrade`")
+    except StartupError:
+        store.close()
+        raise
+    except Exception as exc:
+        store.close()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(f"database.url: cannot open the registry: {first}") from None
+    store.close()  # no connection may cross a daemon fork; the worker thread reconnects
+    prepared = Prepared(config, store)
+    try:
+        for address in config.sip.listen_udp:
+            prepared.sockets.append(("udp", bind_socket("udp", address)))
+        for address in config.sip.listen_tcp:
+            prepared.sockets.append(("tcp", bind_socket("tcp", address)))
+    except ListenError as exc:
+        for _, sock in prepared.sockets:
+            sock.close()
+        raise StartupError(str(exc)) from None
+    return prepared
+
+
+class GatewayService(service.Service):
+    """The running gateway: registry cache, SIP core and listeners."""
+
+    def __init__(self, prepared: Prepared, reactor: Any) -> None:
+        self.prepared = prepared
+        self.reactor = reactor
+        config = prepared.config
+        self.location = LocationService(prepared.store, reactor,
+                                        sweep_interval=config.database.sweep_interval,
+                                        sync_interval=config.database.sync_interval)
+        listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]
+        self.local_domains = LocalDomains(config.gateway.domains, listen_hosts)
+        policy = RegistrarPolicy(config.registrar.min_expires, config.registrar.max_expires,
+                                 config.registrar.default_expires,
+                                 config.registrar.max_contacts)
+        self.transactions = TransactionLayer(config.sip.t1, config.sip.t2, config.sip.t4)
+        self.transports = TransportManager(reactor, self._receive, config.sip.max_message_size,
+                                           config.sip.max_tcp_connections,
+                                           config.sip.tcp_idle_timeout)
+        self.core = SipCore(Registrar(policy, self.local_domains), self.location,
+                            self.transactions, self.transports.send, reactor,
+                            force_rport=config.sip.force_rport)
+        self.ready: Deferred[None] = Deferred()
+
+    def _receive(self, message: Any, source: Any) -> None:
+        self.core.receive(message, source)
+
+    def startService(self) -> None:  # noqa: N802 - Twisted API
+        """Load the registry, then open the listeners."""
+        super().startService()
+        d = self.location.start()
+        d.addCallback(self._listen)
+        d.addCallbacks(self.ready.callback, self._start_failed)
+
+    def _listen(self, _: object) -> None:
+        for kind, sock in self.prepared.sockets:
+            self.transports.adopt(kind, sock)
+        self.prepared.sockets = []
+        for kind, host, port in self.transports.listening_addresses():
+            log.info("listening on {kind} {host}:{port}", kind=kind, host=host, port=port)
+        log.info("gateway ready: {bindings} live bindings, domains {domains}",
+                 bindings=self.location.binding_count(),
+                 domains=", ".join(sorted(self.local_domains.names)))
+
+    def _start_failed(self, failure: Any) -> None:
+        log.critical("gateway failed to start: {error}", error=failure.getErrorMessage())
+        print(f"p2psip-gateway: failed to start: {failure.getErrorMessage()}", file=sys.stderr)
+        self.ready.errback(failure)
+        self.ready.addErrback(lambda _: None)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def stopService(self) -> Deferred[Any]:  # noqa: N802 - Twisted API
+        """Stop listening, then flush pending registry writes."""
+        super().stopService()
+        self.core.stop()
+        for _, sock in self.prepared.sockets:
+            sock.close()
+        self.prepared.sockets = []
+        stopped = DeferredList(self.transports.stop())
+        stopped.addCallback(lambda _: self.location.stop())
+        return stopped
+
+
+def make_gateway_service(config_path: str | None, overrides: dict[str, str],
+                         reactor: Any) -> GatewayService:
+    """:func:`prepare` plus the service; raises :class:`StartupError`."""
+    return GatewayService(prepare(config_path, overrides), reactor)

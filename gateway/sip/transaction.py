@@ -1,0 +1,199 @@
+"""Server transactions (RFC 3261 §17.2), sans-IO.
+
+The layer takes requests, responses and the current time, and returns what to send as
+``(bytes, Address)`` pairs; timers live in one heap that a driver fires through
+:meth:`TransactionLayer.on_timer` at :meth:`TransactionLayer.next_deadline`.
+The legal state changes are the tables ``_NON_INVITE`` and ``_INVITE`` below.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from enum import Enum
+
+from gateway.sip.message import Request, Response
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a message came from or goes to. ``connection`` identifies the TCP/TLS
+    connection a message arrived on (0 for datagrams), so responses reuse it."""
+
+    transport: str
+    host: str
+    port: int
+    connection: int = 0
+
+    @property
+    def reliable(self) -> bool:
+        """Stream transports need no retransmissions."""
+        return self.transport != "udp"
+
+
+Send = tuple[bytes, Address]
+
+
+class State(Enum):
+    """Server transaction states (RFC 3261 figures 7 and 8)."""
+
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+# (current state, response class) -> next state; 1 = provisional, 2 = 2xx, 3 = 3xx-6xx
+_NON_INVITE = {
+    (State.TRYING, 1): State.PROCEEDING, (State.TRYING, 2): State.COMPLETED,
+    (State.TRYING, 3): State.COMPLETED, (State.PROCEEDING, 1): State.PROCEEDING,
+    (State.PROCEEDING, 2): State.COMPLETED, (State.PROCEEDING, 3): State.COMPLETED,
+}
+# A 2xx ends an INVITE server transaction at once: the TU (proxy/UAS core) owns 2xx
+# retransmission (RFC 3261 §17.2.1).
+_INVITE = {
+    (State.PROCEEDING, 1): State.PROCEEDING, (State.PROCEEDING, 2): State.TERMINATED,
+    (State.PROCEEDING, 3): State.COMPLETED,
+}
+
+
+@dataclass(slots=True, eq=False)
+class ServerTransaction:
+    """One server transaction. ``request`` is dropped once a final response is sent."""
+
+    key: tuple[str, ...]
+    method: str
+    reply_to: Address
+    request: Request | None
+    state: State
+    last_response: bytes | None = None
+    status: int = 0
+    retransmit_interval: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def is_invite(self) -> bool:
+        """INVITE transactions follow the other state table."""
+        return self.method == "INVITE"
+
+
+def transaction_key(request: Request, *, for_method: str | None = None) -> tuple[str, ...]:
+    """The matching key of RFC 3261 §17.2.3 (branch, sent-by, method; ACK and CANCEL map
+    to INVITE via ``for_method``), or the RFC 2543 fallback key when the branch lacks
+    the magic cookie."""
+    top = request.vias[0]
+    method = for_method or ("INVITE" if request.method == "ACK" else request.method)
+    branch = top.branch or ""
+    if branch.startswith(MAGIC_COOKIE):
+        return (branch, top.sent_by.lower(), method)
+    from_tag = request.from_.tag or ""
+    return ("2543", str(request.uri), from_tag, request.call_id, str(request.cseq.number),
+            method, str(top))
+
+
+class TransactionLayer:
+    """All server transactions of one gateway and their timers."""
+
+    def __init__(self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0) -> None:
+        self.t1, self.t2, self.t4 = t1, t2, t4
+        self._table: dict[tuple[str, ...], ServerTransaction] = {}
+        self._timers: list[tuple[float, int, str, ServerTransaction]] = []
+        self._sequence = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def find(self, key: tuple[str, ...]) -> ServerTransaction | None:
+        """The live transaction with ``key``, if any."""
+        return self._table.get(key)
+
+    def receive_request(self, request: Request, source: Address, reply_to: Address,
+                        now: float) -> tuple[ServerTransaction | None, list[Send]]:
+        """Match ``request`` against the table.
+
+        Returns ``(new transaction, [])`` for a request the TU must handle, or
+        ``(None, sends)`` for a retransmission or an ACK that a transaction absorbed
+        (``sends`` re-sends the last response where RFC 3261 says so). An ACK never
+        creates a transaction: it is absorbed by a matching INVITE transaction or, for
+        a 2xx, left to the TU (``(None, [])`` in both cases here; the proxy issue
+        routes 2xx ACKs).
+        """
+        key = transaction_key(request)
+        txn = self._table.get(key)
+        if request.method == "ACK":
+            if txn is not None and txn.is_invite and txn.state is State.COMPLETED:
+                txn.state = State.CONFIRMED
+                self._schedule(now + (0 if source.reliable else self.t4), "I", txn)
+            return None, []
+        if txn is not None:
+            if txn.last_response is not None and txn.state in (
+                    State.PROCEEDING, State.COMPLETED):
+                return None, [(txn.last_response, txn.reply_to)]
+            return None, []
+        txn = ServerTransaction(key, request.method, reply_to, request,
+                                State.PROCEEDING if request.method == "INVITE" else
+                                State.TRYING)
+        self._table[key] = txn
+        if request.method == "INVITE":
+            # Bounds an INVITE the TU never answers; the proxy issue replaces this with
+            # Timer C. Until then the transaction is reaped after 64*T1 without reply.
+            self._schedule(now + 64 * self.t1 + 180, "stale", txn)
+        return txn, []
+
+    def respond(self, txn: ServerTransaction, response: Response, now: float) -> list[Send]:
+        """Send ``response`` in ``txn``; returns what to put on the wire (maybe nothing if
+        the transaction already ended)."""
+        table = _INVITE if txn.is_invite else _NON_INVITE
+        klass = 1 if response.status < 200 else 2 if response.status < 300 else 3
+        next_state = table.get((txn.state, klass))
+        if next_state is None:
+            return []
+        data = response.serialize()
+        txn.state = next_state
+        txn.last_response = data
+        txn.status = response.status
+        if klass > 1:
+            txn.request = None
+            reliable = txn.reply_to.reliable
+            if next_state is State.TERMINATED:
+                self._table.pop(txn.key, None)
+            elif txn.is_invite:
+                if not reliable:
+                    txn.retransmit_interval = self.t1
+                    self._schedule(now + self.t1, "G", txn)
+                self._schedule(now + 64 * self.t1, "H", txn)
+            else:
+                self._schedule(now + (0 if reliable else 64 * self.t1), "J", txn)
+        return [(data, txn.reply_to)]
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` next has work, or None."""
+        return self._timers[0][0] if self._timers else None
+
+    def on_timer(self, now: float) -> list[Send]:
+        """Fire every timer due at ``now``."""
+        sends: list[Send] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, name, txn = heapq.heappop(timers)
+            if name == "G":
+                if txn.state is State.COMPLETED and txn.last_response is not None:
+                    sends.append((txn.last_response, txn.reply_to))
+                    txn.retransmit_interval = min(2 * txn.retransmit_interval, self.t2)
+                    self._schedule(now + txn.retransmit_interval, "G", txn)
+            elif name == "H" and txn.state is not State.COMPLETED:
+                continue  # ACK arrived; Timer I ends it
+            elif name == "stale" and txn.state is not State.PROCEEDING:
+                continue
+            else:
+                txn.state = State.TERMINATED
+                if self._table.get(txn.key) is txn:
+                    del self._table[txn.key]
+        return sends
+
+    def _schedule(self, when: float, name: str, txn: ServerTransaction) -> None:
+        heapq.heappush(self._timers, (when, next(self._sequence), name, txn))

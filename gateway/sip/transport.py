@@ -1,0 +1,263 @@
+"""UDP and TCP transports (RFC 3261 §18): bytes in, parsed messages to the core; bytes out.
+
+Nothing here makes a routing decision. Unparseable requests are answered ``400`` (to the
+packet's source, never to a Via host) or dropped; no exception escapes into the reactor.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorSocket
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.protocols.policies import TimeoutMixin
+
+from gateway.config import ListenAddress
+from gateway.log import get_logger
+from gateway.sip.message import Request, Response
+from gateway.sip.parser import ParseError, StreamFramer, parse_message
+from gateway.sip.responses import build_error_response
+from gateway.sip.transaction import Address
+
+log = get_logger("gateway.sip.transport")
+
+Receiver = Callable[[Request | Response, Address], None]
+UDP_BUFFER = 4 * 1024 * 1024
+
+
+class ListenError(Exception):
+    """A listener could not be opened; ``str()`` is a one-line message."""
+
+
+def bind_socket(kind: str, address: ListenAddress) -> socket.socket:
+    """Create and bind (and for TCP, listen on) a socket; IPv6 sockets are v6-only so
+    ``0.0.0.0`` and ``::`` can share a port."""
+    family = socket.AF_INET6 if address.is_ipv6 else socket.AF_INET
+    sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    sock = socket.socket(family, sock_type)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == "udp":
+            _grow_buffer(sock, socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None))
+            _grow_buffer(sock, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None))
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address.host, address.port))
+        if kind != "udp":
+            sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {kind} {address}: {exc.strerror}") from None
+    return sock
+
+
+def _grow_buffer(sock: socket.socket, option: int, force_option: int | None) -> None:
+    for opt in (force_option, option):
+        if opt is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)
+            return
+        except OSError:
+            continue
+
+
+def _host_of(addr: Any) -> tuple[str, int]:
+    return addr[0], addr[1]
+
+
+class UdpTransport(DatagramProtocol):
+    """One UDP listener."""
+
+    def __init__(self, receive: Receiver, max_message_size: int) -> None:
+        self.receive = receive
+        self.max_message_size = max_message_size
+        self.ident = id(self)
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 - Twisted API
+        """Parse one datagram and hand it to the core; answer 400 to bad requests."""
+        host, port = _host_of(addr)
+        try:
+            if len(data) <= 4 and not data.strip(b"\r\n\x00 "):
+                return  # keep-alive
+            if len(data) > self.max_message_size:
+                log.warn("dropped a {size}-byte datagram from {host}:{port}", size=len(data),
+                         host=host, port=port)
+                return
+            try:
+                message = parse_message(data)
+            except ParseError as exc:
+                self._reject(exc, host, port)
+                return
+            self.receive(message, Address("udp", host, port, self.ident))
+        except Exception:
+            log.failure("error on a datagram from {host}:{port}", host=host, port=port)
+
+    def _reject(self, exc: ParseError, host: str, port: int) -> None:
+        log.info("unparseable message from udp {host}:{port}: {reason}", host=host, port=port,
+                 reason=exc.reason)
+        if not exc.is_request:
+            return
+        response = build_error_response(exc.headers, exc.status, _reason(exc))
+        if response is not None and self.transport is not None:
+            self.transport.write(response.serialize(), (host, port))
+
+    def send(self, data: bytes, host: str, port: int) -> None:
+        """Send one datagram."""
+        if self.transport is not None:
+            self.transport.write(data, (host, port))
+
+
+def _reason(exc: ParseError) -> str:
+    base = "Version Not Supported" if exc.status == 505 else "Bad Request"
+    return f"{base} ({exc.reason})"
+
+
+class StreamTransport(Protocol, TimeoutMixin):
+    """One TCP connection: frames by Content-Length, answers CRLF keep-alives, closes on
+    garbage or oversize input, and times out when idle."""
+
+    factory: StreamFactory
+
+    def __init__(self) -> None:
+        self.framer: StreamFramer | None = None
+        self.peer: Address | None = None
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+        """Register the connection so responses can reuse it."""
+        peer = self.transport.getPeer()
+        self.peer = Address(self.factory.transport_name, peer.host, peer.port, id(self))
+        self.framer = StreamFramer(self.factory.max_message_size)
+        self.factory.connections[id(self)] = self
+        self.setTimeout(self.factory.idle_timeout)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        """Feed bytes to the framer; every complete message goes to the core."""
+        assert self.framer is not None and self.peer is not None
+        self.resetTimeout()
+        try:
+            items = self.framer.feed(data)
+        except ParseError as exc:
+            log.info("closing {peer}: {reason}", peer=self.peer, reason=exc.reason)
+            self.transport.loseConnection()
+            return
+        for item in items:
+            if item == b"\r\n\r\n":
+                self.transport.write(b"\r\n")
+                continue
+            try:
+                message = parse_message(item, framed=True)
+            except ParseError as exc:
+                log.info("bad message from {peer}: {reason}", peer=self.peer,
+                         reason=exc.reason)
+                if exc.is_request:
+                    response = build_error_response(exc.headers, exc.status, _reason(exc))
+                    if response is not None:
+                        self.transport.write(response.serialize())
+                continue
+            try:
+                self.factory.receive(message, self.peer)
+            except Exception:
+                log.failure("error on a message from {peer}", peer=self.peer)
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - Twisted API
+        """Idle for too long."""
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted API
+        """Forget the connection."""
+        self.setTimeout(None)
+        self.factory.connections.pop(id(self), None)
+
+
+class StreamFactory(Factory):
+    """Accepts TCP connections, up to ``max_connections`` at once."""
+
+    protocol = StreamTransport
+
+    def __init__(self, receive: Receiver, max_message_size: int, max_connections: int,
+                 idle_timeout: float, transport_name: str = "tcp") -> None:
+        self.receive = receive
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.transport_name = transport_name
+        self.connections: dict[int, StreamTransport] = {}
+
+    def buildProtocol(self, addr: Any) -> StreamTransport | None:  # noqa: N802 - Twisted API
+        """Refuse connections beyond the limit."""
+        if len(self.connections) >= self.max_connections:
+            log.warn("refused a connection from {addr}: {n} connections open", addr=addr,
+                     n=len(self.connections))
+            return None
+        return super().buildProtocol(addr)
+
+
+class TransportManager:
+    """Owns the listeners and sends messages out of the right one."""
+
+    def __init__(self, reactor: IReactorSocket, receive: Receiver, max_message_size: int,
+                 max_connections: int, idle_timeout: float) -> None:
+        self.reactor = reactor
+        self.receive = receive
+        self.max_message_size = max_message_size
+        self.udp: dict[int, UdpTransport] = {}
+        self.udp_by_family: dict[int, UdpTransport] = {}
+        self.stream_factory = StreamFactory(self._receive, max_message_size, max_connections,
+                                            idle_timeout)
+        self.ports: list[Any] = []
+
+    def _receive(self, message: Request | Response, source: Address) -> None:
+        self.receive(message, source)
+
+    def adopt(self, kind: str, sock: socket.socket) -> None:
+        """Start serving on an already bound socket (closed here after adoption)."""
+        family = sock.family
+        if kind == "udp":
+            protocol = UdpTransport(self._receive, self.max_message_size)
+            port = self.reactor.adoptDatagramPort(sock.fileno(), family, protocol,
+                                                  maxPacketSize=self.max_message_size + 1)
+            self.udp[protocol.ident] = protocol
+            self.udp_by_family.setdefault(family, protocol)
+        else:
+            port = self.reactor.adoptStreamPort(sock.fileno(), family, self.stream_factory)
+        sock.close()
+        self.ports.append(port)
+
+    def send(self, data: bytes, address: Address) -> None:
+        """Send ``data`` to ``address``: UDP from the socket the request came in on, TCP over
+        the connection it came in on (new outgoing connections come with the proxy)."""
+        if address.transport == "udp":
+            protocol = self.udp.get(address.connection) or self.udp_by_family.get(
+                socket.AF_INET6 if ":" in address.host else socket.AF_INET)
+            if protocol is None:
+                log.warn("no UDP socket to reach {address}", address=address)
+                return
+            protocol.send(data, address.host, address.port)
+            return
+        connection = self.stream_factory.connections.get(address.connection)
+        if connection is None:
+            log.info("connection to {address} is gone; response dropped", address=address)
+            return
+        connection.transport.write(data)
+
+    def listening_addresses(self) -> list[tuple[str, str, int]]:
+        """``(kind, host, port)`` of every open listener."""
+        result = []
+        for port in self.ports:
+            host = port.getHost()
+            kind = "udp" if host.type == "UDP" else "tcp"
+            result.append((kind, host.host, host.port))
+        return result
+
+    def stop(self) -> list[Any]:
+        """Stop listening and close stream connections; returns Deferreds to wait for."""
+        deferreds = [port.stopListening() for port in self.ports]
+        self.ports = []
+        for connection in list(self.stream_factory.connections.values()):
+            connection.transport.loseConnection()
+        return [d for d in deferreds if d is not None]
