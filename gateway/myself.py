@@ -22,12 +22,21 @@ class LocalDomains:
                 names.add(name.lower().rstrip("."))
         self.names = frozenset(names)
         self._ips: dict[str, bool] = {}
+        self._seen: dict[str, bool] = {}
         for host in listen_hosts:
             if host not in ("0.0.0.0", "::"):
                 self._ips[_normalize_ip(host)] = True
 
     def __call__(self, host: str) -> bool:
         """Whether ``host`` (a URI host, IPv6 possibly in brackets) is served here."""
+        known = self._seen.get(host)
+        if known is None:
+            known = self._decide(host)
+            if len(self._seen) < 65536:  # bounded: hosts come from the network
+                self._seen[host] = known
+        return known
+
+    def _decide(self, host: str) -> bool:
         host = host.lower().rstrip(".")
         if host in self.names:
             return True

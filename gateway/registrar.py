@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from email.utils import formatdate
 
 from gateway.location.binding import Binding
@@ -162,6 +163,7 @@ class Registrar:
         return RegisterDecision(response=build_response(request, status, reason, headers or ()))
 
 
+@lru_cache(maxsize=65536)
 def _key(contact_uri: str) -> str:
     uri = parse_uri(contact_uri)
     return uri.matching_key() if isinstance(uri, SipUri) else str(uri)

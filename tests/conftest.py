@@ -1,0 +1,49 @@
+"""Shared fixtures: an in-process gateway on free 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from gateway.service import GatewayService, prepare
+
+
+async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:
+    """Start a gateway service in this process (UDP and TCP on 127.0.0.1, free ports)."""
+    settings = {"gateway.data_dir": str(data_dir), "sip.listen_udp": "127.0.0.1:0",
+                "sip.listen_tcp": "127.0.0.1:0", "database.sweep_interval": "1",
+                "database.sync_interval": "0.5"}
+    settings.update(overrides)
+    from twisted.internet import reactor  # installed by pytest-twisted (asyncio)
+
+    gateway = GatewayService(prepare(None, settings), reactor)
+    gateway.startService()
+    await gateway.ready
+    return gateway
+
+
+def ports(gateway: GatewayService) -> dict[str, int]:
+    """``{"udp": port, "tcp": port}`` of a running gateway."""
+    return {kind: port for kind, _, port in gateway.transports.listening_addresses()}
+
+
+@pytest_twisted.async_yield_fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[GatewayService]:
+    """A running gateway with default registrar limits."""
+    service = await start_gateway(tmp_path / "data")
+    yield service
+    await service.stopService()
+
+
+@pytest.fixture
+def udp_port(gateway: GatewayService) -> int:
+    """The gateway's UDP port."""
+    return ports(gateway)["udp"]
+
+
+@pytest.fixture
+def tcp_port(gateway: GatewayService) -> int:
+    """The gateway's TCP port."""
+    return ports(gateway)["tcp"]
