@@ -1,0 +1,75 @@
+"""Configuration loading: defaults, the documented example file, and one-line errors."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from gateway.config import _SCHEMA, ConfigError, ListenAddress, load_config
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "gateway.ini"
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "gateway.ini"
+    path.write_text(text)
+    return str(path)
+
+
+def test_example_file_documents_every_key_with_its_default() -> None:
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.read(EXAMPLE)
+    for section, keys in _SCHEMA.items():
+        assert set(parser[section]) == set(keys), section
+        for key, (default, _) in keys.items():
+            assert parser.get(section, key).strip() == default, f"{section}.{key}"
+    from_file, built_in = load_config(str(EXAMPLE)), load_config(None)
+    for section in ("gateway", "sip", "registrar", "database"):
+        assert getattr(from_file, section) == getattr(built_in, section)
+
+
+def test_defaults_listen_on_5060_and_use_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    config = load_config(None, {"data_dir": str(tmp_path)})
+    assert ListenAddress("0.0.0.0", 5060) in config.sip.listen_udp
+    assert ListenAddress("::", 5060) in config.sip.listen_tcp
+    assert config.database.url == f"sqlite:///{tmp_path}/registry.sqlite3"
+
+
+def test_file_values_and_overrides_apply(tmp_path: Path) -> None:
+    path = write(tmp_path, "[gateway]\ndomains = a.example, B.example.\n"
+                           "[sip]\nlisten_udp = 127.0.0.1:5070, [::1]:5071\n")
+    config = load_config(path, {"registrar.max_contacts": "3"})
+    assert config.gateway.domains == ("a.example", "b.example")
+    assert config.sip.listen_udp == (ListenAddress("127.0.0.1", 5070),
+                                     ListenAddress("::1", 5071))
+    assert config.registrar.max_contacts == 3
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("[sip]\nlisten_udp = 127.0.0.1:99999\n", "sip.listen_udp"),
+    ("[sip]\nlisten_udp = example.com:5060\n", "sip.listen_udp"),
+    ("[sip]\nt1 = fast\n", "sip.t1"),
+    ("[sip]\nforce_rport = maybe\n", "sip.force_rport"),
+    ("[sip]\nbogus = 1\n", "sip.bogus"),
+    ("[nowhere]\nx = 1\n", "[nowhere]"),
+    ("[registrar]\nmin_expires = 100\nmax_expires = 50\n", "registrar.min_expires"),
+    ("[registrar]\nmax_contacts = 0\n", "registrar.max_contacts"),
+    ("[gateway]\nlog_level = loud\n", "gateway.log_level"),
+    ("[gateway]\ndomains = bad_domain!\n", "gateway.domains"),
+    ("[database]\nurl = registry.db\n", "database.url"),
+    ("[sip]\nlisten_udp =\nlisten_tcp =\n", "sip.listen_udp"),
+    ("not an ini file\n", "not valid INI"),
+])
+def test_bad_config_gives_one_line_error_naming_the_key(tmp_path: Path, text: str,
+                                                        named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert named in message and "\n" not in message
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(str(tmp_path / "missing.ini"))

@@ -1,0 +1,71 @@
+"""`twistd p2psip-gateway` as a user starts it: errors are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway_proc import twistd_executable
+
+
+def run_twistd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([twistd_executable(), "-n", "--pidfile=", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def test_bad_config_value_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.ini"
+    config.write_text("[registrar]\nmax_contacts = lots\n")
+    result = run_twistd("p2psip-gateway", "--config", str(config), cwd=tmp_path)
+    assert result.returncode != 0
+    assert last_line(result).startswith("p2psip-gateway: registrar.max_contacts:")
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_key_exits_non_zero_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "bad.ini"
+    config.write_text("[sip]\nlisten_sctp = 1\n")
+    result = run_twistd("p2psip-gateway", "--config", str(config), cwd=tmp_path)
+    assert result.returncode != 0 and "sip.listen_sctp" in last_line(result)
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        result = run_twistd("p2psip-gateway", "--data-dir", str(tmp_path / "d"),
+                            "--listen-udp", f"127.0.0.1:{port}", "--listen-tcp", "",
+                            cwd=tmp_path)
+    assert result.returncode != 0
+    assert last_line(result) == (f"p2psip-gateway: cannot listen on udp 127.0.0.1:{port}: "
+                                 "Address already in use")
+
+
+def test_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run_twistd("p2psip-gateway", "--data-dir", str(tmp_path / "d"),
+                        "--listen-udp", "127.0.0.1:0", "--listen-tcp", "",
+                        "--database", "postgresql+psycopg://nobody@127.0.0.1:1/none",
+                        cwd=tmp_path)
+    assert result.returncode != 0
+    assert last_line(result).startswith("p2psip-gateway: database.url: cannot open the "
+                                        "registry")
+
+
+def test_other_reactor_stops_with_the_flag_to_use(tmp_path: Path) -> None:
+    result = run_twistd("--reactor=poll", "p2psip-gateway", "--data-dir", str(tmp_path / "d"),
+                        cwd=tmp_path)
+    assert result.returncode != 0
+    assert "--reactor=asyncio" in last_line(result)
+
+
+def test_plugin_is_listed_by_twistd() -> None:
+    result = subprocess.run([twistd_executable(), "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert "p2psip-gateway" in result.stdout, sys.executable
