@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+
 from gateway.service import GatewayService, prepare
 
 

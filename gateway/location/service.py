@@ -1,0 +1,365 @@
+"""The location service: bindings in memory for lookups, written durably in batches.
+
+The registrar asks :meth:`LocationService.current` for the bindings to build its next
+decision on, hands the new set to :meth:`LocationService.replace`, and sends its 200 OK
+only when the returned Deferred fires, i.e. once the transaction holding that set has
+committed. Lookups (:meth:`LocationService.lookup`) see committed bindings only, so what
+the proxy routes to is always what the database holds.
+
+All database work runs on the service's own thread pool, never on the reactor thread.
+One transaction is written at a time; a sync never lets data it loaded overwrite a commit
+that happened after that load began.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from gateway.location.binding import Binding
+from gateway.location.store import LocationStore, RegistryUnavailable
+
+__all__ = ["LocationService"]
+
+T = TypeVar("T")
+
+
+def _by_q(bindings: Iterable[Binding]) -> list[Binding]:
+    return sorted(bindings, key=lambda b: -b.q)
+
+
+class LocationService:
+    """In-memory registry cache in front of a :class:`LocationStore`, with batched writes.
+
+    ``reactor`` must provide ``IReactorTime`` and ``IReactorFromThreads``. One worker
+    thread (``threadpool_size=1``) is enough: writes are one at a time anyway.
+    Every ``sweep_interval`` seconds expired bindings are deleted (database and memory);
+    every ``sync_interval`` seconds the change log is polled and AoRs changed by someone
+    else (``p2psip-admin``, another gateway sharing the database) are reloaded. Change-log
+    entries older than ``change_retention`` seconds are pruned; a gateway whose sync has
+    failed for half that long reloads everything once the database is back.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: LocationStore,
+        reactor: Any,
+        threadpool_size: int = 1,
+        sweep_interval: float = 30.0,
+        sync_interval: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        change_retention: float = 3600.0,
+    ) -> None:
+        self.store = store
+        self._reactor = reactor
+        self._pool = ThreadPool(threadpool_size, threadpool_size, name="location-store")
+        self._sweep_interval = sweep_interval
+        self._sync_interval = sync_interval
+        self._clock = clock
+        self._retention = change_retention
+
+        self._committed: dict[str, list[Binding]] = {}
+        self._count = 0
+        # Snapshots waiting for the next transaction (latest per AoR) and their callers.
+        self._queued: dict[str, list[Binding]] = {}
+        self._queued_waiters: list[Deferred[None]] = []
+        # The batch of the transaction under way.
+        self._inflight: dict[str, list[Binding]] = {}
+        self._writing = False
+        self._flush_call: IDelayedCall | None = None
+        self._idle_waiters: list[Deferred[None]] = []
+
+        self._running = False
+        self._loops: list[tuple[LoopingCall, Deferred[Any]]] = []
+        self._change_id = 0
+        self._last_sync_ok = 0.0
+        # Tickets order database work as it happened in the worker thread(s): a load
+        # must not overwrite an AoR whose commit came after the load began.
+        self._tickets = itertools.count(1)
+        self._committed_during_sync: dict[str, int] | None = None
+
+        #: Transactions committed and failed so far (for status reporting).
+        self.commits = 0
+        self.commit_failures = 0
+
+    # -- queries (reactor thread, never block) ---------------------------------------
+
+    def current(self, aor: str) -> list[Binding]:
+        """The newest bindings of ``aor``, committed or not: the registrar's input."""
+        for layer in (self._queued, self._inflight, self._committed):
+            if aor in layer:
+                return list(layer[aor])
+        return []
+
+    def lookup(self, aor: str, now: float | None = None) -> list[Binding]:
+        """Committed, live bindings of ``aor``, highest q first."""
+        if now is None:
+            now = self._clock()
+        return [b for b in self._committed.get(aor, ()) if b.expires > now]
+
+    def snapshot(self, now: float | None = None) -> dict[str, list[Binding]]:
+        """Committed, live bindings of every AoR (e.g. to republish into the overlay)."""
+        if now is None:
+            now = self._clock()
+        result = {}
+        for aor, bindings in self._committed.items():
+            live = [b for b in bindings if b.expires > now]
+            if live:
+                result[aor] = live
+        return result
+
+    def binding_count(self) -> int:
+        """Committed bindings held in memory (expired ones leave at the next sweep)."""
+        return self._count
+
+    def aor_count(self) -> int:
+        """AoRs with at least one committed binding in memory."""
+        return len(self._committed)
+
+    # -- writes ----------------------------------------------------------------------
+
+    def replace(self, aor: str, bindings: Iterable[Binding]) -> Deferred[None]:
+        """Make ``bindings`` the bindings of ``aor`` (an empty list removes them all).
+
+        The Deferred fires once the transaction containing this snapshot has committed;
+        it errbacks with :class:`RegistryUnavailable` if that transaction failed, in
+        which case the memory keeps the bindings the database still has.
+        """
+        if not self._running:
+            return fail(RegistryUnavailable("the location service is not running"))
+        waiter: Deferred[None] = Deferred()
+        self._queued[aor] = list(bindings)
+        self._queued_waiters.append(waiter)
+        self._schedule_flush()
+        return waiter
+
+    def _schedule_flush(self) -> None:
+        if self._writing or self._flush_call is not None or not self._queued:
+            return
+        # Next reactor turn: every replace() of this turn goes into one transaction.
+        self._flush_call = self._reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        if self._writing or not self._queued:
+            return
+        batch, waiters = self._queued, self._queued_waiters
+        self._queued, self._queued_waiters = {}, []
+        self._inflight = batch
+        self._writing = True
+        d = self._in_thread(self._write_ticketed, batch, self._clock())
+        d.addCallbacks(
+            self._batch_committed,
+            self._batch_failed,
+            callbackArgs=(batch, waiters),
+            errbackArgs=(batch, waiters),
+        )
+
+    def _write_ticketed(self, batch: dict[str, list[Binding]], now: float) -> int:
+        self.store.write_snapshots(batch, now)
+        return next(self._tickets)
+
+    def _load_ticketed(
+        self, load: Callable[..., dict[str, list[Binding]]], *args: Any
+    ) -> tuple[int, dict[str, list[Binding]]]:
+        ticket = next(self._tickets)
+        return ticket, load(*args)
+
+    def _batch_committed(
+        self, ticket: int, batch: dict[str, list[Binding]], waiters: list[Deferred[None]]
+    ) -> None:
+        for aor, bindings in batch.items():
+            self._set_committed(aor, bindings)
+        if self._committed_during_sync is not None:
+            self._committed_during_sync.update(dict.fromkeys(batch, ticket))
+        self.commits += 1
+        self._inflight, self._writing = {}, False
+        for waiter in waiters:
+            waiter.callback(None)
+        self._write_done()
+
+    def _batch_failed(
+        self, failure: Failure, batch: dict[str, list[Binding]], waiters: list[Deferred[None]]
+    ) -> None:
+        self.commit_failures += 1
+        error = failure.value
+        if isinstance(error, RegistryUnavailable):
+            self.log.error(
+                "Registry write of {aors} AoR(s) failed: {error}", aors=len(batch), error=error
+            )
+        else:
+            self.log.failure("Registry write of {aors} AoR(s) failed", failure, aors=len(batch))
+            error = RegistryUnavailable(f"registry write failed: {error!r}")
+        self._inflight, self._writing = {}, False
+        for waiter in waiters:
+            waiter.errback(Failure(error))
+        self._write_done()
+
+    def _write_done(self) -> None:
+        # After the callers' callbacks, which may have queued more.
+        if self._queued:
+            self._schedule_flush()
+        else:
+            idle, self._idle_waiters = self._idle_waiters, []
+            for d in idle:
+                d.callback(None)
+
+    def _set_committed(self, aor: str, bindings: list[Binding]) -> None:
+        old = self._committed.pop(aor, None)
+        if old:
+            self._count -= len(old)
+        if bindings:
+            self._committed[aor] = _by_q(bindings)
+            self._count += len(bindings)
+
+    def _drained(self) -> Deferred[None]:
+        if not self._writing and not self._queued:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """Start the worker thread, load the live bindings and start sweep and sync."""
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        if self._running:
+            raise RuntimeError("the location service is already running")
+        self._pool.start()
+        try:
+            # Id first: a change racing with the load is then replayed by the next sync.
+            self._change_id = await self._in_thread(self.store.current_change_id)
+            now = self._clock()
+            live = await self._in_thread(self.store.load_live, now)
+        except BaseException:
+            self._pool.stop()
+            raise
+        self._committed, self._count = {}, 0
+        for aor, bindings in live.items():
+            self._set_committed(aor, bindings)
+        self._last_sync_ok = now
+        self._running = True
+        self.log.info(
+            "Registry loaded: {bindings} binding(s) of {aors} AoR(s)",
+            bindings=self._count,
+            aors=len(self._committed),
+        )
+        for name, step, interval in (
+            ("sweep", self.sweep, self._sweep_interval),
+            ("sync", self.sync, self._sync_interval),
+        ):
+            loop = LoopingCall(self._guarded, name, step)
+            loop.clock = self._reactor
+            self._loops.append((loop, loop.start(interval, now=False)))
+
+    def stop(self) -> Deferred[None]:
+        """Stop sweep and sync, commit every queued snapshot, stop the worker thread."""
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        loops, self._loops = self._loops, []
+        for loop, _ in loops:
+            if loop.running:
+                loop.stop()
+        # Each loop's Deferred fires once a sweep or sync under way has finished.
+        await DeferredList([done for _, done in loops], consumeErrors=True)
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush_call = None
+        self._flush()
+        await self._drained()
+        self._pool.stop()
+
+    def _guarded(self, name: str, step: Callable[[], Deferred[Any]]) -> Deferred[None]:
+        def report(failure: Failure) -> None:
+            if failure.check(RegistryUnavailable):
+                self.log.error(
+                    "Registry {name} failed, will retry: {error}", name=name, error=failure.value
+                )
+            else:
+                self.log.failure("Registry {name} failed, will retry", failure, name=name)
+
+        return maybeDeferred(step).addCallbacks(lambda _: None, report)
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def sweep(self) -> Deferred[list[str]]:
+        """Delete expired bindings from the database and memory; fire with their AoRs."""
+        return Deferred.fromCoroutine(self._sweep())
+
+    async def _sweep(self) -> list[str]:
+        now = self._clock()
+        aors = await self._in_thread(self.store.delete_expired, now)
+        # The memory equals the database, so its expired bindings belong to these AoRs.
+        for aor in aors:
+            if aor in self._committed:
+                self._set_committed(aor, [b for b in self._committed[aor] if b.expires > now])
+        await self._in_thread(self.store.prune_changes, now - self._retention)
+        return aors
+
+    def sync(self) -> Deferred[set[str]]:
+        """Reload the AoRs others changed since the last sync; fire with those AoRs."""
+        return Deferred.fromCoroutine(self._sync())
+
+    async def _sync(self) -> set[str]:
+        now = self._clock()
+        self._committed_during_sync = {}
+        try:
+            if now - self._last_sync_ok > self._retention / 2:
+                changed = await self._reload_all(now)
+            else:
+                newest, changed = await self._in_thread(
+                    self.store.changes_since, self._change_id, True
+                )
+                if changed:
+                    ticket, fresh = await self._in_thread(
+                        self._load_ticketed, self.store.load_aors, changed, now
+                    )
+                    for aor, bindings in fresh.items():
+                        if not self._newer_commit(aor, ticket):
+                            self._set_committed(aor, bindings)
+                self._change_id = newest
+        finally:
+            self._committed_during_sync = None
+        self._last_sync_ok = now
+        return changed
+
+    async def _reload_all(self, now: float) -> set[str]:
+        # The change log may have been pruned past our last id: start from scratch.
+        self.log.warn("Registry sync was interrupted for long; reloading every binding")
+        change_id = await self._in_thread(self.store.current_change_id)
+        ticket, live = await self._in_thread(self._load_ticketed, self.store.load_live, now)
+        changed = set()
+        for aor in set(self._committed) | set(live):
+            if self._newer_commit(aor, ticket):
+                continue
+            if self._committed.get(aor) != live.get(aor):
+                self._set_committed(aor, live.get(aor, []))
+                changed.add(aor)
+        self._change_id = change_id
+        return changed
+
+    def _newer_commit(self, aor: str, load_ticket: int) -> bool:
+        commits = self._committed_during_sync or {}
+        return commits.get(aor, 0) > load_ticket
+
+    def _in_thread(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        return deferToThreadPool(self._reactor, self._pool, f, *args)

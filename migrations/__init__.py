@@ -1,0 +1,1 @@
+"""Alembic environment of the registry schema (installed as ``gateway.migrations``)."""
