@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from email.utils import formatdate
+from functools import lru_cache
 
 from gateway.location.binding import Binding
 from gateway.sip.errors import SipSyntaxError
@@ -22,6 +22,9 @@ from gateway.sip.transaction import Address
 from gateway.sip.uri import SipUri, parse_uri
 
 SUPPORTED_EXTENSIONS = ("path",)
+# The registry indexes (aor, contact); PostgreSQL caps an index entry near 2.7 KB.
+MAX_AOR_LENGTH = 512
+MAX_CONTACT_LENGTH = 1024
 _QVALUE = re.compile(r"^(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$")
 
 
@@ -80,6 +83,8 @@ class Registrar:
         if not self.is_local(to_uri.host):
             return self._error(request, 404, "Not Found (AoR not in a domain served here)")
         aor = to_uri.aor()
+        if len(aor) > MAX_AOR_LENGTH:
+            return self._error(request, 400, "Bad Request (address-of-record too long)")
         contacts = request.contacts
         paths = tuple(request.header_values("path"))
         if paths and "path" not in request.option_tags("supported"):
@@ -118,6 +123,8 @@ class Registrar:
                 continue
             expires = min(expires, self.policy.max_expires)
             contact_uri = str(address.uri)
+            if len(contact_uri) > MAX_CONTACT_LENGTH:
+                return self._error(request, 400, "Bad Request (Contact URI too long)")
             key = _key(contact_uri)
             old = live.get(key)
             if old is not None and old.call_id == call_id and cseq <= old.cseq:

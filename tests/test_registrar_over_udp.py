@@ -260,3 +260,10 @@ async def test_malformed_datagrams_do_not_stop_the_gateway(udp_port: int) -> Non
     assert answers[:3] == [None, None, None]  # nothing to answer to
     assert answers[3] == 400  # Via present: a 400 naming the Content-Length problem
     assert answers[-1] == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_overlong_contact_is_rejected_with_400(udp_port: int) -> None:
+    contact = f"<sip:{'x' * 1100}@127.0.0.1>"
+    (response,) = await exchange(udp_port, register("long", local_port=1, contact=contact))
+    assert response.status == 400 and "too long" in response.reason
