@@ -106,7 +106,8 @@ class Registrar:
 
         header_expires = request.expires
         user_agent = (request.header("user-agent") or "")[:200]
-        received = f"{source.host}:{source.port}"
+        host = f"[{source.host}]" if ":" in source.host else source.host
+        received = f"{host}:{source.port}"
         too_brief = False
         for contact in contacts:
             address = contact.address

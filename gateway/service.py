@@ -121,8 +121,8 @@ class GatewayService(service.Service):
         for kind, sock in self.prepared.sockets:
             self.transports.adopt(kind, sock)
         self.prepared.sockets = []
-        for kind, host, port in self.transports.listening_addresses():
-            log.info("listening on {kind} {host}:{port}", kind=kind, host=host, port=port)
+        for description in self.transports.listening_descriptions():
+            log.info("listening on {listener}", listener=description)
         log.info("gateway ready: {bindings} live bindings, domains {domains}",
                  bindings=self.location.binding_count(),
                  domains=", ".join(sorted(self.local_domains.names)))

@@ -73,6 +73,8 @@ def _host_of(addr: Any) -> tuple[str, int]:
 class UdpTransport(DatagramProtocol):
     """One UDP listener."""
 
+    noisy = False
+
     def __init__(self, receive: Receiver, max_message_size: int) -> None:
         self.receive = receive
         self.max_message_size = max_message_size
@@ -178,6 +180,7 @@ class StreamFactory(Factory):
     """Accepts TCP connections, up to ``max_connections`` at once."""
 
     protocol = StreamTransport
+    noisy = False
 
     def __init__(self, receive: Receiver, max_message_size: int, max_connections: int,
                  idle_timeout: float, transport_name: str = "tcp") -> None:
@@ -252,6 +255,14 @@ class TransportManager:
             host = port.getHost()
             kind = "udp" if host.type == "UDP" else "tcp"
             result.append((kind, host.host, host.port))
+        return result
+
+    def listening_descriptions(self) -> list[str]:
+        """``"udp [::]:5060"``-style descriptions of the open listeners, for logs."""
+        result = []
+        for kind, host, port in self.listening_addresses():
+            shown = f"[{host}]" if ":" in host else host
+            result.append(f"{kind} {shown}:{port}")
         return result
 
     def stop(self) -> list[Any]:
