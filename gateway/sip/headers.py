@@ -11,6 +11,7 @@ from gateway.sip.uri import (
     SipUri,
     Uri,
     format_params,
+    is_ascii_digits,
     param_lookup,
     parse_uri,
     split_host_port,
@@ -38,7 +39,10 @@ LIST_HEADERS = frozenset({
     "security-server", "security-verify",
 })
 
-_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+", re.ASCII)
+# gen-value of a header parameter when it is not a quoted string: token / host.
+_GEN_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+", re.ASCII)
+_UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
 def header_key(name: str) -> str:
@@ -54,13 +58,35 @@ def canonical_name(key: str) -> str:
 
 def is_token(text: str) -> bool:
     """RFC 3261 ``token``."""
-    return bool(_TOKEN.match(text))
+    return _TOKEN.fullmatch(text) is not None
+
+
+def _quoted_end(text: str, start: int) -> int:
+    """The index just past the quoted-string that opens at ``text[start]`` (a ``"``);
+    quoted-pairs (``\\x``) are skipped. Raises when the closing quote is missing."""
+    index = start + 1
+    quote = text.find('"', index)
+    while quote >= 0:
+        backslash = text.find("\\", index, quote)
+        if backslash < 0:
+            return quote + 1
+        index = backslash + 2  # the escaped character, whatever it is, is skipped
+        if index > quote:
+            quote = text.find('"', index)
+    raise SipSyntaxError("unterminated quoted string")
+
+
+def unquote_string(text: str) -> str:
+    """The content of a quoted-string (``"a \\"b\\""`` → ``a "b"``); other text unchanged."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        return _UNESCAPE.sub(r"\1", text[1:-1])
+    return text
 
 
 def split_list(value: str) -> list[str]:
     """Split a header value at commas that are outside quotes and ``<>``."""
     if "," not in value:
-        stripped = value.strip()
+        stripped = value.strip(" \t")
         return [stripped] if stripped else []
     items: list[str] = []
     depth = 0
@@ -80,25 +106,15 @@ def split_list(value: str) -> list[str]:
         elif ch == "<":
             depth += 1
         elif ch == ">":
-            depth -= 1
+            if depth:
+                depth -= 1
         elif ch == "," and depth == 0:
-            items.append(value[start:index].strip())
+            items.append(value[start:index].strip(" \t"))
             start = index + 1
-    items.append(value[start:].strip())
+    items.append(value[start:].strip(" \t"))
     if any(not item for item in items):
         raise SipSyntaxError("empty element in header list")
     return items
-
-
-def _split_params(text: str) -> tuple[str, str]:
-    """Split ``value;params`` at the first ``;`` outside quotes."""
-    quoted = False
-    for index, ch in enumerate(text):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == ";" and not quoted:
-            return text[:index], text[index + 1:]
-    return text, ""
 
 
 def _parse_header_params(text: str, what: str) -> Params:
@@ -106,28 +122,40 @@ def _parse_header_params(text: str, what: str) -> Params:
     params = []
     for item in _split_quoted(text, ";"):
         name, sep, value = item.partition("=")
-        name, value = name.strip(), value.strip()
+        name = name.strip(" \t")
         if not name or not is_token(name):
-            raise SipSyntaxError(f"bad {what} parameter {item.strip()!r}")
-        if sep and not value:
-            raise SipSyntaxError(f"empty {what} parameter value {name!r}")
-        if sep and value.startswith('"'):
-            if len(value) < 2 or not value.endswith('"'):
-                raise SipSyntaxError(f"unterminated quoted {what} parameter {name!r}")
-        elif sep and not re.match(r"^[A-Za-z0-9\-.!%*_+`'~\[\]:]+$", value):
-            raise SipSyntaxError(f"bad {what} parameter value {item.strip()!r}")
-        params.append((name, value if sep else None))
+            raise SipSyntaxError(f"bad {what} parameter {item.strip()[:40]!r}")
+        if not sep:
+            params.append((name, None))
+            continue
+        value = value.strip(" \t")
+        if not value:
+            raise SipSyntaxError(f"empty {what} parameter value {name[:40]!r}")
+        if value[0] == '"':
+            if _quoted_end(value, 0) != len(value):
+                raise SipSyntaxError(f"bad quoted {what} parameter {name[:40]!r}")
+        elif not _GEN_VALUE.fullmatch(value):
+            raise SipSyntaxError(f"bad {what} parameter value {item.strip()[:40]!r}")
+        params.append((name, value))
     return tuple(params)
 
 
-def _split_quoted(text: str, sep: str) -> list[str]:
-    parts, quoted, start = [], False, 0
-    for index, ch in enumerate(text):
+def _split_quoted(text: str, sep: str, maxsplit: int = -1) -> list[str]:
+    """``text.split(sep)``, except inside quoted-strings."""
+    if '"' not in text:
+        return text.split(sep, maxsplit)
+    parts: list[str] = []
+    start = index = 0
+    length = len(text)
+    while index < length:
+        ch = text[index]
         if ch == '"':
-            quoted = not quoted
-        elif ch == sep and not quoted:
+            index = _quoted_end(text, index)
+            continue
+        if ch == sep and len(parts) != maxsplit:
             parts.append(text[start:index])
             start = index + 1
+        index += 1
     parts.append(text[start:])
     return parts
 
@@ -149,38 +177,64 @@ class NameAddr:
         """A header parameter ('' when valueless, None when absent)."""
         return param_lookup(self.params, name)
 
+    @property
+    def display_name(self) -> str | None:
+        """The display name as text: quotes removed and quoted-pairs unescaped."""
+        return None if self.display is None else unquote_string(self.display)
+
     def __str__(self) -> str:
         display = f"{self.display} " if self.display else ""
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
 def parse_name_addr(value: str) -> NameAddr:
-    """Parse a name-addr or addr-spec with header parameters (RFC 3261 §20.10, §20.20)."""
-    value = value.strip()
-    lt = value.find("<")
-    if lt >= 0:
-        display = value[:lt].strip()
-        if display.count('"') % 2:
-            raise SipSyntaxError("unterminated quoted display name")
-        if (display and not display.startswith('"')
-                and not all(is_token(word) for word in display.split())):
-            raise SipSyntaxError(f"bad display name {display!r}")
-        gt = value.find(">", lt)
-        if gt < 0:
-            raise SipSyntaxError("missing '>' after URI")
-        uri = parse_uri(value[lt + 1: gt].strip())
-        rest = value[gt + 1:].strip()
-        if rest and not rest.startswith(";"):
+    """Parse a name-addr or addr-spec with header parameters (RFC 3261 §20.10, §20.20).
+
+    In the addr-spec form (no ``<>``) everything after the first ``;`` is a header
+    parameter, and the URI may not contain ``,``, ``?`` or ``;`` (§20).
+    """
+    value = value.strip(" \t")
+    if not value:
+        raise SipSyntaxError("empty address")
+    if value[0] == '"':
+        display = value[:_quoted_end(value, 0)]
+        lt = len(display)
+        while lt < len(value) and value[lt] in " \t":
+            lt += 1
+        if lt >= len(value) or value[lt] != "<":
+            raise SipSyntaxError("quoted display name without <URI>")
+    else:
+        lt = value.find("<")
+        if lt < 0:
+            return _parse_addr_spec(value)
+        display = value[:lt].rstrip(" \t")
+        if display and not all(is_token(word) for word in display.replace("\t", " ").split(" ")
+                               if word):
+            raise SipSyntaxError(f"bad display name {display[:40]!r}")
+    gt = value.find(">", lt)
+    if gt < 0:
+        raise SipSyntaxError("missing '>' after URI")
+    uri_text = value[lt + 1: gt]
+    if not uri_text or uri_text[0] in " \t" or uri_text[-1] in " \t":
+        raise SipSyntaxError("whitespace inside <URI>")
+    uri = parse_uri(uri_text)
+    rest = value[gt + 1:].lstrip(" \t")
+    params: Params = ()
+    if rest:
+        if rest[0] != ";":
             raise SipSyntaxError(f"unexpected text after URI: {rest[:20]!r}")
-        params = _parse_header_params(rest[1:], "header") if rest else ()
-        return NameAddr(uri, display or None, params)
-    if '"' in value:
-        raise SipSyntaxError("quoted display name without <URI>")
-    uri_text, param_text = _split_params(value)
-    uri_text = uri_text.strip()
-    if " " in uri_text or "," in uri_text:
-        raise SipSyntaxError(f"bad addr-spec {uri_text!r}")
-    params = _parse_header_params(param_text, "header") if param_text else ()
+        params = _parse_header_params(rest[1:], "header")
+    return NameAddr(uri, display or None, params)
+
+
+def _parse_addr_spec(value: str) -> NameAddr:
+    uri_text, semi, param_text = value.partition(";")
+    uri_text = uri_text.rstrip(" \t")
+    if "," in uri_text or "?" in uri_text:
+        raise SipSyntaxError(f"a URI with ',' or '?' must be enclosed in <>: {uri_text[:40]!r}")
+    if '"' in uri_text or ">" in uri_text:
+        raise SipSyntaxError(f"bad addr-spec {uri_text[:40]!r}")
+    params = _parse_header_params(param_text, "header") if semi else ()
     return NameAddr(parse_uri(uri_text), None, params)
 
 
@@ -241,23 +295,31 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
-_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+(?:\s*:\s*\d+)?)"
-                  r"\s*(?:;(.*))?$", re.IGNORECASE | re.DOTALL)
+_VIA = re.compile(r"SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
+                  r"([^;\s]+(?:[ \t]*:[ \t]*[0-9]+)?)[ \t]*(?:;(.*))?",
+                  re.IGNORECASE | re.DOTALL | re.ASCII)
 
 
 def parse_via(value: str) -> Via:
     """Parse one Via hop."""
-    match = _VIA.match(value.strip())
+    match = _VIA.fullmatch(value.strip(" \t"))
     if not match:
         raise SipSyntaxError(f"bad Via {value.strip()[:40]!r}")
     transport, sent_by, param_text = match.groups()
-    host, port = split_host_port(re.sub(r"\s+", "", sent_by))
-    params = _parse_header_params(param_text, "Via") if param_text else ()
+    if " " in sent_by or "\t" in sent_by:
+        sent_by = sent_by.replace(" ", "").replace("\t", "")
+    host, port = split_host_port(sent_by)
+    params = _parse_header_params(param_text, "Via") if param_text is not None else ()
     for name, val in params:
-        if name.lower() == "branch" and not val:
+        lname = name.lower()
+        if lname == "branch" and not val:
             raise SipSyntaxError("empty Via branch")
-        if name.lower() == "ttl" and (not val or not val.isdigit() or int(val) > 255):
+        if lname == "ttl" and (not val or not is_ascii_digits(val) or len(val) > 3
+                               or int(val) > 255):
             raise SipSyntaxError("bad Via ttl")
+        if lname == "rport" and val and (not is_ascii_digits(val) or len(val) > 5
+                                         or int(val) > 65535):
+            raise SipSyntaxError("bad Via rport")
     return Via(transport.upper(), host, port, params)
 
 
@@ -272,23 +334,29 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+_CSEQ = re.compile(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*", re.ASCII)
+
+
 def parse_cseq(value: str) -> CSeq:
     """Parse ``number method`` (number below 2**31, RFC 3261 §8.1.1.5)."""
-    parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+    match = _CSEQ.fullmatch(value)
+    if not match:
         raise SipSyntaxError(f"bad CSeq {value.strip()[:40]!r}")
-    number = int(parts[0])
-    if number >= 2**31:
+    digits = match.group(1).lstrip("0") or "0"
+    if len(digits) > 10 or int(digits) >= 2**31:
         raise SipSyntaxError("CSeq number too large")
-    return CSeq(number, parts[1])
+    return CSeq(int(digits), match.group(2))
 
 
 def parse_delta_seconds(value: str, what: str) -> int:
     """Parse delta-seconds, clamping huge values to 2**32-1 (RFC 3261 §20.19)."""
-    text = value.strip()
-    if not text.isdigit():
+    text = value.strip(" \t")
+    if not is_ascii_digits(text):
         raise SipSyntaxError(f"bad {what} {text[:20]!r}")
-    return min(int(text), 2**32 - 1)
+    digits = text.lstrip("0")
+    if len(digits) > 10:  # also keeps int() away from its 4300-digit limit
+        return 2**32 - 1
+    return min(int(digits or "0"), 2**32 - 1)
 
 
 def route_uri(value: str) -> SipUri:

@@ -133,10 +133,10 @@ class SipMessage:
 
     @property
     def call_id(self) -> str:
-        """The Call-ID value."""
+        """The Call-ID value (printable ASCII without whitespace, RFC 3261 §25.1)."""
         def compute() -> str:
-            value = self._required("call-id").strip()
-            if not value or any(ch.isspace() for ch in value):
+            value = self._required("call-id")
+            if not value or not value.isascii() or not value.isprintable() or " " in value:
                 raise SipSyntaxError("bad Call-ID")
             return value
         return self._cached("call-id", compute)
@@ -156,7 +156,7 @@ class SipMessage:
     def expires(self) -> int | None:
         """The Expires header in seconds, None when absent."""
         def compute() -> int | None:
-            value = self.header("expires")
+            value = self._single("expires")
             return None if value is None else parse_delta_seconds(value, "Expires")
         return self._cached("expires", compute)
 
@@ -164,7 +164,7 @@ class SipMessage:
     def max_forwards(self) -> int | None:
         """Max-Forwards, None when absent."""
         def compute() -> int | None:
-            value = self.header("max-forwards")
+            value = self._single("max-forwards")
             if value is None:
                 return None
             number = parse_delta_seconds(value, "Max-Forwards")
@@ -197,10 +197,21 @@ class SipMessage:
         return [tag.lower() for tag in self.header_values(name)]
 
     def _required(self, key: str) -> str:
-        value = self.header(key)
+        value = self._single(key)
         if value is None:
             raise SipSyntaxError(f"missing {canonical_name(key)} header")
         return value
+
+    def _single(self, key: str) -> str | None:
+        """The value of a header that may appear at most once (RFC 3261 §7.3.1), None
+        when absent; a repeated one is an error (RFC 4475 §3.3.8)."""
+        found: str | None = None
+        for k, _, value in self.headers:
+            if k == key:
+                if found is not None:
+                    raise SipSyntaxError(f"more than one {canonical_name(key)} header")
+                found = value
+        return found
 
     # --- serialization --------------------------------------------------------------------
 

@@ -9,13 +9,33 @@ from __future__ import annotations
 import re
 
 from gateway.sip.errors import SipSyntaxError
-from gateway.sip.headers import header_key, is_token
+from gateway.sip.headers import COMPACT_FORMS, canonical_name, header_key, is_token
 from gateway.sip.message import Header, Request, Response
-from gateway.sip.uri import parse_uri
+from gateway.sip.uri import SipUri, is_ascii_digits, parse_uri
 
-_STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6]\d\d) ([^\r\n]*)$")
-_VERSION = re.compile(r"^SIP/\d+\.\d+$", re.IGNORECASE)
-_FOLD = re.compile(r"\r?\n[ \t]+")
+_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?",
+                          re.IGNORECASE | re.ASCII | re.DOTALL)
+_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE | re.ASCII)
+_FOLD = re.compile(r"\n[ \t]+")
+
+# Header names as commonly written → lookup key, so the usual header lines need neither a
+# token check nor case folding. Anything else takes the slow path in _parse_head.
+_COMMON_KEYS = (
+    "via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "expires",
+    "content-length", "content-type", "route", "record-route", "path", "user-agent",
+    "server", "supported", "require", "proxy-require", "allow", "accept", "authorization",
+    "proxy-authorization", "www-authenticate", "proxy-authenticate", "date", "subject",
+    "timestamp", "organization", "allow-events", "event", "unsupported", "warning",
+)
+_KNOWN_NAMES: dict[str, str] = {
+    spelling: key
+    for key in _COMMON_KEYS
+    for spelling in (key, key.upper(), canonical_name(key))
+} | {spelling: key for short, key in COMPACT_FORMS.items()
+     for spelling in (short, short.upper())}
+
+# The largest Content-Length worth converting: anything longer cannot match a body.
+_MAX_LENGTH_DIGITS = 12
 
 
 class ParseError(SipSyntaxError):
@@ -36,16 +56,67 @@ class ParseError(SipSyntaxError):
         self.status = status
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes]:
+def _split_head(data: bytes, framed: bool) -> tuple[bytes, bytes, bool]:
+    """(head, body, whether a blank line ended the head). Datagrams may use bare LF line
+    ends (RFC 3261 §7.5 tolerance); streams were framed on CRLFCRLF."""
     end = data.find(b"\r\n\r\n")
+    if not framed:
+        lf_end = data.find(b"\n\n", 0, end if end >= 0 else len(data))
+        if lf_end >= 0:
+            head_end = lf_end - 1 if lf_end and data[lf_end - 1] == 13 else lf_end
+            return data[:head_end], data[lf_end + 2:], True
     if end >= 0:
-        return data[:end], data[end + 4:]
-    end = data.find(b"\n\n")
-    if end >= 0:
-        return data[:end], data[end + 2:]
-    if data.endswith(b"\r\n"):
-        return data[:-2], b""
-    raise ParseError("no blank line after the headers")
+        return data[:end], data[end + 4:], True
+    if data.endswith(b"\r\n"):  # no blank line, but whole lines: a lenient end of head
+        return data[:-2], b"", True
+    return data, b"", False
+
+
+def _parse_head(head: str) -> tuple[str, list[Header], list[str], str | None]:
+    """Start line, header lines (unfolded, names validated), Content-Length values and
+    the first problem found (None when the head is well formed). Lines after a bad one
+    are still collected so that a 400 can copy Via, From, To, Call-ID and CSeq."""
+    problem: str | None = None
+    if "\r" in head:
+        head = head.replace("\r\n", "\n")
+        if "\r" in head:
+            problem = "bare CR in the message head"
+    if "\x00" in head and head.count("\x00") != head.count("\\\x00"):
+        problem = problem or "NUL byte in the message head"  # only a quoted-pair may hold NUL
+    start, newline, rest = head.partition("\n")
+    headers: list[Header] = []
+    lengths: list[str] = []
+    if not newline:
+        return start, headers, lengths, problem
+    if rest[:1] in (" ", "\t"):
+        problem = problem or "whitespace before the first header line"
+    if "\n " in rest or "\n\t" in rest:
+        rest = _FOLD.sub(" ", rest)
+    append = headers.append
+    for line in rest.split("\n"):
+        name, colon, value = line.partition(":")
+        key = _KNOWN_NAMES.get(name)
+        if key is None or not colon:
+            name = name.rstrip(" \t")
+            key = _KNOWN_NAMES.get(name)
+            if key is None:
+                if not colon or not is_token(name):
+                    problem = problem or f"bad header line {line[:40]!r}"
+                    continue
+                key = header_key(name)
+            elif not colon:
+                problem = problem or f"bad header line {line[:40]!r}"
+                continue
+        value = value.strip(" \t")
+        if key == "content-length":
+            lengths.append(value)
+        append((key, name, value))
+    return start, headers, lengths, problem
+
+
+def _clean(headers: list[Header]) -> list[Header]:
+    """Header lines safe to copy into an error response (no NUL, no bare CR)."""
+    return [h for h in headers if "\x00" not in h[2] and "\r" not in h[2]]
 
 
 def parse_message(data: bytes, *, framed: bool = False) -> Request | Response:
@@ -56,59 +127,64 @@ def parse_message(data: bytes, *, framed: bool = False) -> Request | Response:
     bytes beyond it are discarded (RFC 3261 §18.3).
     """
     data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: ignore CRLFs before the start line
-    head_bytes, body = _split_head(data)
+    head_bytes, body, complete = _split_head(data, framed)
     head = head_bytes.decode("utf-8", "surrogateescape")
-    if "\x00" in head:
-        raise ParseError("NUL byte in headers")
-    lines = _FOLD.sub(" ", head).replace("\r\n", "\n").split("\n")
-    start = lines[0]
-    is_request = not start.startswith("SIP/")
-    headers: list[Header] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not name or not is_token(name):
-            raise ParseError(f"bad header line {line[:40]!r}", headers=headers,
-                             is_request=is_request)
-        headers.append((header_key(name), name, value.strip(" \t")))
+    start, headers, lengths, problem = _parse_head(head)
+    is_request = start[:4].upper() != "SIP/"
+    if not complete:
+        problem = "no blank line after the headers"
+    if problem is not None:
+        raise ParseError(problem, headers=_clean(headers), is_request=is_request)
 
-    length_values = {v.strip() for k, _, v in headers if k == "content-length"}
-    if len(length_values) > 1:
-        raise ParseError("conflicting Content-Length headers", headers=headers,
-                         is_request=is_request)
-    if length_values:
-        text = length_values.pop()
-        if not text.isdigit():
-            raise ParseError("bad Content-Length", headers=headers, is_request=is_request)
-        length = int(text)
+    if is_request:
+        parts = start.split(" ")
+        if len(parts) != 3:
+            raise ParseError("bad request line", headers=headers, is_request=True)
+        method, uri_text, version = parts
+        if not is_token(method):
+            raise ParseError("bad method in request line", headers=headers, is_request=True)
+        if version != "SIP/2.0" and version.upper() != "SIP/2.0":  # §7.1: case-insensitive
+            status = 505 if _VERSION.fullmatch(version) else 400
+            raise ParseError("SIP version not supported" if status == 505
+                             else "bad SIP version", headers=headers, is_request=True,
+                             status=status)
+        try:
+            uri = parse_uri(uri_text)
+        except SipSyntaxError as exc:
+            raise ParseError(f"bad Request-URI: {exc}", headers=headers,
+                             is_request=True) from None
+        if isinstance(uri, SipUri) and uri.headers:  # RFC 3261 §19.1.1, RFC 4475 §3.1.2.11
+            raise ParseError("headers in the Request-URI", headers=headers, is_request=True)
+    else:
+        match = _STATUS_LINE.fullmatch(start)
+        if not match:
+            raise ParseError("bad status line", headers=headers)
+
+    if lengths:
+        length = -1
+        for text in lengths:
+            if not is_ascii_digits(text):
+                raise ParseError("bad Content-Length", headers=headers, is_request=is_request)
+            digits = text.lstrip("0") or "0"
+            if len(digits) > _MAX_LENGTH_DIGITS:
+                raise ParseError("Content-Length larger than the body", headers=headers,
+                                 is_request=is_request)
+            number = int(digits)
+            if length >= 0 and number != length:
+                raise ParseError("conflicting Content-Length headers", headers=headers,
+                                 is_request=is_request)
+            length = number
         if length > len(body):
             raise ParseError("Content-Length larger than the body", headers=headers,
                              is_request=is_request)
-        body = body[:length]
+        if length < len(body):
+            body = body[:length]
     elif framed and body:
         raise ParseError("missing Content-Length", headers=headers, is_request=is_request)
 
-    if not is_request:
-        match = _STATUS_LINE.match(start)
-        if not match:
-            raise ParseError("bad status line", headers=headers)
-        return Response(int(match.group(1)), match.group(2), headers, body)
-
-    parts = start.split(" ")
-    if len(parts) != 3:
-        raise ParseError("bad request line", headers=headers, is_request=True)
-    method, uri_text, version = parts
-    if not is_token(method):
-        raise ParseError("bad method in request line", headers=headers, is_request=True)
-    if version != "SIP/2.0":
-        status = 505 if _VERSION.match(version) else 400
-        raise ParseError("SIP version not supported" if status == 505 else "bad SIP version",
-                         headers=headers, is_request=True, status=status)
-    try:
-        uri = parse_uri(uri_text)
-    except SipSyntaxError as exc:
-        raise ParseError(f"bad Request-URI: {exc}", headers=headers, is_request=True) from None
-    return Request(method, uri, headers, body)
+    if is_request:
+        return Request(method, uri, headers, body)
+    return Response(int(match.group(1)), match.group(2) or "", headers, body)
 
 
 class StreamFramer:
@@ -123,48 +199,62 @@ class StreamFramer:
     def __init__(self, max_message_size: int) -> None:
         self.max_message_size = max_message_size
         self._buffer = bytearray()
+        self._scanned = 0  # bytes at the buffer's start known to hold no CRLFCRLF
+        self._need: int | None = None  # size of the message at the buffer's start, if known
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete items now available."""
-        self._buffer += data
-        items: list[bytes] = []
         buffer = self._buffer
+        buffer += data
+        items: list[bytes] = []
         while buffer:
-            if buffer.startswith(b"\r\n"):
-                if buffer.startswith(b"\r\n\r\n"):
-                    items.append(b"\r\n\r\n")
-                    del buffer[:4]
+            if self._need is None:
+                if buffer.startswith(b"\r\n"):
+                    self._scanned = 0
+                    if buffer.startswith(b"\r\n\r\n"):
+                        items.append(b"\r\n\r\n")
+                        del buffer[:4]
+                        continue
+                    if len(buffer) < 4 and b"\r\n\r\n".startswith(buffer):
+                        break  # maybe the start of a ping
+                    del buffer[:2]  # a lone CRLF (pong or stray line end)
                     continue
-                if len(buffer) < 4 and b"\r\n\r\n".startswith(bytes(buffer)):
-                    break  # maybe the start of a ping
-                del buffer[:2]  # a lone CRLF (pong or stray line end)
-                continue
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > self.max_message_size:
-                    raise ParseError("message headers too large")
+                end = buffer.find(b"\r\n\r\n", max(self._scanned - 3, 0))
+                if end < 0:
+                    self._scanned = len(buffer)
+                    if len(buffer) > self.max_message_size:
+                        raise ParseError("message headers too large")
+                    break
+                total = end + 4 + _content_length(buffer, end)
+                if total > self.max_message_size:
+                    raise ParseError("message too large")
+                self._need = total
+            if len(buffer) < self._need:
                 break
-            length = _content_length(bytes(buffer[:end]))
-            total = end + 4 + length
-            if total > self.max_message_size:
-                raise ParseError("message too large")
-            if len(buffer) < total:
-                break
-            items.append(bytes(buffer[:total]))
-            del buffer[:total]
+            items.append(bytes(buffer[:self._need]))
+            del buffer[:self._need]
+            self._need = None
+            self._scanned = 0
         return items
 
 
-_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(?:\r\n[ \t]+)?([^\r\n]*)",
+                             re.IGNORECASE)
 
 
-def _content_length(head: bytes) -> int:
-    values = {v.strip() for v in _CONTENT_LENGTH.findall(head)}
-    if not values:
+def _content_length(buffer: bytearray, end: int) -> int:
+    length = -1
+    for text in _CONTENT_LENGTH.findall(buffer, 0, end):
+        text = text.strip(b" \t")
+        if not text.isdigit():  # bytes.isdigit() is ASCII-only
+            raise ParseError("bad Content-Length")
+        text = text.lstrip(b"0") or b"0"
+        if len(text) > _MAX_LENGTH_DIGITS:
+            raise ParseError("message too large")
+        number = int(text)
+        if length >= 0 and number != length:
+            raise ParseError("conflicting Content-Length headers")
+        length = number
+    if length < 0:
         raise ParseError("missing Content-Length on a stream transport")
-    if len(values) > 1:
-        raise ParseError("conflicting Content-Length headers")
-    text = values.pop()
-    if not text.isdigit():
-        raise ParseError("bad Content-Length")
-    return int(text)
+    return length

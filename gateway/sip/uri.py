@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from gateway.sip.errors import SipSyntaxError
 
-_HOSTNAME = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*"
-                       r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?$")
-_IPV4 = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
-_IPV6 = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+_HOSTNAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?", re.ASCII)
+_IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", re.ASCII)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*", re.ASCII)
 # Characters allowed in the user part, escaped sequences checked separately.
-_USER = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+$")
-_PASSWORD = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*$")
-_PARAM = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+$")
+_USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+", re.ASCII)
+_PASSWORD = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*", re.ASCII)
+_PARAM = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+", re.ASCII)
+# The whole ``name=value&...`` text of URI headers (hnv-unreserved, unreserved, escaped).
+_HEADERS_TEXT = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$&=]|%[0-9A-Fa-f]{2})*", re.ASCII)
 
 
 def valid_host(host: str) -> bool:
     """Whether ``host`` is a hostname, IPv4 address or bracketed IPv6 reference."""
-    if _IPV4.match(host):
+    if _IPV4.fullmatch(host):
         return all(int(part) <= 255 for part in host.split("."))
     if host.startswith("["):
-        return bool(_IPV6.match(host)) and host.count(":") >= 2
-    return bool(_HOSTNAME.match(host)) and not host.replace(".", "").isdigit()
+        if not host.endswith("]") or "%" in host:
+            return False
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    return bool(_HOSTNAME.fullmatch(host)) and not host.replace(".", "").isdigit()
+
+
+def is_ascii_digits(text: str) -> bool:
+    """Whether ``text`` is a non-empty run of ASCII digits (``str.isdigit`` also accepts
+    superscripts and other scripts' digits, which ``int`` then rejects or misreads)."""
+    return text.isascii() and text.isdigit()
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:
@@ -33,21 +47,21 @@ def split_host_port(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise SipSyntaxError(f"unterminated IPv6 reference in {text!r}")
+            raise SipSyntaxError(f"unterminated IPv6 reference in {text[:60]!r}")
         host, rest = text[: end + 1], text[end + 1:]
     else:
         host, sep, port_text = text.partition(":")
         rest = sep + port_text
     port: int | None = None
     if rest:
-        if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
-            raise SipSyntaxError(f"bad port in {text!r}")
+        if not rest.startswith(":") or not is_ascii_digits(rest[1:]) or len(rest) > 6:
+            raise SipSyntaxError(f"bad port in {text[:60]!r}")
         port = int(rest[1:])
         if port > 65535:
-            raise SipSyntaxError(f"port out of range in {text!r}")
+            raise SipSyntaxError(f"port out of range in {text[:60]!r}")
     host = host.lower()
     if not valid_host(host):
-        raise SipSyntaxError(f"bad host {host!r}")
+        raise SipSyntaxError(f"bad host {host[:60]!r}")
     return host, port
 
 
@@ -60,9 +74,15 @@ def parse_params(text: str, what: str) -> Params:
     for item in text.split(";"):
         name, sep, value = item.partition("=")
         name = name.strip()
-        if not name or not _PARAM.match(name):
-            raise SipSyntaxError(f"bad {what} parameter {item!r}")
-        params.append((name, value.strip() if sep else None))
+        if not name or not _PARAM.fullmatch(name):
+            raise SipSyntaxError(f"bad {what} parameter {item[:40]!r}")
+        if sep:
+            value = value.strip()
+            if not _PARAM.fullmatch(value):
+                raise SipSyntaxError(f"bad {what} parameter value {item[:40]!r}")
+            params.append((name, value))
+        else:
+            params.append((name, None))
     return tuple(params)
 
 
@@ -159,13 +179,18 @@ Uri = SipUri | AbsoluteUri
 
 
 def parse_uri(text: str) -> Uri:
-    """Parse an absolute URI; ``sip``/``sips`` URIs fully, others only by scheme."""
+    """Parse an absolute URI; ``sip``/``sips`` URIs fully, others only by scheme.
+
+    URIs are ASCII (RFC 3261 §25.1: anything else is %-escaped) and never contain
+    whitespace, control characters, ``<``, ``>`` or ``"``.
+    """
     scheme, sep, rest = text.partition(":")
-    if not sep or not _SCHEME.match(scheme) or not rest:
-        raise SipSyntaxError(f"bad URI {text!r}")
+    if not sep or not rest or not _SCHEME.fullmatch(scheme):
+        raise SipSyntaxError(f"bad URI {text[:60]!r}")
+    if (not text.isascii() or not text.isprintable() or " " in text or "<" in text
+            or ">" in text or '"' in text):
+        raise SipSyntaxError(f"bad character in URI {text[:60]!r}")
     scheme = scheme.lower()
-    if any(ch in text for ch in " \t\r\n<>\""):
-        raise SipSyntaxError(f"bad character in URI {text!r}")
     if scheme not in ("sip", "sips"):
         return AbsoluteUri(scheme, rest)
     return _parse_sip_uri(scheme, rest, text)
@@ -178,23 +203,27 @@ def _parse_sip_uri(scheme: str, rest: str, text: str) -> SipUri:
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1:]
         user, colon, pw = userinfo.partition(":")
-        if not user or not _USER.match(user):
-            raise SipSyntaxError(f"bad user part in URI {text!r}")
+        if not user or not _USER.fullmatch(user):
+            raise SipSyntaxError(f"bad user part in URI {text[:60]!r}")
         if colon:
-            if not _PASSWORD.match(pw):
-                raise SipSyntaxError(f"bad password in URI {text!r}")
+            if not _PASSWORD.fullmatch(pw):
+                raise SipSyntaxError(f"bad password in URI {text[:60]!r}")
             password = pw
     headers: tuple[tuple[str, str], ...] = ()
     rest, qmark, header_text = rest.partition("?")
     if qmark:
+        if not _HEADERS_TEXT.fullmatch(header_text):
+            raise SipSyntaxError(f"bad URI headers in {text[:60]!r}")
         pairs = []
         for item in header_text.split("&"):
             name, eq, value = item.partition("=")
-            if not name or not eq:
-                raise SipSyntaxError(f"bad URI header {item!r}")
+            if not name or not eq or "?" in name:
+                raise SipSyntaxError(f"bad URI header {item[:40]!r}")
             pairs.append((name, value))
         headers = tuple(pairs)
     hostport, semi, param_text = rest.partition(";")
     host, port = split_host_port(hostport)
-    params = parse_params(param_text, "URI") if semi else ()
+    params: Params = ()
+    if semi:
+        params = parse_params(param_text, "URI")
     return SipUri(scheme, user, password, host, port, params, headers)
