@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
@@ -65,17 +66,25 @@ class SipCore:
 
     # --- entry point from the transports --------------------------------------------------
 
-    def receive(self, message: Request | Response, source: Address) -> None:
-        """Handle one parsed message from ``source``; never raises."""
+    def absorb_datagram(self, data: bytes, source: Address) -> bool:
+        """True when ``data`` is a byte-identical retransmission of a request in a live
+        transaction; it is then handled (last response re-sent) without parsing."""
+        absorbed, sends = self.transactions.absorb_datagram(data, source)
+        self._send_all(sends)
+        return absorbed
+
+    def receive(self, message: Request | Response, source: Address, raw: bytes = b"") -> None:
+        """Handle one parsed message from ``source`` (``raw``: its datagram, for the
+        retransmission fast path); never raises."""
         try:
             if isinstance(message, Request):
-                self._receive_request(message, source)
+                self._receive_request(message, source, raw)
             # Responses need client transactions, which arrive with the proxy.
         except Exception:
             log.failure("unhandled error while handling {message!r} from {source}",
                         message=message, source=source)
 
-    def _receive_request(self, request: Request, source: Address) -> None:
+    def _receive_request(self, request: Request, source: Address, raw: bytes) -> None:
         try:
             vias = request.vias
             if not vias:
@@ -97,6 +106,8 @@ class SipCore:
         self._arm_timer()
         if txn is None:
             return
+        if raw:
+            self.transactions.remember_datagram(txn, raw, source)
         method = request.method
         try:
             if method == "REGISTER":
@@ -201,17 +212,15 @@ class SipCore:
         """Add ``received``/``rport`` to the top Via and return where responses go."""
         top = request.vias[0]
         host = top.host.strip("[]")
-        params = []
+        params: list[tuple[str, str | None]] = []
         if host != source.host:
-            params.append(f"received={source.host}")
+            params.append(("received", source.host))
         has_rport = top.rport is not None
         if has_rport:
-            params.append(f"rport={source.port}")
+            params.append(("rport", str(source.port)))
         if params:
-            hop = str(top)
-            if has_rport:  # the valueless rport is replaced by one with the port
-                hop = ";".join(p for p in hop.split(";") if p.strip().lower() != "rport")
-            request.replace_first_value("via", hop + "".join(f";{p}" for p in params))
+            kept = tuple(p for p in top.params if p[0].lower() not in ("received", "rport"))
+            request.replace_top_via(replace(top, params=kept + tuple(params)))
         if source.reliable:
             return source
         if has_rport or self.force_rport:

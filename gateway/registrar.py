@@ -126,7 +126,8 @@ class Registrar:
             contact_uri = str(address.uri)
             if len(contact_uri) > MAX_CONTACT_LENGTH:
                 return self._error(request, 400, "Bad Request (Contact URI too long)")
-            key = _key(contact_uri)
+            key = (address.uri.matching_key() if isinstance(address.uri, SipUri)
+                   else contact_uri)
             old = live.get(key)
             if old is not None and old.call_id == call_id and cseq <= old.cseq:
                 return self._error(request, 400, "Bad Request (out-of-order CSeq)")

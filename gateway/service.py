@@ -101,14 +101,18 @@ class GatewayService(service.Service):
         self.transactions = TransactionLayer(config.sip.t1, config.sip.t2, config.sip.t4)
         self.transports = TransportManager(reactor, self._receive, config.sip.max_message_size,
                                            config.sip.max_tcp_connections,
-                                           config.sip.tcp_idle_timeout)
+                                           config.sip.tcp_idle_timeout,
+                                           absorb=self._absorb)
         self.core = SipCore(Registrar(policy, self.local_domains), self.location,
                             self.transactions, self.transports.send, reactor,
                             force_rport=config.sip.force_rport)
         self.ready: Deferred[None] = Deferred()
 
-    def _receive(self, message: Any, source: Any) -> None:
-        self.core.receive(message, source)
+    def _receive(self, message: Any, source: Any, raw: bytes = b"") -> None:
+        self.core.receive(message, source, raw)
+
+    def _absorb(self, data: bytes, source: Any) -> bool:
+        return self.core.absorb_datagram(data, source)
 
     def startService(self) -> None:  # noqa: N802 - Twisted API
         """Load the registry, then open the listeners."""

@@ -141,6 +141,30 @@ async def test_a_burst_of_replaces_in_one_turn_is_one_transaction(store: Locatio
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_burst_larger_than_max_batch_is_split_and_every_waiter_fires(
+        store: LocationStore) -> None:
+    recording = RecordingStore(store)
+    service = make_service(recording)
+    service.max_batch = 100
+    await service.start()
+    try:
+        waiters = [
+            service.replace(f"sip:u{i}@x", [binding(f"sip:u{i}@x", f"sip:u{i}@h")])
+            for i in range(250)
+        ]
+        # a second snapshot of an early AoR moves it behind the others
+        waiters.append(service.replace("sip:u0@x", []))
+        results = await DeferredList(waiters, consumeErrors=True)
+        assert all(ok for ok, _ in results)
+        assert [len(batch) for batch in recording.batches] == [100, 100, 50]
+        assert "sip:u0@x" in recording.batches[-1]
+        assert service.aor_count() == 249
+        assert len(store.load_live(time.time())) == 249
+    finally:
+        await service.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_replaces_during_a_write_share_the_next_transaction(store: LocationStore) -> None:
     recording = RecordingStore(store)
     service = make_service(recording)

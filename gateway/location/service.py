@@ -61,8 +61,11 @@ class LocationService:
         sync_interval: float = 2.0,
         clock: Callable[[], float] = time.time,
         change_retention: float = 3600.0,
+        max_batch: int = 500,
     ) -> None:
         self.store = store
+        #: Most AoRs written in one transaction.
+        self.max_batch = max_batch
         self._reactor = reactor
         self._pool = ThreadPool(threadpool_size, threadpool_size, name="location-store")
         self._sweep_interval = sweep_interval
@@ -74,7 +77,7 @@ class LocationService:
         self._count = 0
         # Snapshots waiting for the next transaction (latest per AoR) and their callers.
         self._queued: dict[str, list[Binding]] = {}
-        self._queued_waiters: list[Deferred[None]] = []
+        self._queued_waiters: dict[str, list[Deferred[None]]] = {}
         # The batch of the transaction under way.
         self._inflight: dict[str, list[Binding]] = {}
         self._writing = False
@@ -140,8 +143,9 @@ class LocationService:
         if not self._running:
             return fail(RegistryUnavailable("the location service is not running"))
         waiter: Deferred[None] = Deferred()
+        self._queued.pop(aor, None)  # re-insert: a batch takes the oldest AoRs first
         self._queued[aor] = list(bindings)
-        self._queued_waiters.append(waiter)
+        self._queued_waiters.setdefault(aor, []).append(waiter)
         self._schedule_flush()
         return waiter
 
@@ -155,8 +159,16 @@ class LocationService:
         self._flush_call = None
         if self._writing or not self._queued:
             return
-        batch, waiters = self._queued, self._queued_waiters
-        self._queued, self._queued_waiters = {}, []
+        if len(self._queued) <= self.max_batch:
+            batch, by_aor = self._queued, self._queued_waiters
+            self._queued, self._queued_waiters = {}, {}
+        else:
+            # Bounded transactions keep each commit, and the burst of responses that
+            # follows it, short; the rest goes in the next transaction.
+            aors = list(itertools.islice(self._queued, self.max_batch))
+            batch = {aor: self._queued.pop(aor) for aor in aors}
+            by_aor = {aor: self._queued_waiters.pop(aor) for aor in aors}
+        waiters = [waiter for group in by_aor.values() for waiter in group]
         self._inflight = batch
         self._writing = True
         d = self._in_thread(self._write_ticketed, batch, self._clock())

@@ -101,6 +101,15 @@ class SipMessage:
                 return
         raise KeyError(name)
 
+    def replace_top_via(self, via: Via) -> None:
+        """Replace the top Via hop by ``via`` (e.g. with ``received``/``rport`` added),
+        keeping every other parsed header cached."""
+        vias = self.vias
+        cache = dict(self._cache)
+        self.replace_first_value("via", str(via))
+        self._cache = cache
+        self._cache["via"] = [via, *vias[1:]]
+
     def remove_header(self, name: str) -> None:
         """Remove every line of ``name``."""
         key = header_key(name)

@@ -73,6 +73,7 @@ class ServerTransaction:
     last_response: bytes | None = None
     status: int = 0
     retransmit_interval: float = 0.0
+    raw_key: tuple[int, str, int] | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -102,6 +103,10 @@ class TransactionLayer:
         self.t1, self.t2, self.t4 = t1, t2, t4
         self._table: dict[tuple[str, ...], ServerTransaction] = {}
         self._timers: list[tuple[float, int, str, ServerTransaction]] = []
+        # Datagram fingerprint -> transaction, so a byte-identical UDP retransmission is
+        # answered without being parsed again (what keeps an overloaded gateway from
+        # spending its time re-parsing the retransmissions its own delay caused).
+        self._by_datagram: dict[tuple[int, str, int], ServerTransaction] = {}
         self._sequence = itertools.count()
 
     def __len__(self) -> int:
@@ -144,6 +149,29 @@ class TransactionLayer:
             self._schedule(now + 64 * self.t1 + 180, "stale", txn)
         return txn, []
 
+    def remember_datagram(self, txn: ServerTransaction, data: bytes, source: Address) -> None:
+        """Let :meth:`absorb_datagram` recognise retransmissions of ``data``."""
+        txn.raw_key = (hash(data), source.host, source.port)
+        self._by_datagram[txn.raw_key] = txn
+
+    def absorb_datagram(self, data: bytes, source: Address) -> tuple[bool, list[Send]]:
+        """Whether ``data`` from ``source`` repeats the request of a live transaction;
+        if so, also what to re-send (as for a parsed retransmission)."""
+        txn = self._by_datagram.get((hash(data), source.host, source.port))
+        if txn is None or txn.state is State.TERMINATED:
+            return False, []
+        if txn.last_response is not None and txn.state in (State.PROCEEDING,
+                                                           State.COMPLETED):
+            return True, [(txn.last_response, txn.reply_to)]
+        return True, []
+
+    def _forget(self, txn: ServerTransaction) -> None:
+        txn.state = State.TERMINATED
+        if self._table.get(txn.key) is txn:
+            del self._table[txn.key]
+        if txn.raw_key is not None and self._by_datagram.get(txn.raw_key) is txn:
+            del self._by_datagram[txn.raw_key]
+
     def respond(self, txn: ServerTransaction, response: Response, now: float) -> list[Send]:
         """Send ``response`` in ``txn``; returns what to put on the wire (maybe nothing if
         the transaction already ended)."""
@@ -160,7 +188,7 @@ class TransactionLayer:
             txn.request = None
             reliable = txn.reply_to.reliable
             if next_state is State.TERMINATED:
-                self._table.pop(txn.key, None)
+                self._forget(txn)
             elif txn.is_invite:
                 if not reliable:
                     txn.retransmit_interval = self.t1
@@ -190,9 +218,7 @@ class TransactionLayer:
             elif name == "stale" and txn.state is not State.PROCEEDING:
                 continue
             else:
-                txn.state = State.TERMINATED
-                if self._table.get(txn.key) is txn:
-                    del self._table[txn.key]
+                self._forget(txn)
         return sends
 
     def _schedule(self, when: float, name: str, txn: ServerTransaction) -> None:

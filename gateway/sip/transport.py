@@ -23,7 +23,8 @@ from gateway.sip.transaction import Address
 
 log = get_logger("gateway.sip.transport")
 
-Receiver = Callable[[Request | Response, Address], None]
+Receiver = Callable[..., None]  # (message, source, raw datagram or b"")
+Absorber = Callable[[bytes, Address], bool]
 UDP_BUFFER = 4 * 1024 * 1024
 
 
@@ -75,8 +76,10 @@ class UdpTransport(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, receive: Receiver, max_message_size: int) -> None:
+    def __init__(self, receive: Receiver, max_message_size: int,
+                 absorb: Absorber | None = None) -> None:
         self.receive = receive
+        self.absorb = absorb
         self.max_message_size = max_message_size
         self.ident = id(self)
 
@@ -90,12 +93,15 @@ class UdpTransport(DatagramProtocol):
                 log.warn("dropped a {size}-byte datagram from {host}:{port}", size=len(data),
                          host=host, port=port)
                 return
+            source = Address("udp", host, port, self.ident)
+            if self.absorb is not None and self.absorb(data, source):
+                return
             try:
                 message = parse_message(data)
             except ParseError as exc:
                 self._reject(exc, host, port)
                 return
-            self.receive(message, Address("udp", host, port, self.ident))
+            self.receive(message, source, data)
         except Exception:
             log.failure("error on a datagram from {host}:{port}", host=host, port=port)
 
@@ -204,9 +210,11 @@ class TransportManager:
     """Owns the listeners and sends messages out of the right one."""
 
     def __init__(self, reactor: IReactorSocket, receive: Receiver, max_message_size: int,
-                 max_connections: int, idle_timeout: float) -> None:
+                 max_connections: int, idle_timeout: float,
+                 absorb: Absorber | None = None) -> None:
         self.reactor = reactor
         self.receive = receive
+        self.absorb = absorb
         self.max_message_size = max_message_size
         self.udp: dict[int, UdpTransport] = {}
         self.udp_by_family: dict[int, UdpTransport] = {}
@@ -214,14 +222,14 @@ class TransportManager:
                                             idle_timeout)
         self.ports: list[Any] = []
 
-    def _receive(self, message: Request | Response, source: Address) -> None:
-        self.receive(message, source)
+    def _receive(self, message: Request | Response, source: Address, raw: bytes = b"") -> None:
+        self.receive(message, source, raw)
 
     def adopt(self, kind: str, sock: socket.socket) -> None:
         """Start serving on an already bound socket (closed here after adoption)."""
         family = sock.family
         if kind == "udp":
-            protocol = UdpTransport(self._receive, self.max_message_size)
+            protocol = UdpTransport(self._receive, self.max_message_size, self.absorb)
             port = self.reactor.adoptDatagramPort(sock.fileno(), family, protocol,
                                                   maxPacketSize=self.max_message_size + 1)
             self.udp[protocol.ident] = protocol

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 from gateway.sip.errors import SipSyntaxError
@@ -42,6 +43,7 @@ def is_ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+@lru_cache(maxsize=4096)  # the same few hosts recur in every message: parse them once
 def split_host_port(text: str) -> tuple[str, int | None]:
     """Split ``host[:port]`` (IPv6 in brackets); the host is lower-cased and validated."""
     if text.startswith("["):
