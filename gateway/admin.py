@@ -7,7 +7,6 @@ database error (one line on stderr, no traceback).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -122,7 +121,7 @@ def _table(rows: list[list[str]], numeric: set[int], out: TextIO) -> None:
 
 
 def _as_json(binding: Binding, now: float) -> dict[str, Any]:
-    data = dataclasses.asdict(binding)
+    data = binding._asdict()
     data["path"] = list(binding.path)
     data["expires_in"] = binding.remaining(now)
     return data

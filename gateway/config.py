@@ -8,6 +8,7 @@ Any problem — unreadable file, unknown section or key, bad value — raises
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
@@ -79,6 +80,8 @@ class DatabaseSection:
     auto_upgrade: bool
     sweep_interval: float
     sync_interval: float
+    worker: str = "process"
+    commit_interval: float = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "auto_upgrade": ("yes", _bool),
         "sweep_interval": ("30", _seconds(0.1, 86400)),
         "sync_interval": ("2", _seconds(0.1, 86400)),
+        "worker": ("process", _choice("process", "thread")),
+        "commit_interval": ("0.005", _seconds(0, 1)),
     },
 }
 
@@ -296,8 +301,7 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
     database = DatabaseSection(**values["database"])
     if not database.url:
         path_part = os.path.join(gateway.data_dir, "registry.sqlite3")
-        database = DatabaseSection(f"sqlite:///{path_part}", database.auto_upgrade,
-                                   database.sweep_interval, database.sync_interval)
+        database = dataclasses.replace(database, url=f"sqlite:///{path_part}")
     elif "://" not in database.url:
         raise ConfigError(f"database.url: {database.url!r} is not an SQLAlchemy URL "
                           "(e.g. postgresql+psycopg://user@host/db)")

@@ -164,12 +164,18 @@ class Registrar:
         if paths and "path" in request.option_tags("supported"):
             headers.extend(("Path", path) for path in paths)
             headers.append(("Supported", "path"))
-        headers.append(("Date", formatdate(now, usegmt=True)))
+        headers.append(("Date", _http_date(int(now))))
         return build_response(request, 200, headers=headers)
 
     def _error(self, request: Request, status: int, reason: str | None = None,
                headers: list[tuple[str, str]] | None = None) -> RegisterDecision:
         return RegisterDecision(response=build_response(request, status, reason, headers or ()))
+
+
+@lru_cache(maxsize=4)
+def _http_date(second: int) -> str:
+    """The Date header value for a whole second (the same for every response in it)."""
+    return formatdate(second, usegmt=True)
 
 
 @lru_cache(maxsize=65536)

@@ -19,6 +19,8 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core import SipCore
+from gateway.gc_policy import tune_garbage_collector
+from gateway.location.runner import ProcessStoreRunner, StoreRunner, ThreadStoreRunner
 from gateway.location.service import LocationService
 from gateway.location.store import LocationStore
 from gateway.log import get_logger, set_log_level
@@ -86,13 +88,18 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
 class GatewayService(service.Service):
     """The running gateway: registry cache, SIP core and listeners."""
 
-    def __init__(self, prepared: Prepared, reactor: Any) -> None:
+    def __init__(self, prepared: Prepared, reactor: Any, *, tune_gc: bool = False) -> None:
         self.prepared = prepared
         self.reactor = reactor
+        #: Apply :func:`gateway.gc_policy.tune_garbage_collector` once ready (a setting
+        #: for the whole process: the twistd plugin turns it on).
+        self.tune_gc = tune_gc
         config = prepared.config
         self.location = LocationService(prepared.store, reactor,
                                         sweep_interval=config.database.sweep_interval,
-                                        sync_interval=config.database.sync_interval)
+                                        sync_interval=config.database.sync_interval,
+                                        commit_interval=config.database.commit_interval,
+                                        runner=_store_runner(prepared, reactor))
         listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]
         self.local_domains = LocalDomains(config.gateway.domains, listen_hosts)
         policy = RegistrarPolicy(config.registrar.min_expires, config.registrar.max_expires,
@@ -130,6 +137,8 @@ class GatewayService(service.Service):
         log.info("gateway ready: {bindings} live bindings, domains {domains}",
                  bindings=self.location.binding_count(),
                  domains=", ".join(sorted(self.local_domains.names)))
+        if self.tune_gc:
+            tune_garbage_collector()
 
     def _start_failed(self, failure: Any) -> None:
         log.critical("gateway failed to start: {error}", error=failure.getErrorMessage())
@@ -151,7 +160,15 @@ class GatewayService(service.Service):
         return stopped
 
 
+def _store_runner(prepared: Prepared, reactor: Any) -> StoreRunner:
+    """``database.worker``: a worker process, except for an in-memory SQLite database
+    (which only exists inside this process)."""
+    if prepared.config.database.worker == "process" and not prepared.store.in_memory:
+        return ProcessStoreRunner(prepared.config.database.url, reactor)
+    return ThreadStoreRunner(prepared.store, reactor)
+
+
 def make_gateway_service(config_path: str | None, overrides: dict[str, str],
-                         reactor: Any) -> GatewayService:
+                         reactor: Any, *, tune_gc: bool = False) -> GatewayService:
     """:func:`prepare` plus the service; raises :class:`StartupError`."""
-    return GatewayService(prepare(config_path, overrides), reactor)
+    return GatewayService(prepare(config_path, overrides), reactor, tune_gc=tune_gc)

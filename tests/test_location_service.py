@@ -393,3 +393,23 @@ def test_current_prefers_queued_over_in_flight_over_committed() -> None:
     service._queued["sip:a@x"] = queued
     assert service.current("sip:a@x") == queued
     assert service.lookup("sip:a@x") == committed
+
+
+@pytest_twisted.ensureDeferred
+async def test_committed_bindings_are_not_tracked_by_the_garbage_collector(
+        store: LocationStore) -> None:
+    import gc
+
+    service = make_service(store)
+    await service.start()
+    try:
+        await service.replace("sip:a@x", [binding("sip:a@x", "sip:a@h", path=("<sip:p@x>",)),
+                                          binding("sip:a@x", "sip:a@g", q=0.5)])
+        gc.collect()
+        gc.collect()  # CPython untracks nested tuples one level per pass
+        entry = service._committed["sip:a@x"]
+        assert not gc.is_tracked(entry) and not any(gc.is_tracked(b) for b in entry)
+        assert [b.contact for b in service.lookup("sip:a@x")] == ["sip:a@h", "sip:a@g"]
+        assert all(isinstance(b, Binding) for b in service.current("sip:a@x"))
+    finally:
+        await service.stop()

@@ -213,13 +213,14 @@ async def test_rport_is_filled_with_the_source_port(udp_port: int) -> None:
 async def test_retransmitted_register_gets_the_same_response_and_one_write(
         udp_port: int, gateway: GatewayService) -> None:
     writes = []
-    original = gateway.location.store.write_snapshots
+    store = gateway.location._runner.store  # the in-process fixture runs a thread worker
+    original = store.write_snapshots
 
     def counting(snapshots, now):
         writes.append(dict(snapshots))
         return original(snapshots, now)
 
-    gateway.location.store.write_snapshots = counting
+    store.write_snapshots = counting
     message = register("pete", local_port=1, branch_id="z9hG4bK-fixed-branch")
 
     def run():

@@ -17,14 +17,14 @@ async def test_no_200_before_the_binding_is_committed(gateway) -> None:
     port = ports(gateway)["udp"]
     gate = threading.Event()
     committed = threading.Event()
-    original = gateway.location.store.write_snapshots
+    original = gateway.location._runner.store.write_snapshots
 
     def gated(snapshots, now):
         gate.wait(10)
         original(snapshots, now)
         committed.set()
 
-    gateway.location.store.write_snapshots = gated
+    gateway.location._runner.store.write_snapshots = gated
 
     def run():
         client = UdpClient(port, timeout=0.5)
@@ -52,7 +52,7 @@ async def test_failed_commit_answers_500_with_retry_after_and_keeps_memory(gatew
     def broken(snapshots, now):
         raise RegistryUnavailable("database is locked")
 
-    gateway.location.store.write_snapshots = broken
+    gateway.location._runner.store.write_snapshots = broken
 
     def run():
         client = UdpClient(port)

@@ -118,3 +118,17 @@ def test_rfc2543_requests_without_magic_cookie_match_on_the_fallback_key() -> No
     again, _ = layer.receive_request(make("OPTIONS", branch="old1"), UDP, UDP, 0.1)
     other, _ = layer.receive_request(make("OPTIONS", branch="old2"), UDP, UDP, 0.1)
     assert first is not None and again is None and other is not None
+
+
+def test_timer_entries_hold_no_reference_to_the_transaction() -> None:
+    import gc
+
+    layer = TransactionLayer()
+    txn, _ = layer.receive_request(make("REGISTER"), UDP, UDP, 0.0)
+    assert txn is not None
+    layer.respond(txn, build_response(make("REGISTER"), 200), 0.0)
+    gc.collect()
+    gc.collect()  # CPython untracks nested tuples one level per pass
+    assert layer._timers and not any(gc.is_tracked(entry) for entry in layer._timers)
+    layer.on_timer(64 * layer.t1)
+    assert len(layer) == 0

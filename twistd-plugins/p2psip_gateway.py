@@ -65,7 +65,8 @@ class GatewayServiceMaker:
         from gateway.service import StartupError, make_gateway_service
 
         try:
-            return make_gateway_service(options["config"], options.overrides(), reactor)
+            return make_gateway_service(options["config"], options.overrides(), reactor,
+                                        tune_gc=True)
         except StartupError as exc:
             sys.exit(f"p2psip-gateway: {exc}")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 SOURCE_LOCAL = "local"
 SOURCE_OVERLAY = "overlay"
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
+class Binding(NamedTuple):
     """One contact registered for an address-of-record (RFC 3261 §10).
 
     ``expires`` is an absolute POSIX timestamp (seconds); the binding is live while
@@ -18,6 +17,9 @@ class Binding:
     ``received`` is where the REGISTER came from (``host:port``) and ``transport`` the
     transport it came over (``udp``/``tcp``/``tls``), so requests can reach a UA behind
     NAT and reuse its connection.
+
+    A named tuple: cheap to pickle to and from the registry worker process, and
+    ``tuple(binding)`` is the plain form the location service keeps in memory.
     """
 
     aor: str
@@ -33,7 +35,7 @@ class Binding:
     reg_id: int = 0
     user_agent: str = ""
     source: str = SOURCE_LOCAL
-    registered_at: float = field(default=0.0, compare=False)
+    registered_at: float = 0.0
 
     def remaining(self, now: float) -> int:
         """Seconds left before the binding expires (0 when already expired)."""

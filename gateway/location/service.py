@@ -6,9 +6,10 @@ only when the returned Deferred fires, i.e. once the transaction holding that se
 committed. Lookups (:meth:`LocationService.lookup`) see committed bindings only, so what
 the proxy routes to is always what the database holds.
 
-All database work runs on the service's own thread pool, never on the reactor thread.
-One transaction is written at a time; a sync never lets data it loaded overwrite a commit
-that happened after that load began.
+All database work runs through a :mod:`store runner <gateway.location.runner>` (a worker
+thread, or a worker process in the gateway), never on the reactor thread. One call runs
+at a time; a sync never lets data it loaded overwrite a commit that happened after that
+load began.
 """
 
 from __future__ import annotations
@@ -16,33 +17,48 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from gateway.location.binding import Binding
+from gateway.location.runner import Stamp, StoreRunner, ThreadStoreRunner
 from gateway.location.store import LocationStore, RegistryUnavailable
 
 __all__ = ["LocationService"]
 
-T = TypeVar("T")
-
-
 def _by_q(bindings: Iterable[Binding]) -> list[Binding]:
-    return sorted(bindings, key=lambda b: -b.q)
+    bindings = list(bindings)
+    if len(bindings) > 1:
+        bindings.sort(key=lambda b: -b.q)
+    return bindings
+
+
+# The committed bindings are held as plain tuples: CPython's collector stops tracking a
+# tuple of plain values (not a NamedTuple), so a registry of hundreds of thousands of
+# bindings adds nothing to the collector's pauses (gateway/gc_policy.py).
+Frozen = tuple[tuple[Any, ...], ...]
+_EXPIRES = Binding._fields.index("expires")
+
+
+def _freeze(bindings: Iterable[Binding]) -> Frozen:
+    return tuple(tuple(b) for b in _by_q(bindings))
+
+
+def _thaw(entry: Iterable[tuple[Any, ...]]) -> list[Binding]:
+    return [Binding._make(t) for t in entry]
 
 
 class LocationService:
     """In-memory registry cache in front of a :class:`LocationStore`, with batched writes.
 
-    ``reactor`` must provide ``IReactorTime`` and ``IReactorFromThreads``. One worker
-    thread (``threadpool_size=1``) is enough: writes are one at a time anyway.
+    ``reactor`` must provide ``IReactorTime`` and ``IReactorFromThreads``. The store's
+    methods run through ``runner`` (default: one worker thread calling ``store``);
+    the gateway passes a :class:`~gateway.location.runner.ProcessStoreRunner`.
     Every ``sweep_interval`` seconds expired bindings are deleted (database and memory);
     every ``sync_interval`` seconds the change log is polled and AoRs changed by someone
     else (``p2psip-admin``, another gateway sharing the database) are reloaded. Change-log
@@ -54,26 +70,31 @@ class LocationService:
 
     def __init__(
         self,
-        store: LocationStore,
+        store: LocationStore | None,
         reactor: Any,
-        threadpool_size: int = 1,
         sweep_interval: float = 30.0,
         sync_interval: float = 2.0,
         clock: Callable[[], float] = time.time,
         change_retention: float = 3600.0,
         max_batch: int = 500,
+        runner: StoreRunner | None = None,
+        commit_interval: float = 0.0,
     ) -> None:
-        self.store = store
+        self._runner = runner if runner is not None else ThreadStoreRunner(store, reactor)
         #: Most AoRs written in one transaction.
         self.max_batch = max_batch
+        #: Least time between the starts of two transactions (group commit): under load
+        #: each commit then carries more AoRs, which saves the writer most of its
+        #: per-transaction work; an idle registry still commits at once.
+        self.commit_interval = commit_interval
+        self._last_flush = float("-inf")
         self._reactor = reactor
-        self._pool = ThreadPool(threadpool_size, threadpool_size, name="location-store")
         self._sweep_interval = sweep_interval
         self._sync_interval = sync_interval
         self._clock = clock
         self._retention = change_retention
 
-        self._committed: dict[str, list[Binding]] = {}
+        self._committed: dict[str, Frozen] = {}
         self._count = 0
         # Snapshots waiting for the next transaction (latest per AoR) and their callers.
         self._queued: dict[str, list[Binding]] = {}
@@ -88,9 +109,8 @@ class LocationService:
         self._loops: list[tuple[LoopingCall, Deferred[Any]]] = []
         self._change_id = 0
         self._last_sync_ok = 0.0
-        # Tickets order database work as it happened in the worker thread(s): a load
+        # Commits during a sync, by AoR, with their runner stamps (monotonic ns): a load
         # must not overwrite an AoR whose commit came after the load began.
-        self._tickets = itertools.count(1)
         self._committed_during_sync: dict[str, int] | None = None
 
         #: Transactions committed and failed so far (for status reporting).
@@ -101,24 +121,24 @@ class LocationService:
 
     def current(self, aor: str) -> list[Binding]:
         """The newest bindings of ``aor``, committed or not: the registrar's input."""
-        for layer in (self._queued, self._inflight, self._committed):
+        for layer in (self._queued, self._inflight):
             if aor in layer:
                 return list(layer[aor])
-        return []
+        return _thaw(self._committed.get(aor, ()))
 
     def lookup(self, aor: str, now: float | None = None) -> list[Binding]:
         """Committed, live bindings of ``aor``, highest q first."""
         if now is None:
             now = self._clock()
-        return [b for b in self._committed.get(aor, ()) if b.expires > now]
+        return [Binding._make(t) for t in self._committed.get(aor, ()) if t[_EXPIRES] > now]
 
     def snapshot(self, now: float | None = None) -> dict[str, list[Binding]]:
         """Committed, live bindings of every AoR (e.g. to republish into the overlay)."""
         if now is None:
             now = self._clock()
         result = {}
-        for aor, bindings in self._committed.items():
-            live = [b for b in bindings if b.expires > now]
+        for aor, entry in self._committed.items():
+            live = [Binding._make(t) for t in entry if t[_EXPIRES] > now]
             if live:
                 result[aor] = live
         return result
@@ -152,8 +172,10 @@ class LocationService:
     def _schedule_flush(self) -> None:
         if self._writing or self._flush_call is not None or not self._queued:
             return
-        # Next reactor turn: every replace() of this turn goes into one transaction.
-        self._flush_call = self._reactor.callLater(0, self._flush)
+        # Next reactor turn at the earliest: every replace() of this turn goes into one
+        # transaction; later if the last one began less than commit_interval ago.
+        wait = self._last_flush + self.commit_interval - self._reactor.seconds()
+        self._flush_call = self._reactor.callLater(max(0.0, wait), self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
@@ -169,9 +191,10 @@ class LocationService:
             batch = {aor: self._queued.pop(aor) for aor in aors}
             by_aor = {aor: self._queued_waiters.pop(aor) for aor in aors}
         waiters = [waiter for group in by_aor.values() for waiter in group]
+        self._last_flush = self._reactor.seconds()
         self._inflight = batch
         self._writing = True
-        d = self._in_thread(self._write_ticketed, batch, self._clock())
+        d = self._runner.call("write_snapshots", batch, self._clock(), stamp="after")
         d.addCallbacks(
             self._batch_committed,
             self._batch_failed,
@@ -179,23 +202,16 @@ class LocationService:
             errbackArgs=(batch, waiters),
         )
 
-    def _write_ticketed(self, batch: dict[str, list[Binding]], now: float) -> int:
-        self.store.write_snapshots(batch, now)
-        return next(self._tickets)
-
-    def _load_ticketed(
-        self, load: Callable[..., dict[str, list[Binding]]], *args: Any
-    ) -> tuple[int, dict[str, list[Binding]]]:
-        ticket = next(self._tickets)
-        return ticket, load(*args)
-
     def _batch_committed(
-        self, ticket: int, batch: dict[str, list[Binding]], waiters: list[Deferred[None]]
+        self,
+        stamped: tuple[int, None],
+        batch: dict[str, list[Binding]],
+        waiters: list[Deferred[None]],
     ) -> None:
         for aor, bindings in batch.items():
             self._set_committed(aor, bindings)
         if self._committed_during_sync is not None:
-            self._committed_during_sync.update(dict.fromkeys(batch, ticket))
+            self._committed_during_sync.update(dict.fromkeys(batch, stamped[0]))
         self.commits += 1
         self._inflight, self._writing = {}, False
         for waiter in waiters:
@@ -233,7 +249,7 @@ class LocationService:
         if old:
             self._count -= len(old)
         if bindings:
-            self._committed[aor] = _by_q(bindings)
+            self._committed[aor] = _freeze(bindings)
             self._count += len(bindings)
 
     def _drained(self) -> Deferred[None]:
@@ -246,20 +262,20 @@ class LocationService:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> Deferred[None]:
-        """Start the worker thread, load the live bindings and start sweep and sync."""
+        """Start the store runner, load the live bindings and start sweep and sync."""
         return Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
         if self._running:
             raise RuntimeError("the location service is already running")
-        self._pool.start()
+        self._runner.start()
         try:
             # Id first: a change racing with the load is then replayed by the next sync.
-            self._change_id = await self._in_thread(self.store.current_change_id)
+            self._change_id = await self._call("current_change_id")
             now = self._clock()
-            live = await self._in_thread(self.store.load_live, now)
+            live = await self._call("load_live", now)
         except BaseException:
-            self._pool.stop()
+            await self._runner.stop()
             raise
         self._committed, self._count = {}, 0
         for aor, bindings in live.items():
@@ -280,7 +296,7 @@ class LocationService:
             self._loops.append((loop, loop.start(interval, now=False)))
 
     def stop(self) -> Deferred[None]:
-        """Stop sweep and sync, commit every queued snapshot, stop the worker thread."""
+        """Stop sweep and sync, commit every queued snapshot, stop the store runner."""
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -298,7 +314,7 @@ class LocationService:
             self._flush_call = None
         self._flush()
         await self._drained()
-        self._pool.stop()
+        await self._runner.stop()
 
     def _guarded(self, name: str, step: Callable[[], Deferred[Any]]) -> Deferred[None]:
         def report(failure: Failure) -> None:
@@ -319,12 +335,13 @@ class LocationService:
 
     async def _sweep(self) -> list[str]:
         now = self._clock()
-        aors = await self._in_thread(self.store.delete_expired, now)
+        aors = await self._call("delete_expired", now)
         # The memory equals the database, so its expired bindings belong to these AoRs.
         for aor in aors:
             if aor in self._committed:
-                self._set_committed(aor, [b for b in self._committed[aor] if b.expires > now])
-        await self._in_thread(self.store.prune_changes, now - self._retention)
+                live = [b for b in _thaw(self._committed[aor]) if b.expires > now]
+                self._set_committed(aor, live)
+        await self._call("prune_changes", now - self._retention)
         return aors
 
     def sync(self) -> Deferred[set[str]]:
@@ -338,12 +355,10 @@ class LocationService:
             if now - self._last_sync_ok > self._retention / 2:
                 changed = await self._reload_all(now)
             else:
-                newest, changed = await self._in_thread(
-                    self.store.changes_since, self._change_id, True
-                )
+                newest, changed = await self._call("changes_since", self._change_id, True)
                 if changed:
-                    ticket, fresh = await self._in_thread(
-                        self._load_ticketed, self.store.load_aors, changed, now
+                    ticket, fresh = await self._runner.call(
+                        "load_aors", changed, now, stamp="before"
                     )
                     for aor, bindings in fresh.items():
                         if not self._newer_commit(aor, ticket):
@@ -357,13 +372,14 @@ class LocationService:
     async def _reload_all(self, now: float) -> set[str]:
         # The change log may have been pruned past our last id: start from scratch.
         self.log.warn("Registry sync was interrupted for long; reloading every binding")
-        change_id = await self._in_thread(self.store.current_change_id)
-        ticket, live = await self._in_thread(self._load_ticketed, self.store.load_live, now)
+        change_id = await self._call("current_change_id")
+        ticket, live = await self._runner.call("load_live", now, stamp="before")
         changed = set()
         for aor in set(self._committed) | set(live):
             if self._newer_commit(aor, ticket):
                 continue
-            if self._committed.get(aor) != live.get(aor):
+            fresh = live.get(aor)
+            if self._committed.get(aor) != (_freeze(fresh) if fresh else None):
                 self._set_committed(aor, live.get(aor, []))
                 changed.add(aor)
         self._change_id = change_id
@@ -373,5 +389,6 @@ class LocationService:
         commits = self._committed_during_sync or {}
         return commits.get(aor, 0) > load_ticket
 
-    def _in_thread(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
-        return deferToThreadPool(self._reactor, self._pool, f, *args)
+    def _call(self, method: str, *args: Any, stamp: Stamp = None) -> Deferred[Any]:
+        """The result of ``store.<method>(*args)`` through the runner (stamp dropped)."""
+        return self._runner.call(method, *args, stamp=stamp).addCallback(lambda r: r[1])

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from gateway.location.binding import Binding
+from gateway.location.checkpoint import WalCheckpointer
 from gateway.location.models import PATH_SEPARATOR, BindingRow, RegistryChangeRow
 
 __all__ = [
@@ -64,17 +65,33 @@ def migrations_directory() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The file of an SQLite URL, None for other databases, in-memory SQLite and
+    invalid URLs (left to :func:`create_registry_engine` to report)."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or (
+            database.startswith("file:")):
+        return None
+    return str(Path(database).expanduser())
+
+
 def _is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_registry_engine(url: str) -> Engine:
+def create_registry_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
     """Create an engine for the registry at ``url`` with durable, concurrent settings.
 
     SQLite: the parent directory of the file is created, the journal is WAL (readers do
     not block the writer), ``synchronous=FULL`` (a commit survives a power cut),
     ``busy_timeout`` (wait for another process' write instead of failing) and write
     transactions start with ``BEGIN IMMEDIATE`` (see :meth:`LocationStore._write`).
+    With ``autocheckpoint`` off, commits never checkpoint the WAL; the caller must (see
+    :class:`~gateway.location.checkpoint.WalCheckpointer`).
     Other databases: connections are checked before use so the registry recovers after
     a database restart, and connecting gives up after 10 seconds.
     """
@@ -109,6 +126,8 @@ def create_registry_engine(url: str) -> Engine:
         try:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
+                if not autocheckpoint:
+                    cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -183,12 +202,22 @@ class LocationStore:
     change log, so that :meth:`changes_since` can leave out its own changes.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, background_checkpoints: bool = False) -> None:
         self.url = url
         self.origin = uuid.uuid4().hex
-        self._engine = create_registry_engine(url)
+        sqlite_file = _sqlite_file(url)
+        background = background_checkpoints and sqlite_file is not None
+        self._engine = create_registry_engine(url, autocheckpoint=not background)
+        #: Checkpoints the SQLite WAL off the commit path (``background_checkpoints``).
+        self.checkpointer: WalCheckpointer | None = None
+        if background:
+            assert sqlite_file is not None
+            self.checkpointer = WalCheckpointer(sqlite_file)
+            self.checkpointer.start()
         self._writer = self._engine.execution_options(registry_write=True)
         self._postgres = self._engine.dialect.name == "postgresql"
+        #: Whether the database lives in this process only (SQLite ``:memory:``).
+        self.in_memory = isinstance(self._engine.pool, StaticPool)
 
     def __repr__(self) -> str:
         return f"<LocationStore {self.safe_url}>"
@@ -433,5 +462,8 @@ class LocationStore:
         return self._guard("prune the change log", work)
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and stop the WAL checkpoints)."""
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         self._engine.dispose()

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from gateway.sip.message import Request, Response
 
 MAGIC_COOKIE = "z9hG4bK"
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
+class Address(NamedTuple):
     """Where a message came from or goes to. ``connection`` identifies the TCP/TLS
     connection a message arrived on (0 for datagrams), so responses reuse it."""
 
@@ -74,7 +74,7 @@ class ServerTransaction:
     status: int = 0
     retransmit_interval: float = 0.0
     raw_key: tuple[int, str, int] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    serial: int = 0
 
     @property
     def is_invite(self) -> bool:
@@ -102,7 +102,10 @@ class TransactionLayer:
     def __init__(self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0) -> None:
         self.t1, self.t2, self.t4 = t1, t2, t4
         self._table: dict[tuple[str, ...], ServerTransaction] = {}
-        self._timers: list[tuple[float, int, str, ServerTransaction]] = []
+        # Timer heap of (when, sequence, timer name, transaction key, transaction serial):
+        # plain values only, so the collector does not track the entries (a busy gateway
+        # holds several per live transaction; gateway/gc_policy.py).
+        self._timers: list[tuple[float, int, str, tuple[str, ...], int]] = []
         # Datagram fingerprint -> transaction, so a byte-identical UDP retransmission is
         # answered without being parsed again (what keeps an overloaded gateway from
         # spending its time re-parsing the retransmissions its own delay caused).
@@ -141,7 +144,7 @@ class TransactionLayer:
             return None, []
         txn = ServerTransaction(key, request.method, reply_to, request,
                                 State.PROCEEDING if request.method == "INVITE" else
-                                State.TRYING)
+                                State.TRYING, serial=next(self._sequence))
         self._table[key] = txn
         if request.method == "INVITE":
             # Bounds an INVITE the TU never answers; the proxy issue replaces this with
@@ -207,7 +210,10 @@ class TransactionLayer:
         sends: list[Send] = []
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, name, txn = heapq.heappop(timers)
+            _, _, name, key, serial = heapq.heappop(timers)
+            txn = self._table.get(key)
+            if txn is None or txn.serial != serial:
+                continue  # that transaction has ended already
             if name == "G":
                 if txn.state is State.COMPLETED and txn.last_response is not None:
                     sends.append((txn.last_response, txn.reply_to))
@@ -222,4 +228,4 @@ class TransactionLayer:
         return sends
 
     def _schedule(self, when: float, name: str, txn: ServerTransaction) -> None:
-        heapq.heappush(self._timers, (when, next(self._sequence), name, txn))
+        heapq.heappush(self._timers, (when, next(self._sequence), name, txn.key, txn.serial))
