@@ -413,3 +413,39 @@ async def test_committed_bindings_are_not_tracked_by_the_garbage_collector(
         assert all(isinstance(b, Binding) for b in service.current("sip:a@x"))
     finally:
         await service.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_commit_spaces_transactions_while_registrations_are_concurrent(
+        store: LocationStore) -> None:
+    recording = RecordingStore(store)
+    service = make_service(recording, commit_interval=0.3)
+    await service.start()
+    try:
+        start = time.monotonic()
+        await DeferredList([service.replace(f"sip:g{i}@x", [binding(f"sip:g{i}@x", "sip:h")])
+                            for i in range(2)])
+        late = [service.replace("sip:g2@x", [binding("sip:g2@x", "sip:h")]),
+                service.replace("sip:g3@x", [binding("sip:g3@x", "sip:h")])]
+        await DeferredList(late)
+        assert time.monotonic() - start >= 0.29
+        assert [sorted(batch) for batch in recording.batches] == [
+            ["sip:g0@x", "sip:g1@x"], ["sip:g2@x", "sip:g3@x"]]
+    finally:
+        await service.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_commit_does_not_delay_one_registration_at_a_time(
+        store: LocationStore) -> None:
+    recording = RecordingStore(store)
+    service = make_service(recording, commit_interval=1.0)
+    await service.start()
+    try:
+        start = time.monotonic()
+        for i in range(3):
+            await service.replace(f"sip:s{i}@x", [binding(f"sip:s{i}@x", "sip:h")])
+        assert time.monotonic() - start < 0.9
+        assert len(recording.batches) == 3
+    finally:
+        await service.stop()

@@ -83,11 +83,13 @@ class LocationService:
         self._runner = runner if runner is not None else ThreadStoreRunner(store, reactor)
         #: Most AoRs written in one transaction.
         self.max_batch = max_batch
-        #: Least time between the starts of two transactions (group commit): under load
-        #: each commit then carries more AoRs, which saves the writer most of its
-        #: per-transaction work; an idle registry still commits at once.
+        #: Least time between the starts of two transactions while registrations arrive
+        #: concurrently (group commit): each commit then carries more AoRs, which saves
+        #: the writer most of its per-transaction work. After a transaction of a single
+        #: AoR (an idle registry, or one client at a time) the next starts at once.
         self.commit_interval = commit_interval
         self._last_flush = float("-inf")
+        self._last_batch_size = 0
         self._reactor = reactor
         self._sweep_interval = sweep_interval
         self._sync_interval = sync_interval
@@ -174,8 +176,10 @@ class LocationService:
             return
         # Next reactor turn at the earliest: every replace() of this turn goes into one
         # transaction; later if the last one began less than commit_interval ago.
-        wait = self._last_flush + self.commit_interval - self._reactor.seconds()
-        self._flush_call = self._reactor.callLater(max(0.0, wait), self._flush)
+        wait = 0.0
+        if self._last_batch_size > 1:
+            wait = max(0.0, self._last_flush + self.commit_interval - self._reactor.seconds())
+        self._flush_call = self._reactor.callLater(wait, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
@@ -192,6 +196,7 @@ class LocationService:
             by_aor = {aor: self._queued_waiters.pop(aor) for aor in aors}
         waiters = [waiter for group in by_aor.values() for waiter in group]
         self._last_flush = self._reactor.seconds()
+        self._last_batch_size = len(batch)
         self._inflight = batch
         self._writing = True
         d = self._runner.call("write_snapshots", batch, self._clock(), stamp="after")
