@@ -60,6 +60,7 @@ class SipSection:
     t1: float
     t2: float
     t4: float
+    advertised_address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,14 @@ class DatabaseSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxySection:
+    """``[proxy]``: target resolution and Timer C."""
+
+    resolvers: tuple[str, ...] = ("local",)
+    timer_c: float = 180.0
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole validated configuration."""
 
@@ -92,6 +101,7 @@ class GatewayConfig:
     sip: SipSection
     registrar: RegistrarSection
     database: DatabaseSection
+    proxy: ProxySection = ProxySection()
     source: str | None = None
 
     @property
@@ -198,6 +208,26 @@ def parse_listen_address(item: str) -> ListenAddress:
     return ListenAddress(host, port)
 
 
+def _advertised(raw: str) -> str:
+    value = raw.strip()
+    if value:
+        try:
+            ipaddress.ip_address(value.strip("[]"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+    return value.strip("[]")
+
+
+def _resolvers(raw: str) -> tuple[str, ...]:
+    """Resolver names in order; whether each is installed is checked at start-up."""
+    names = tuple(item.lower() for item in _items(raw))
+    if not names:
+        raise ValueError("at least one resolver is needed (e.g. local)")
+    if len(set(names)) != len(names):
+        raise ValueError("a resolver is named twice")
+    return names
+
+
 def _listen(raw: str) -> tuple[ListenAddress, ...]:
     return tuple(parse_listen_address(item) for item in _items(raw))
 
@@ -219,6 +249,11 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "t1": ("0.5", _seconds(0.01, 60)),
         "t2": ("4", _seconds(0.01, 600)),
         "t4": ("5", _seconds(0.01, 600)),
+        "advertised_address": ("", _advertised),
+    },
+    "proxy": {
+        "resolvers": ("local", _resolvers),
+        "timer_c": ("180", _seconds(1, 86400)),
     },
     "registrar": {
         "min_expires": ("60", _int_range(0, 2**31 - 1)),
@@ -305,4 +340,5 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
     elif "://" not in database.url:
         raise ConfigError(f"database.url: {database.url!r} is not an SQLAlchemy URL "
                           "(e.g. postgresql+psycopg://user@host/db)")
-    return GatewayConfig(gateway, sip, registrar, database, path)
+    proxy = ProxySection(**values["proxy"])
+    return GatewayConfig(gateway, sip, registrar, database, proxy, path)

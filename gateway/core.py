@@ -1,9 +1,10 @@
-"""The SIP core: validates requests, runs them through the transaction layer and hands them
-to the registrar (or answers OPTIONS/CANCEL and refuses what the gateway does not serve).
+"""The SIP core: validates requests, runs them through the transaction layers and hands
+them to the registrar or the proxy (or answers OPTIONS to the gateway and CANCEL itself).
 
 It never touches sockets: it gets ``(message, source)`` from the transports and gives bytes
 back through the ``send`` callable. The only Twisted parts are the Deferreds of the
-location service and the one timer that drives the transaction layer.
+location service and the one timer that drives both transaction layers. It is also the
+proxy's :class:`~gateway.proxy.ProxyIO`.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from gateway.location.binding import Binding
 from gateway.log import get_logger
+from gateway.myself import Myself
 from gateway.registrar import SUPPORTED_EXTENSIONS, Registrar
+from gateway.sip.client_transaction import ClientTransaction, ClientTransactionLayer
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
@@ -30,13 +34,18 @@ from gateway.sip.transaction import (
     transaction_key,
 )
 
+if TYPE_CHECKING:
+    from gateway.proxy import Proxy
+
 log = get_logger("gateway.core")
 
+# What the gateway answers itself; everything else it proxies (RFC 3261 §16: a proxy
+# forwards methods it does not know, too).
 ALLOWED_METHODS = ("REGISTER", "OPTIONS", "ACK", "CANCEL")
-# Methods the gateway knows but does not serve yet (the proxy issue routes them): 405.
-# Anything else is unknown to it: 501 (RFC 3261 §8.2.1).
+# Methods a UA may send the gateway itself that it knows but does not serve: 405.
 KNOWN_METHODS = frozenset({"INVITE", "BYE", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH",
                            "INFO", "REFER", "MESSAGE", "UPDATE"})
+SendWithError = Callable[..., None]  # (data, address, on_error=None)
 
 
 class LocationLike:
@@ -51,16 +60,23 @@ class SipCore:
     """Request handling for one gateway."""
 
     def __init__(self, registrar: Registrar, location: LocationLike,
-                 transactions: TransactionLayer, send: Callable[[bytes, Address], None],
+                 transactions: TransactionLayer, send: SendWithError,
                  reactor: IReactorTime, *, force_rport: bool = True,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 clients: ClientTransactionLayer | None = None,
+                 myself: Myself | None = None) -> None:
         self.registrar = registrar
         self.location = location
         self.transactions = transactions
+        self.clients = clients or ClientTransactionLayer(transactions.t1, transactions.t2,
+                                                         transactions.t4)
         self.send = send
         self.reactor = reactor
         self.force_rport = force_rport
         self.wall_clock = wall_clock
+        self.myself = myself or Myself(registrar.is_local, {})
+        #: The transaction user for everything not answered here (set by the service).
+        self.proxy: Proxy | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
 
@@ -79,7 +95,8 @@ class SipCore:
         try:
             if isinstance(message, Request):
                 self._receive_request(message, source, raw)
-            # Responses need client transactions, which arrive with the proxy.
+            else:
+                self._receive_response(message)
         except Exception:
             log.failure("unhandled error while handling {message!r} from {source}",
                         message=message, source=source)
@@ -101,6 +118,12 @@ class SipCore:
             return
         reply_to = self._stamp_via(request, source)
         now = self.reactor.seconds()
+        method = request.method
+        if method == "ACK":
+            if not self.transactions.absorb_ack(request, source, now) and self.proxy:
+                self.proxy.forward_ack(request)  # the ACK of a 2xx
+            self._arm_timer()
+            return
         txn, sends = self.transactions.receive_request(request, source, reply_to, now)
         self._send_all(sends)
         self._arm_timer()
@@ -108,22 +131,44 @@ class SipCore:
             return
         if raw:
             self.transactions.remember_datagram(txn, raw, source)
-        method = request.method
         try:
             if method == "REGISTER":
                 self._register(txn, request, source)
-            elif method == "OPTIONS":
+            elif method == "OPTIONS" and self.myself.is_for_me(request):
                 self._respond(txn, build_response(request, 200, headers=self._capabilities()))
             elif method == "CANCEL":
                 self._cancel(txn, request)
-            elif method in KNOWN_METHODS:
-                self._respond(txn, build_response(request, 405, headers=[
-                    ("Allow", ", ".join(ALLOWED_METHODS))]))
+            elif self.proxy is not None and not (self.myself.is_for_me(request)
+                                                 and not request.has_header("route")):
+                self.proxy.handle_request(txn, request)
             else:
-                self._respond(txn, build_response(request, 501, headers=[
+                # Addressed to the gateway itself (not a strict-routed request): it is
+                # the UAS, and serves only REGISTER and OPTIONS (RFC 3261 §8.2.1).
+                status = 405 if method in KNOWN_METHODS else 501
+                self._respond(txn, build_response(request, status, headers=[
                     ("Allow", ", ".join(ALLOWED_METHODS))]))
         except SipSyntaxError as exc:
             self._respond(txn, build_response(request, 400, f"Bad Request ({exc})"))
+
+    def _receive_response(self, response: Response) -> None:
+        try:
+            response.vias, response.cseq  # noqa: B018 - validates them
+        except SipSyntaxError:
+            return  # a response that cannot be matched is dropped (RFC 3261 §18.1.2)
+        taken, sends = self.clients.receive_response(response, self.reactor.seconds())
+        self._send_all(sends)
+        if taken:
+            self._dispatch_client_events()
+        self._arm_timer()
+
+    def _dispatch_client_events(self) -> None:
+        for event, txn, response in self.clients.take_events():
+            if self.proxy is None:
+                continue
+            try:
+                self.proxy.client_event(event, txn, response)
+            except Exception:
+                log.failure("proxy failed on {event} of {key}", event=event, key=txn.key)
 
     # --- methods --------------------------------------------------------------------------
 
@@ -156,16 +201,53 @@ class SipCore:
 
     def _cancel(self, txn: ServerTransaction, request: Request) -> None:
         invite = self.transactions.find(transaction_key(request, for_method="INVITE"))
-        if invite is None or invite.state is not State.PROCEEDING or invite.request is None:
+        if invite is None:
             self._respond(txn, build_response(request, 481))
             return
         self._respond(txn, build_response(request, 200))
-        self._respond(invite, build_response(invite.request, 487))
+        if invite.state is not State.PROCEEDING or invite.request is None:
+            return  # already answered: the CANCEL changes nothing (RFC 3261 §9.2)
+        if self.proxy is None or not self.proxy.cancel(invite):
+            self._respond(invite, build_response(invite.request, 487))
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ", ".join(ALLOWED_METHODS)), ("Accept", "application/sdp"),
                 ("Accept-Encoding", "identity"), ("Accept-Language", "en"),
                 ("Supported", ", ".join(SUPPORTED_EXTENSIONS))]
+
+    # --- ProxyIO --------------------------------------------------------------------------
+
+    def respond(self, txn: ServerTransaction, response: Response) -> None:
+        """Send ``response`` in ``txn`` (for the proxy)."""
+        self._respond(txn, response)
+
+    def start_client(self, request: Request, destination: Address,
+                     owner: object) -> ClientTransaction:
+        """Send ``request`` in a new client transaction (for the proxy)."""
+        txn, sends = self.clients.send(request, destination, owner, self.reactor.seconds())
+
+        def failed(reason: str) -> None:
+            log.info("cannot send {method} to {destination}: {reason}",
+                     method=request.method, destination=destination, reason=reason)
+            self.clients.transport_error(txn)
+            self._dispatch_client_events()
+
+        for data, address in sends:
+            self.send(data, address, failed)
+        self._arm_timer()
+        return txn
+
+    def send_stateless(self, request: Request, destination: Address) -> None:
+        """Send ``request`` without a transaction (for the proxy)."""
+        self._send_all([(request.serialize(), destination)])
+
+    def is_me(self, host: str, port: int | None) -> bool:
+        """Whether ``host``/``port`` name this gateway (for the proxy)."""
+        return self.myself.is_me(host, port)
+
+    def local_address(self, transport: str) -> tuple[str, int] | None:
+        """The advertised (host, port) for ``transport`` (for the proxy)."""
+        return self.myself.address(transport)
 
     # --- sending and timers ---------------------------------------------------------------
 
@@ -181,9 +263,11 @@ class SipCore:
                 log.failure("sending to {address} failed", address=address)
 
     def _arm_timer(self) -> None:
-        deadline = self.transactions.next_deadline()
-        if deadline is None:
+        deadlines = [d for d in (self.transactions.next_deadline(),
+                                 self.clients.next_deadline()) if d is not None]
+        if not deadlines:
             return
+        deadline = min(deadlines)
         if self._timer is not None and self._timer.active():
             if self._timer_at <= deadline:
                 return
@@ -194,17 +278,22 @@ class SipCore:
 
     def _on_timer(self) -> None:
         self._timer = None
+        now = self.reactor.seconds()
         try:
-            self._send_all(self.transactions.on_timer(self.reactor.seconds()))
+            self._send_all(self.transactions.on_timer(now))
+            self._send_all(self.clients.on_timer(now))
+            self._dispatch_client_events()
         except Exception:
             log.failure("transaction timer failed")
         self._arm_timer()
 
     def stop(self) -> None:
-        """Cancel the pending timer (on shutdown)."""
+        """Cancel the pending timers (on shutdown)."""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self.proxy is not None:
+            self.proxy.stop()
 
     # --- Via handling (RFC 3261 §18.2.1, RFC 3581) -----------------------------------------
 

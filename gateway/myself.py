@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gateway.sip.uri import SipUri
 
 
 class LocalDomains:
@@ -65,3 +68,54 @@ def _is_local_ip(ip: str) -> bool:
         except OSError:
             return False
     return True
+
+
+class Myself:
+    """This gateway's own SIP addresses: the domains it serves (``is_local``) and the
+    listeners (transport, host, port) it has open, plus the host it advertises in Via
+    and Record-Route."""
+
+    def __init__(self, is_local: Callable[[str], bool],
+                 listeners: Iterable[tuple[str, str, int]] = (),
+                 advertised_host: str = "") -> None:
+        self.is_local = is_local
+        self.advertised_host = advertised_host
+        self._ports: set[int] = set()
+        self._addresses: dict[str, tuple[str, int]] = {}
+        self.set_listeners(listeners)
+
+    def set_listeners(self, listeners: Iterable[tuple[str, str, int]]) -> None:
+        """The listeners now open, as ``(transport, host, port)``."""
+        self._ports = set()
+        self._addresses = {}
+        for transport, host, port in listeners:
+            self._ports.add(port)
+            if transport not in self._addresses:
+                self._addresses[transport] = (self._advertise(host), port)
+
+    def _advertise(self, host: str) -> str:
+        if self.advertised_host:
+            return self.advertised_host
+        if host not in ("0.0.0.0", "::", ""):
+            return host
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
+
+    def is_me(self, host: str, port: int | None) -> bool:
+        """Whether a URI's host and port name this gateway. Without a port the host
+        decides (a request that reached us naming our host without a port is for us,
+        whatever port we listen on)."""
+        if not self.is_local(host):
+            return False
+        return port is None or port in self._ports
+
+    def is_for_me(self, request: Any) -> bool:
+        """Whether ``request`` is addressed to the gateway itself (no user part)."""
+        uri = request.uri
+        return isinstance(uri, SipUri) and not uri.user and self.is_me(uri.host, uri.port)
+
+    def address(self, transport: str) -> tuple[str, int] | None:
+        """The (host, port) to advertise for ``transport``, None without a listener."""
+        return self._addresses.get(transport)

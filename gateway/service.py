@@ -24,8 +24,11 @@ from gateway.location.runner import ProcessStoreRunner, StoreRunner, ThreadStore
 from gateway.location.service import LocationService
 from gateway.location.store import LocationStore
 from gateway.log import get_logger, set_log_level
-from gateway.myself import LocalDomains
+from gateway.myself import LocalDomains, Myself
+from gateway.proxy import Proxy
 from gateway.registrar import Registrar, RegistrarPolicy
+from gateway.routing import available_resolvers, build_chain
+from gateway.sip.client_transaction import ClientTransactionLayer
 from gateway.sip.transaction import TransactionLayer
 from gateway.sip.transport import ListenError, TransportManager, bind_socket
 
@@ -52,6 +55,11 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
     set_log_level(config.gateway.log_level)
+    installed = available_resolvers()
+    for name in config.proxy.resolvers:
+        if name not in installed:
+            raise StartupError(f"proxy.resolvers: unknown resolver {name!r} (installed: "
+                               f"{', '.join(sorted(installed))})")
     try:
         os.makedirs(config.data_dir, exist_ok=True)
     except OSError as exc:
@@ -105,14 +113,23 @@ class GatewayService(service.Service):
         policy = RegistrarPolicy(config.registrar.min_expires, config.registrar.max_expires,
                                  config.registrar.default_expires,
                                  config.registrar.max_contacts)
-        self.transactions = TransactionLayer(config.sip.t1, config.sip.t2, config.sip.t4)
+        t1 = config.sip.t1
+        self.transactions = TransactionLayer(
+            t1, config.sip.t2, config.sip.t4,
+            invite_lifetime=config.proxy.timer_c + 64 * t1 + 32)
+        self.clients = ClientTransactionLayer(t1, config.sip.t2, config.sip.t4)
+        self.myself = Myself(self.local_domains, advertised_host=config.sip.advertised_address)
         self.transports = TransportManager(reactor, self._receive, config.sip.max_message_size,
                                            config.sip.max_tcp_connections,
                                            config.sip.tcp_idle_timeout,
                                            absorb=self._absorb)
         self.core = SipCore(Registrar(policy, self.local_domains), self.location,
                             self.transactions, self.transports.send, reactor,
-                            force_rport=config.sip.force_rport)
+                            force_rport=config.sip.force_rport, clients=self.clients,
+                            myself=self.myself)
+        self.proxy = Proxy(self.core, build_chain(config.proxy.resolvers, self), reactor,
+                           timer_c=config.proxy.timer_c)
+        self.core.proxy = self.proxy
         self.ready: Deferred[None] = Deferred()
 
     def _receive(self, message: Any, source: Any, raw: bytes = b"") -> None:
@@ -132,6 +149,7 @@ class GatewayService(service.Service):
         for kind, sock in self.prepared.sockets:
             self.transports.adopt(kind, sock)
         self.prepared.sockets = []
+        self.myself.set_listeners(self.transports.listening_addresses())
         for description in self.transports.listening_descriptions():
             log.info("listening on {listener}", listener=description)
         log.info("gateway ready: {bindings} live bindings, domains {domains}",

@@ -171,11 +171,14 @@ async def test_path_is_stored_and_echoed_when_supported(udp_port: int,
 
 
 @pytest_twisted.ensureDeferred
-async def test_invite_gets_405_with_allow_and_unknown_method_501(udp_port: int) -> None:
-    invite, unknown = await exchange(
-        udp_port, request("INVITE", "sip:nobody@127.0.0.1", local_port=1),
-        request("FOOBAR", "sip:127.0.0.1", local_port=1))
+async def test_invite_to_the_gateway_gets_405_unknown_method_501_unknown_user_404(
+        udp_port: int) -> None:
+    invite, unknown, nobody = await exchange(
+        udp_port, request("INVITE", "sip:127.0.0.1", local_port=1),
+        request("FOOBAR", "sip:127.0.0.1", local_port=1),
+        request("INVITE", "sip:nobody@127.0.0.1", local_port=1))
     assert invite.status == 405 and "REGISTER" in invite.header("Allow")
+    assert nobody.status == 404
     assert unknown.status == 501
 
 

@@ -97,11 +97,18 @@ def test_invite_without_ack_ends_after_timer_h() -> None:
     assert len(layer) == 0 and txn.state is State.TERMINATED
 
 
-def test_invite_2xx_ends_the_server_transaction_at_once() -> None:
-    layer = TransactionLayer()
+def test_invite_2xx_moves_to_accepted_absorbs_retransmissions_until_timer_l() -> None:
+    layer = TransactionLayer(t1=0.5)
     invite = make("INVITE")
     txn, _ = layer.receive_request(invite, UDP, UDP, 0.0)
-    layer.respond(txn, build_response(invite, 200), 0.0)
+    sends = layer.respond(txn, build_response(invite, 200), 0.0)
+    assert txn.state is State.ACCEPTED and len(sends) == 1
+    again, resent = layer.receive_request(make("INVITE"), UDP, UDP, 1.0)
+    assert again is None and resent == []  # RFC 6026: the TU retransmits 2xx, not us
+    assert len(layer.respond(txn, build_response(invite, 200), 1.0)) == 1  # forwarded 2xx
+    layer.on_timer(64 * 0.5 - 0.01)
+    assert txn.state is State.ACCEPTED
+    layer.on_timer(64 * 0.5)
     assert txn.state is State.TERMINATED and len(layer) == 0
 
 

@@ -43,6 +43,7 @@ class State(Enum):
     TRYING = "trying"
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
+    ACCEPTED = "accepted"  # INVITE answered 2xx (RFC 6026)
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
 
@@ -53,11 +54,12 @@ _NON_INVITE = {
     (State.TRYING, 3): State.COMPLETED, (State.PROCEEDING, 1): State.PROCEEDING,
     (State.PROCEEDING, 2): State.COMPLETED, (State.PROCEEDING, 3): State.COMPLETED,
 }
-# A 2xx ends an INVITE server transaction at once: the TU (proxy/UAS core) owns 2xx
-# retransmission (RFC 3261 §17.2.1).
+# A 2xx moves an INVITE server transaction to Accepted (RFC 6026): it absorbs INVITE
+# retransmissions and lets further 2xx (forwarded retransmissions, other forks) through
+# until Timer L; the TU owns 2xx retransmission.
 _INVITE = {
-    (State.PROCEEDING, 1): State.PROCEEDING, (State.PROCEEDING, 2): State.TERMINATED,
-    (State.PROCEEDING, 3): State.COMPLETED,
+    (State.PROCEEDING, 1): State.PROCEEDING, (State.PROCEEDING, 2): State.ACCEPTED,
+    (State.PROCEEDING, 3): State.COMPLETED, (State.ACCEPTED, 2): State.ACCEPTED,
 }
 
 
@@ -99,8 +101,12 @@ def transaction_key(request: Request, *, for_method: str | None = None) -> tuple
 class TransactionLayer:
     """All server transactions of one gateway and their timers."""
 
-    def __init__(self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0) -> None:
+    def __init__(self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0,
+                 invite_lifetime: float = 300.0) -> None:
         self.t1, self.t2, self.t4 = t1, t2, t4
+        #: Longest an INVITE server transaction may stay unanswered before it is reaped
+        #: (a safety net: the proxy's Timer C answers long before).
+        self.invite_lifetime = invite_lifetime
         self._table: dict[tuple[str, ...], ServerTransaction] = {}
         # Timer heap of (when, sequence, timer name, transaction key, transaction serial):
         # plain values only, so the collector does not track the entries (a busy gateway
@@ -147,10 +153,20 @@ class TransactionLayer:
                                 State.TRYING, serial=next(self._sequence))
         self._table[key] = txn
         if request.method == "INVITE":
-            # Bounds an INVITE the TU never answers; the proxy issue replaces this with
-            # Timer C. Until then the transaction is reaped after 64*T1 without reply.
-            self._schedule(now + 64 * self.t1 + 180, "stale", txn)
+            self._schedule(now + self.invite_lifetime, "stale", txn)
         return txn, []
+
+    def absorb_ack(self, request: Request, source: Address, now: float) -> bool:
+        """Whether an ACK belongs to an INVITE server transaction that answered with a
+        non-2xx final response (it is then absorbed, RFC 3261 §17.2.1); any other ACK
+        (the ACK of a 2xx) is the TU's to forward."""
+        txn = self._table.get(transaction_key(request))
+        if txn is None or not txn.is_invite:
+            return False
+        if txn.state is State.COMPLETED:
+            txn.state = State.CONFIRMED
+            self._schedule(now + (0 if source.reliable else self.t4), "I", txn)
+        return txn.state in (State.COMPLETED, State.CONFIRMED)
 
     def remember_datagram(self, txn: ServerTransaction, data: bytes, source: Address) -> None:
         """Let :meth:`absorb_datagram` recognise retransmissions of ``data``."""
@@ -184,10 +200,15 @@ class TransactionLayer:
         if next_state is None:
             return []
         data = response.serialize()
+        entering = next_state is not txn.state
         txn.state = next_state
         txn.last_response = data
         txn.status = response.status
-        if klass > 1:
+        if next_state is State.ACCEPTED:
+            txn.request = None
+            if entering:
+                self._schedule(now + 64 * self.t1, "L", txn)
+        elif klass > 1:
             txn.request = None
             reliable = txn.reply_to.reliable
             if next_state is State.TERMINATED:

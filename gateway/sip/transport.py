@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorSocket
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 
 from gateway.config import ListenAddress
 from gateway.log import get_logger
@@ -25,6 +26,7 @@ log = get_logger("gateway.sip.transport")
 
 Receiver = Callable[..., None]  # (message, source, raw datagram or b"")
 Absorber = Callable[[bytes, Address], bool]
+SendError = Callable[[str], None]  # called with the reason when a send cannot happen
 UDP_BUFFER = 4 * 1024 * 1024
 
 
@@ -134,14 +136,19 @@ class StreamTransport(Protocol, TimeoutMixin):
     def __init__(self) -> None:
         self.framer: StreamFramer | None = None
         self.peer: Address | None = None
+        #: For a connection the gateway opened: called once it is up.
+        self.on_connected: Callable[[StreamTransport], None] | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
-        """Register the connection so responses can reuse it."""
+        """Register the connection so responses and requests can reuse it."""
         peer = self.transport.getPeer()
         self.peer = Address(self.factory.transport_name, peer.host, peer.port, id(self))
         self.framer = StreamFramer(self.factory.max_message_size)
         self.factory.connections[id(self)] = self
+        self.factory.by_peer[(peer.host, peer.port)] = self
         self.setTimeout(self.factory.idle_timeout)
+        if self.on_connected is not None:
+            self.on_connected(self)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
         """Feed bytes to the framer; every complete message goes to the core."""
@@ -180,6 +187,9 @@ class StreamTransport(Protocol, TimeoutMixin):
         """Forget the connection."""
         self.setTimeout(None)
         self.factory.connections.pop(id(self), None)
+        if self.peer is not None and self.factory.by_peer.get(
+                (self.peer.host, self.peer.port)) is self:
+            del self.factory.by_peer[(self.peer.host, self.peer.port)]
 
 
 class StreamFactory(Factory):
@@ -196,6 +206,8 @@ class StreamFactory(Factory):
         self.idle_timeout = idle_timeout
         self.transport_name = transport_name
         self.connections: dict[int, StreamTransport] = {}
+        # The newest connection with each peer (host, port), accepted or opened by us.
+        self.by_peer: dict[tuple[str, int], StreamTransport] = {}
 
     def buildProtocol(self, addr: Any) -> StreamTransport | None:  # noqa: N802 - Twisted API
         """Refuse connections beyond the limit."""
@@ -204,6 +216,43 @@ class StreamFactory(Factory):
                      n=len(self.connections))
             return None
         return super().buildProtocol(addr)
+
+
+class _OutgoingFactory(ClientFactory):
+    """Opens one connection to a next hop and sends what was queued for it once up."""
+
+    noisy = False
+
+    def __init__(self, streams: StreamFactory, key: tuple[str, int],
+                 pending: dict[tuple[str, int], _OutgoingFactory]) -> None:
+        self.streams = streams
+        self.key = key
+        self.pending = pending
+        self.queue: list[tuple[bytes, SendError | None]] = []
+
+    def buildProtocol(self, addr: Any) -> StreamTransport:  # noqa: N802 - Twisted API
+        """A stream protocol served by the listening side's factory."""
+        protocol = StreamTransport()
+        protocol.factory = self.streams
+        protocol.on_connected = self.connected
+        return protocol
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
+        """Every queued message fails."""
+        self.pending.pop(self.key, None)
+        message = f"cannot connect to {self.key[0]}:{self.key[1]}: {reason.getErrorMessage()}"
+        log.info("{message}", message=message)
+        for _, on_error in self.queue:
+            if on_error is not None:
+                on_error(message)
+        self.queue = []
+
+    def connected(self, protocol: StreamTransport) -> None:
+        """Flush the queue over the new connection."""
+        self.pending.pop(self.key, None)
+        for data, _ in self.queue:
+            protocol.transport.write(data)
+        self.queue = []
 
 
 class TransportManager:
@@ -221,6 +270,9 @@ class TransportManager:
         self.stream_factory = StreamFactory(self._receive, max_message_size, max_connections,
                                             idle_timeout)
         self.ports: list[Any] = []
+        self._connecting: dict[tuple[str, int], _OutgoingFactory] = {}
+        #: Seconds an outgoing TCP connection may take to open.
+        self.connect_timeout = 10.0
 
     def _receive(self, message: Request | Response, source: Address, raw: bytes = b"") -> None:
         self.receive(message, source, raw)
@@ -239,22 +291,45 @@ class TransportManager:
         sock.close()
         self.ports.append(port)
 
-    def send(self, data: bytes, address: Address) -> None:
-        """Send ``data`` to ``address``: UDP from the socket the request came in on, TCP over
-        the connection it came in on (new outgoing connections come with the proxy)."""
+    def send(self, data: bytes, address: Address, on_error: SendError | None = None) -> None:
+        """Send ``data`` to ``address``: UDP from the socket the message came in on (or
+        one of the address family); TCP over the connection named by ``address``, else
+        the newest connection with that peer, else a new one. ``on_error`` hears of a
+        message that cannot be sent (no socket, connection refused or timed out)."""
         if address.transport == "udp":
             protocol = self.udp.get(address.connection) or self.udp_by_family.get(
                 socket.AF_INET6 if ":" in address.host else socket.AF_INET)
             if protocol is None:
-                log.warn("no UDP socket to reach {address}", address=address)
+                _fail(on_error, f"no UDP socket to reach {address.host}:{address.port}")
                 return
             protocol.send(data, address.host, address.port)
             return
-        connection = self.stream_factory.connections.get(address.connection)
+        if address.transport != "tcp":
+            _fail(on_error, f"no {address.transport.upper()} transport")
+            return
+        streams = self.stream_factory
+        connection = streams.connections.get(address.connection) if address.connection else None
         if connection is None:
+            connection = streams.by_peer.get((address.host, address.port))
+        if connection is not None and connection.transport is not None:
+            connection.transport.write(data)
+            return
+        if address.connection and not on_error:
+            # A response on a connection that closed: RFC 3261 §18.2.2 would try a new
+            # one to the Via; the peer's source port rarely listens, so it is dropped.
             log.info("connection to {address} is gone; response dropped", address=address)
             return
-        connection.transport.write(data)
+        self._connect(address, data, on_error)
+
+    def _connect(self, address: Address, data: bytes, on_error: SendError | None) -> None:
+        key = (address.host, address.port)
+        pending = self._connecting.get(key)
+        if pending is None:
+            pending = self._connecting[key] = _OutgoingFactory(self.stream_factory, key,
+                                                               self._connecting)
+            self.reactor.connectTCP(address.host, address.port, pending,
+                                    timeout=self.connect_timeout)
+        pending.queue.append((data, on_error))
 
     def listening_addresses(self) -> list[tuple[str, str, int]]:
         """``(kind, host, port)`` of every open listener."""
@@ -280,3 +355,10 @@ class TransportManager:
         for connection in list(self.stream_factory.connections.values()):
             connection.transport.loseConnection()
         return [d for d in deferreds if d is not None]
+
+
+def _fail(on_error: SendError | None, reason: str) -> None:
+    if on_error is not None:
+        on_error(reason)
+    else:
+        log.warn("{reason}", reason=reason)

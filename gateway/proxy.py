@@ -1,0 +1,437 @@
+"""The stateful proxy (RFC 3261 §16): routing, Record-Route, forking, CANCEL, Timer C.
+
+The proxy is a transaction user. :class:`SipCore` hands it each request it does not
+answer itself (with the server transaction, or none for an ACK), every client
+transaction event, and CANCELs that match an INVITE it is proxying. The proxy decides
+and asks its :class:`ProxyIO` to send; it never touches sockets.
+
+One :class:`ResponseContext` per proxied request holds its branches. Targets are tried
+by q value: all targets of the highest q in parallel, then the next group when that
+group has only failed (RFC 3261 §16.6, §16.7). A 2xx is forwarded at once (every 2xx,
+from every branch); a 6xx ends the search and cancels the rest; otherwise the best final
+response goes upstream once no branch is left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+
+from gateway.log import get_logger
+from gateway.routing import Resolution, ResolverChain, Target
+from gateway.sip import forwarding
+from gateway.sip.client_transaction import ClientEvent, ClientTransaction, build_cancel
+from gateway.sip.errors import SipSyntaxError
+from gateway.sip.message import Request, Response
+from gateway.sip.responses import build_response
+from gateway.sip.transaction import Address, ServerTransaction
+from gateway.sip.uri import SipUri, parse_uri
+
+log = get_logger("gateway.proxy")
+
+# Requests that may create a dialog: the proxy record-routes them (out of dialog).
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
+class ProxyIO(Protocol):
+    """What the proxy needs from the core: send requests and responses, start client
+    transactions, and know its own addresses."""
+
+    def respond(self, txn: ServerTransaction, response: Response) -> None:
+        """Send a response in a server transaction."""
+
+    def start_client(self, request: Request, destination: Address,
+                     owner: object) -> ClientTransaction:
+        """Send a request in a new client transaction."""
+
+    def send_stateless(self, request: Request, destination: Address) -> None:
+        """Send a request without a transaction (an ACK for a 2xx)."""
+
+    def is_me(self, host: str, port: int | None) -> bool:
+        """Whether a URI host/port names this gateway."""
+
+    def local_address(self, transport: str) -> tuple[str, int] | None:
+        """(host, port) this gateway advertises for ``transport``, None if it has no
+        listener for it."""
+
+
+@dataclass(eq=False)
+class Branch:
+    """One forwarded copy of a request (RFC 3261 §16.6)."""
+
+    context: ResponseContext
+    request: Request
+    destination: Address
+    txn: ClientTransaction | None = None
+    final: int = 0  # final status received (or synthesised), 0 while pending
+    provisional: bool = False
+    cancel_when_provisional: bool = False
+    timer_c: IDelayedCall | None = None
+
+    @property
+    def pending(self) -> bool:
+        """No final response yet."""
+        return self.final == 0
+
+
+@dataclass(eq=False)
+class ResponseContext:
+    """The proxy's state for one request it forwards statefully."""
+
+    server: ServerTransaction
+    request: Request  # as received, Via stamped, before any per-branch change
+    loop_id: str  # its loop hash as received, carried in every branch (§16.3 step 4)
+    groups: list[list[Target]]
+    branches: list[Branch] = field(default_factory=list)
+    best: Response | None = None
+    answered: bool = False  # a final response went upstream
+    cancelled: bool = False
+    got_2xx: bool = False
+
+
+class Proxy:
+    """Stateful proxy decisions for one gateway."""
+
+    def __init__(self, io: ProxyIO, resolvers: ResolverChain, reactor: Any, *,
+                 timer_c: float = 180.0) -> None:
+        self.io = io
+        self.resolvers = resolvers
+        self.reactor = reactor
+        self.timer_c = timer_c
+        self._contexts: dict[int, ResponseContext] = {}  # id(server txn) -> context
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    # --- requests -------------------------------------------------------------------------
+
+    def handle_request(self, txn: ServerTransaction, request: Request) -> None:
+        """Proxy ``request`` (received in ``txn``): validate, route, forward or answer."""
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            self.io.respond(txn, build_response(request, 483))
+            return
+        if forwarding.is_loop(request, self.io.is_me):
+            self.io.respond(txn, build_response(request, 482))
+            return
+        loop_id = forwarding.loop_hash(request)
+        if request.method == "INVITE":
+            self.io.respond(txn, build_response(request, 100))
+        forwarding.apply_strict_route(request, self.io.is_me)
+        forwarding.pop_own_routes(request, self.io.is_me)
+        uri = request.uri
+        if forwarding.routes(request) or request.to.tag:
+            # Routed (in-dialog, or preloaded route set): the Route set or the
+            # Request-URI decides; the registry is not consulted (RFC 3261 §16.5).
+            self._forward_all(ResponseContext(txn, request, loop_id, []), [Target(str(uri))])
+            return
+        if not isinstance(uri, SipUri):
+            self.io.respond(txn, build_response(request, 416))
+            return
+        if uri.secure:
+            # RFC 3261 §26.2.2 / RFC 5630: sips: only leaves over TLS, which comes with
+            # the TLS issue; refusing beats a silent downgrade.
+            self.io.respond(txn, build_response(
+                request, 480, "Temporarily Unavailable (no TLS transport for sips:)"))
+            return
+        self.resolvers.resolve(uri, request).addCallbacks(
+            self._resolved, self._resolve_failed, callbackArgs=(txn, request, loop_id),
+            errbackArgs=(txn, request))
+
+    def _resolved(self, resolution: Resolution, txn: ServerTransaction,
+                  request: Request, loop_id: str) -> None:
+        if not resolution.targets:
+            self.io.respond(txn, build_response(request, resolution.status,
+                                                resolution.reason or None,
+                                                headers=resolution.headers))
+            return
+        groups: dict[float, list[Target]] = {}
+        for target in resolution.targets:
+            groups.setdefault(target.q, []).append(target)
+        ordered = [groups[q] for q in sorted(groups, reverse=True)]
+        context = ResponseContext(txn, request, loop_id, ordered[1:])
+        self._forward_all(context, ordered[0])
+
+    def _resolve_failed(self, failure: Failure, txn: ServerTransaction,
+                        request: Request) -> None:
+        log.failure("target lookup failed for {uri}", failure, uri=str(request.uri))
+        self.io.respond(txn, build_response(request, 500, "Server Internal Error "
+                                            "(target lookup failed)"))
+
+    def _forward_all(self, context: ResponseContext, targets: list[Target]) -> None:
+        self._contexts[id(context.server)] = context
+        for target in targets:
+            self._forward(context, target)
+        self._maybe_finish(context)
+
+    def _forward(self, context: ResponseContext, target: Target) -> None:
+        """Forward one copy of the request to ``target`` (RFC 3261 §16.6)."""
+        original = context.request
+        request = Request(original.method, original.uri, original.headers, original.body)
+        try:
+            request.uri = parse_uri(target.uri)
+        except SipSyntaxError:
+            self._synthesise(context, None, 502, f"Bad Gateway (bad target {target.uri!r})")
+            return
+        max_forwards = original.max_forwards
+        request.set_header("Max-Forwards", str(69 if max_forwards is None
+                                               else max_forwards - 1))
+        if target.path:
+            forwarding.set_routes(request, [*target.path, *forwarding.routes(request)])
+        destination = self._next_hop(request, target)
+        if destination is None:
+            self._synthesise(context, None, 503, "Service Unavailable (cannot resolve the "
+                             "next hop: DNS resolution is not enabled)")
+            return
+        local = self.io.local_address(destination.transport)
+        if local is None:
+            self._synthesise(context, None, 503, "Service Unavailable (no "
+                             f"{destination.transport.upper()} transport for the next hop)")
+            return
+        if request.method in DIALOG_CREATING and not original.to.tag:
+            self._record_route(request, context.server.reply_to.transport,
+                               destination.transport)
+        branch_id = forwarding.new_branch(context.loop_id)
+        request.add_header("Via", forwarding.via_value(destination.transport, *local,
+                                                       branch_id), first=True)
+        branch = Branch(context, request, destination)
+        context.branches.append(branch)
+        branch.txn = self.io.start_client(request, destination, branch)
+        if request.method == "INVITE":
+            self._start_timer_c(branch)
+
+    def _next_hop(self, request: Request, target: Target) -> Address | None:
+        values = forwarding.routes(request)
+        if values:
+            try:
+                uri = forwarding.route_target(values[0]).uri
+            except SipSyntaxError:
+                return None
+            return forwarding.uri_address(uri) if isinstance(uri, SipUri) else None
+        if target.flow is not None:
+            return target.flow
+        uri = request.uri
+        return forwarding.uri_address(uri) if isinstance(uri, SipUri) else None
+
+    def _record_route(self, request: Request, inbound: str, outbound: str) -> None:
+        # Two entries when the transport changes (RFC 5658): the top one is the side
+        # the next hop talks to, the other the side the previous hop talks to.
+        entries = []
+        for transport in ((outbound, inbound) if inbound != outbound else (inbound,)):
+            local = self.io.local_address(transport)
+            if local is not None:
+                entries.append(forwarding.record_route_value(*local, transport))
+        for value in reversed(entries):
+            request.add_header("Record-Route", value, first=True)
+
+    # --- ACK for a 2xx --------------------------------------------------------------------
+
+    def forward_ack(self, request: Request) -> None:
+        """Forward an ACK that matched no server transaction (the ACK of a 2xx) along
+        its Route set, without state (RFC 3261 §16.11)."""
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            return
+        forwarding.apply_strict_route(request, self.io.is_me)
+        forwarding.pop_own_routes(request, self.io.is_me)
+        uri = request.uri
+        if not isinstance(uri, SipUri):
+            return
+        if not forwarding.routes(request) and self.io.is_me(uri.host, uri.port):
+            return  # for the gateway itself: nothing to do
+        destination = self._next_hop(request, Target(str(uri)))
+        if destination is None:
+            return
+        local = self.io.local_address(destination.transport)
+        if local is None:
+            return
+        request.set_header("Max-Forwards", str(69 if max_forwards is None
+                                               else max_forwards - 1))
+        request.add_header("Via", forwarding.via_value(
+            destination.transport, *local, forwarding.stateless_branch(request)), first=True)
+        self.io.send_stateless(request, destination)
+
+    # --- CANCEL from upstream -------------------------------------------------------------
+
+    def cancel(self, invite_txn: ServerTransaction) -> bool:
+        """The caller cancelled the INVITE of ``invite_txn``; False when the proxy has
+        no context for it (then the core answers the INVITE itself)."""
+        context = self._contexts.get(id(invite_txn))
+        if context is None:
+            return False
+        context.cancelled = True
+        context.groups = []
+        for branch in context.branches:
+            if branch.pending:
+                self._cancel_branch(branch)
+        self._maybe_finish(context)
+        return True
+
+    def _cancel_branch(self, branch: Branch) -> None:
+        if branch.txn is None or branch.request.method != "INVITE":
+            return
+        if branch.provisional:
+            cancel = build_cancel(branch.request)
+            self.io.start_client(cancel, branch.destination, None)
+            self._stop_timer_c(branch)
+        else:
+            # RFC 3261 §9.1: no CANCEL before a provisional response; send it if one
+            # comes. Upstream does not wait for this branch any longer.
+            branch.cancel_when_provisional = True
+            branch.final = 487
+            self._stop_timer_c(branch)
+
+    # --- responses ------------------------------------------------------------------------
+
+    def client_event(self, event: ClientEvent, txn: ClientTransaction,
+                     response: Response | None) -> None:
+        """A response, timeout or transport error of one of the proxy's client
+        transactions."""
+        branch = txn.owner
+        if not isinstance(branch, Branch):
+            return  # a CANCEL's own transaction: its outcome changes nothing
+        if event is ClientEvent.RESPONSE:
+            assert response is not None
+            self._on_response(branch, response)
+        elif event is ClientEvent.TIMEOUT:
+            self._branch_failed(branch, 408, "Request Timeout")
+        else:
+            self._branch_failed(branch, 503, "Service Unavailable (transport error)")
+
+    def _on_response(self, branch: Branch, response: Response) -> None:
+        context = branch.context
+        status = response.status
+        if status < 200:
+            if status == 100:
+                return
+            if branch.cancel_when_provisional:
+                if not branch.provisional:  # the CANCEL we owed this branch
+                    branch.provisional = True
+                    self.io.start_client(build_cancel(branch.request), branch.destination,
+                                         None)
+                return
+            branch.provisional = True
+            if branch.request.method == "INVITE":
+                self._start_timer_c(branch)  # reset on every provisional (§16.7 step 2)
+            if not context.answered:
+                self.io.respond(context.server, forwarding.without_top_via(response))
+            return
+        self._stop_timer_c(branch)
+        if status < 300:
+            branch.final = status
+            context.got_2xx = True
+            context.answered = True
+            self.io.respond(context.server, forwarding.without_top_via(response))
+            if branch.request.method == "INVITE":
+                self._cancel_others(context, branch)
+            self._maybe_finish(context)
+            return
+        if branch.final and branch.cancel_when_provisional:
+            return  # this branch was given up on already
+        branch.final = status
+        self._consider(context, forwarding.without_top_via(response))
+        if status >= 600:
+            context.groups = []
+            self._cancel_others(context, branch)
+        self._maybe_finish(context)
+
+    def _consider(self, context: ResponseContext, response: Response) -> None:
+        """Keep the best final response so far (RFC 3261 §16.7 step 6)."""
+        best = context.best
+        if best is None or _rank(response.status) < _rank(best.status):
+            context.best = response
+
+    def _cancel_others(self, context: ResponseContext, winner: Branch) -> None:
+        for branch in context.branches:
+            if branch is not winner and branch.pending:
+                self._cancel_branch(branch)
+
+    def _branch_failed(self, branch: Branch, status: int, reason: str) -> None:
+        self._stop_timer_c(branch)
+        if not branch.pending:
+            return
+        self._synthesise(branch.context, branch, status, reason)
+        self._maybe_finish(branch.context)
+
+    def _synthesise(self, context: ResponseContext, branch: Branch | None, status: int,
+                    reason: str) -> None:
+        """A final response of our own for a branch (timeout, transport error, bad
+        target), considered like a received one."""
+        if branch is not None:
+            branch.final = status
+        self._consider(context, build_response(context.request, status, reason))
+
+    def _maybe_finish(self, context: ResponseContext) -> None:
+        if any(branch.pending for branch in context.branches):
+            return
+        if context.groups and not context.cancelled and not context.got_2xx:
+            self._forward_all_group(context)
+            return
+        self._contexts.pop(id(context.server), None)
+        if context.answered:
+            return
+        context.answered = True
+        if context.cancelled:
+            response = build_response(context.request, 487)
+        elif context.best is not None:
+            response = _upstream(context.best, context.request)
+        else:
+            response = build_response(context.request, 408)
+        self.io.respond(context.server, response)
+
+    def _forward_all_group(self, context: ResponseContext) -> None:
+        group = context.groups.pop(0)
+        for target in group:
+            self._forward(context, target)
+        self._maybe_finish(context)
+
+    # --- Timer C (RFC 3261 §16.8) ---------------------------------------------------------
+
+    def _start_timer_c(self, branch: Branch) -> None:
+        self._stop_timer_c(branch)
+        branch.timer_c = self.reactor.callLater(self.timer_c, self._timer_c_fired, branch)
+
+    def _stop_timer_c(self, branch: Branch) -> None:
+        if branch.timer_c is not None and branch.timer_c.active():
+            branch.timer_c.cancel()
+        branch.timer_c = None
+
+    def _timer_c_fired(self, branch: Branch) -> None:
+        branch.timer_c = None
+        if not branch.pending:
+            return
+        if branch.provisional:
+            self.io.start_client(build_cancel(branch.request), branch.destination, None)
+            branch.final = 408
+            self._consider(branch.context, build_response(branch.context.request, 408))
+        else:
+            branch.final = 408
+            self._consider(branch.context, build_response(branch.context.request, 408))
+        self._maybe_finish(branch.context)
+
+    def stop(self) -> None:
+        """Cancel every Timer C (on shutdown)."""
+        for context in self._contexts.values():
+            for branch in context.branches:
+                self._stop_timer_c(branch)
+
+
+def _rank(status: int) -> tuple[int, int]:
+    """Lower is better: 6xx first (they end the search), then the lowest class, with
+    503 last within 5xx (RFC 3261 §16.7 step 6)."""
+    klass = status // 100
+    if klass == 6:
+        return (0, status)
+    return (klass, 999 if status == 503 else status)
+
+
+def _upstream(best: Response, request: Request) -> Response:
+    """The best response as it goes upstream (received ones are kept with our Via
+    already removed): a 503 becomes 500 (RFC 3261 §16.7 step 6)."""
+    if best.status == 503:
+        return build_response(request, 500, "Server Internal Error (next hop unavailable)")
+    return best
+

@@ -1,0 +1,129 @@
+"""Where a request goes: target resolvers and the chain that asks them in order.
+
+Modelled on ``twisted.names``' ``ResolverChain``: each resolver either answers
+(targets, or an authoritative "no such user" status) or passes (``None``), and the next
+one is asked. The local registry is authoritative for the gateway's own domains; the
+overlay, an upstream server and DNS plug in after it (DESIGN.md, "Resolution order").
+Resolvers are found as plugins (``gateway.plugins``, :class:`IResolverFactory`) and
+ordered by ``proxy.resolvers``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from zope.interface import Attribute, Interface
+
+from gateway.sip.message import Request
+from gateway.sip.transaction import Address
+from gateway.sip.uri import SipUri
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One place to forward a request to: ``uri`` becomes the Request-URI; ``flow``,
+    when known, is where the UA's registration came from (NAT, connection reuse);
+    ``path`` are Route values to put in front (RFC 3327)."""
+
+    uri: str
+    q: float = 1.0
+    flow: Address | None = None
+    path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A resolver's answer: ``targets`` to try, or (none) a final ``status``."""
+
+    targets: tuple[Target, ...] = ()
+    status: int = 404
+    reason: str = ""
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+
+class ITargetResolver(Interface):
+    """Finds targets for a Request-URI."""
+
+    name = Attribute("Short name used in proxy.resolvers")
+
+    def resolve(uri: SipUri, request: Request) -> Resolution | None | Deferred:  # noqa: N805
+        """Targets or an authoritative answer, ``None`` to pass to the next resolver;
+        may return a Deferred of either (it must never block)."""
+
+
+class IResolverFactory(Interface):
+    """A plugin that builds a resolver for a running gateway."""
+
+    name = Attribute("Short name used in proxy.resolvers")
+
+    def build(gateway: Any) -> ITargetResolver:  # noqa: N805
+        """The resolver for ``gateway`` (a :class:`gateway.service.GatewayService`)."""
+
+
+class ResolverChain:
+    """Asks each resolver in turn; the first answer wins. When every resolver passes,
+    the answer is ``404`` (no resolver knows the domain)."""
+
+    def __init__(self, resolvers: Iterable[ITargetResolver]) -> None:
+        self.resolvers = list(resolvers)
+
+    def resolve(self, uri: SipUri, request: Request) -> Deferred[Resolution]:
+        """The first answer of the chain."""
+        return self._ask(0, uri, request)
+
+    def _ask(self, index: int, uri: SipUri, request: Request) -> Deferred[Resolution]:
+        if index >= len(self.resolvers):
+            return succeed(Resolution(status=404, reason="Not Found (domain not served here)"))
+        d = maybeDeferred(self.resolvers[index].resolve, uri, request)
+
+        def next_or_answer(result: Resolution | None) -> Resolution | Deferred[Resolution]:
+            if result is None:
+                return self._ask(index + 1, uri, request)
+            return result
+
+        return d.addCallback(next_or_answer)
+
+
+def plugins_package() -> ModuleType:
+    """The ``gateway.plugins`` package: installed from ``plugins/``, or, in a source
+    checkout (where ``plugins/`` lies beside the ``gateway`` package), loaded from there
+    under that name."""
+    try:
+        return importlib.import_module("gateway.plugins")
+    except ModuleNotFoundError:
+        pass
+    directory = Path(__file__).resolve().parent.parent / "plugins"
+    spec = importlib.util.spec_from_file_location(
+        "gateway.plugins", directory / "__init__.py",
+        submodule_search_locations=[str(directory)])
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError("gateway.plugins: no plugins/ directory found")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gateway.plugins"] = module
+    spec.loader.exec_module(module)
+    sys.modules["gateway"].plugins = module  # type: ignore[attr-defined]
+    return module
+
+
+def available_resolvers() -> dict[str, IResolverFactory]:
+    """Resolver plugins of ``gateway.plugins``, by name."""
+    from twisted.plugin import getPlugins
+
+    package = plugins_package()
+    return {factory.name: factory for factory in getPlugins(IResolverFactory, package)}
+
+
+def build_chain(names: Iterable[str], gateway: Any,
+                factories: Callable[[], dict[str, IResolverFactory]] = available_resolvers,
+                ) -> ResolverChain:
+    """The chain of the resolvers named (config order); unknown names raise KeyError."""
+    known = factories()
+    return ResolverChain(known[name].build(gateway) for name in names)

@@ -1,0 +1,62 @@
+"""The ``local`` resolver: the gateway's own registry, authoritative for its domains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from gateway.location.binding import Binding
+from gateway.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.sip.forwarding import received_address
+from gateway.sip.message import Request
+from gateway.sip.uri import SipUri
+
+
+@implementer(ITargetResolver)
+class LocalResolver:
+    """Live bindings of the AoR when the domain is served here.
+
+    ``404`` when the AoR has no binding at all, ``480`` when it has only expired ones
+    (the registry forgets those at the next sweep); other domains pass.
+    """
+
+    name = "local"
+
+    def __init__(self, location: Any, is_local: Any) -> None:
+        self.location = location
+        self.is_local = is_local
+
+    def resolve(self, uri: SipUri, request: Request) -> Resolution | None:
+        """See :class:`gateway.routing.ITargetResolver`."""
+        if not self.is_local(uri.host):
+            return None
+        if not uri.user:
+            return Resolution(status=404, reason="Not Found (no user part)")
+        aor = uri.aor()
+        live = self.location.lookup(aor)
+        if live:
+            return Resolution(targets=tuple(_target(b) for b in live))
+        if self.location.current(aor):
+            return Resolution(status=480, reason="Temporarily Unavailable (no live binding)")
+        return Resolution(status=404, reason="Not Found")
+
+
+def _target(binding: Binding) -> Target:
+    return Target(binding.contact, binding.q,
+                  received_address(binding.received, binding.transport), binding.path)
+
+
+@implementer(IPlugin, IResolverFactory)
+class LocalResolverFactory:
+    """Plugin: builds :class:`LocalResolver` for a gateway."""
+
+    name = "local"
+
+    def build(self, gateway: Any) -> LocalResolver:
+        """The resolver over ``gateway``'s location service and domains."""
+        return LocalResolver(gateway.location, gateway.local_domains)
+
+
+local_resolver = LocalResolverFactory()
