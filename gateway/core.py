@@ -77,6 +77,8 @@ class SipCore:
         self.myself = myself or Myself(registrar.is_local, {})
         #: The transaction user for everything not answered here (set by the service).
         self.proxy: Proxy | None = None
+        #: Tells whether a stream connection to an address is open (set by the service).
+        self.connections: Callable[[Address], bool] | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
 
@@ -120,7 +122,8 @@ class SipCore:
         now = self.reactor.seconds()
         method = request.method
         if method == "ACK":
-            if not self.transactions.absorb_ack(request, source, now) and self.proxy:
+            absorbed = self.transactions.absorb_ack(request, source, now)
+            if not absorbed and self.proxy is not None:
                 self.proxy.forward_ack(request)  # the ACK of a 2xx
             self._arm_timer()
             return
@@ -248,6 +251,10 @@ class SipCore:
     def local_address(self, transport: str) -> tuple[str, int] | None:
         """The advertised (host, port) for ``transport`` (for the proxy)."""
         return self.myself.address(transport)
+
+    def flow_alive(self, flow: Address) -> bool:
+        """Whether a connection with ``flow``'s peer is open (for the proxy)."""
+        return self.connections is not None and self.connections(flow)
 
     # --- sending and timers ---------------------------------------------------------------
 

@@ -57,6 +57,9 @@ class ProxyIO(Protocol):
         """(host, port) this gateway advertises for ``transport``, None if it has no
         listener for it."""
 
+    def flow_alive(self, flow: Address) -> bool:
+        """Whether a stream connection with that peer is open."""
+
 
 @dataclass(eq=False)
 class Branch:
@@ -211,8 +214,11 @@ class Proxy:
             except SipSyntaxError:
                 return None
             return forwarding.uri_address(uri) if isinstance(uri, SipUri) else None
-        if target.flow is not None:
-            return target.flow
+        flow = target.flow
+        if flow is not None and (flow.transport == "udp" or self.io.flow_alive(flow)):
+            # Where the UA registered from: its NAT binding (UDP) or its open
+            # connection (TCP). A closed connection leaves the Contact to reach it.
+            return flow
         uri = request.uri
         return forwarding.uri_address(uri) if isinstance(uri, SipUri) else None
 
@@ -224,8 +230,13 @@ class Proxy:
             local = self.io.local_address(transport)
             if local is not None:
                 entries.append(forwarding.record_route_value(*local, transport))
+        # Above any Record-Route already there, below the Via lines (kept together).
+        headers = request.headers
+        at = next((i for i, h in enumerate(headers) if h[0] == "record-route"), None)
+        if at is None:
+            at = max((i + 1 for i, h in enumerate(headers) if h[0] == "via"), default=0)
         for value in reversed(entries):
-            request.add_header("Record-Route", value, first=True)
+            request.insert_header(at, "Record-Route", value)
 
     # --- ACK for a 2xx --------------------------------------------------------------------
 

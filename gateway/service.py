@@ -130,6 +130,7 @@ class GatewayService(service.Service):
         self.proxy = Proxy(self.core, build_chain(config.proxy.resolvers, self), reactor,
                            timer_c=config.proxy.timer_c)
         self.core.proxy = self.proxy
+        self.core.connections = self.transports.has_connection
         self.ready: Deferred[None] = Deferred()
 
     def _receive(self, message: Any, source: Any, raw: bytes = b"") -> None:

@@ -78,6 +78,13 @@ class SipMessage:
             self.headers.append(entry)
         self._cache.clear()
 
+    def insert_header(self, index: int, name: str, value: str) -> None:
+        """Insert a header line at position ``index`` of :attr:`headers`."""
+        key = header_key(name)
+        self.headers.insert(index, (key, canonical_name(key) if name.islower() else name,
+                                    value))
+        self._cache.clear()
+
     def set_header(self, name: str, value: str) -> None:
         """Replace every line of ``name`` by one line (added at the end when absent)."""
         key = header_key(name)

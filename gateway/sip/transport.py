@@ -321,6 +321,11 @@ class TransportManager:
             return
         self._connect(address, data, on_error)
 
+    def has_connection(self, address: Address) -> bool:
+        """Whether a stream connection with ``address``'s host and port is open."""
+        connection = self.stream_factory.by_peer.get((address.host, address.port))
+        return connection is not None and connection.transport is not None
+
     def _connect(self, address: Address, data: bytes, on_error: SendError | None) -> None:
         key = (address.host, address.port)
         pending = self._connecting.get(key)

@@ -1,0 +1,214 @@
+"""A minimal blocking SIP user agent over real UDP/TCP sockets on 127.0.0.1, for proxy
+tests (run it in a thread from async tests). It builds requests, answers requests with
+the gateway's own response builder, and keeps the dialog's route set."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+import uuid
+
+from gateway.sip.message import Request, Response
+from gateway.sip.parser import StreamFramer, parse_message
+from gateway.sip.responses import build_response
+
+HOST = "127.0.0.1"
+
+
+def _branch() -> str:
+    return "z9hG4bK" + uuid.uuid4().hex[:16]
+
+
+class UA:
+    """One user agent: a socket, a user name, and helpers for the usual exchanges."""
+
+    def __init__(self, user: str, gateway_port: int, transport: str = "udp",
+                 timeout: float = 5.0) -> None:
+        self.user = user
+        self.transport = transport
+        self.gateway = (HOST, gateway_port)
+        self.timeout = timeout
+        self._framer = StreamFramer(65535)
+        self._framers: dict[int, StreamFramer] = {}
+        self._accepted: list[socket.socket] = []
+        self._reply_on: socket.socket | None = None
+        self._pending: list[bytes] = []
+        if transport == "udp":
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((HOST, 0))
+        else:
+            self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((HOST, 0))
+            self.listener.listen(4)
+            self.sock = socket.create_connection(self.gateway, timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.port = (self.sock if transport == "udp" else self.listener).getsockname()[1]
+
+    @property
+    def uri(self) -> str:
+        """The AoR this UA registers."""
+        return f"sip:{self.user}@{HOST}"
+
+    @property
+    def contact(self) -> str:
+        """The Contact URI (for TCP: its listening port)."""
+        suffix = "" if self.transport == "udp" else ";transport=tcp"
+        return f"sip:{self.user}@{HOST}:{self.port}{suffix}"
+
+    def via(self) -> str:
+        """A fresh Via for a request from this UA."""
+        return f"SIP/2.0/{self.transport.upper()} {HOST}:{self.port};branch={_branch()};rport"
+
+    # --- wire -----------------------------------------------------------------------------
+
+    def send(self, message: Request | Response | bytes) -> None:
+        """Send to the gateway (UDP) or over the current connection (TCP)."""
+        data = message if isinstance(message, bytes) else message.serialize()
+        if self.transport == "udp":
+            self.sock.sendto(data, self.gateway)
+        elif isinstance(message, Response) and self._reply_on is not None:
+            self._reply_on.sendall(data)  # a response goes back where its request came
+        else:
+            self.sock.sendall(data)
+
+    def receive(self, timeout: float | None = None) -> Request | Response:
+        """The next message (any), or raise TimeoutError."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.user}: nothing received")
+            if self.transport == "udp":
+                self.sock.settimeout(remaining)
+                data, _ = self.sock.recvfrom(65535)
+                self._pending.append(data)
+            else:
+                self._read_streams(remaining)
+        return parse_message(self._pending.pop(0), framed=self.transport != "udp")
+
+    def _read_streams(self, remaining: float) -> None:
+        """Read from the connection to the gateway, and from connections the gateway
+        opened to our listener (accepting them as they come)."""
+        readable, _, _ = select.select([self.sock, self.listener, *self._accepted], [], [],
+                                       remaining)
+        for sock in readable:
+            if sock is self.listener:
+                conn, _ = self.listener.accept()
+                self._accepted.append(conn)
+                self._framers[conn.fileno()] = StreamFramer(65535)
+                continue
+            data = sock.recv(65535)
+            if not data:
+                if sock in self._accepted:
+                    self._accepted.remove(sock)
+                continue
+            framer = self._framer if sock is self.sock else self._framers[sock.fileno()]
+            self._pending.extend(i for i in framer.feed(data) if i != b"\r\n\r\n")
+            self._reply_on = sock if sock is not self.sock else None
+
+    def expect(self, *statuses: int, method: str | None = None,
+               timeout: float | None = None) -> Response:
+        """Receive responses until one with a status in ``statuses`` (others with a lower
+        status, e.g. 100/180, are skipped); requests are not expected here."""
+        while True:
+            message = self.receive(timeout)
+            if not isinstance(message, Response):
+                raise AssertionError(f"{self.user}: expected a response, got {message!r}")
+            if message.status in statuses and (method is None
+                                               or message.cseq.method == method):
+                return message
+            if message.status >= 200 and message.status not in statuses:
+                raise AssertionError(f"{self.user}: got {message!r}, wanted {statuses}")
+
+    def expect_request(self, method: str, timeout: float | None = None) -> Request:
+        """Receive until a request with ``method`` (responses in between are skipped)."""
+        while True:
+            message = self.receive(timeout)
+            if isinstance(message, Request) and message.method == method:
+                return message
+
+    # --- building -------------------------------------------------------------------------
+
+    def register(self, expires: int = 3600) -> Response:
+        """Register ``self.contact`` and return the final response."""
+        request = self.request("REGISTER", f"sip:{HOST}", to=self.uri,
+                               extra=[("Contact", f"<{self.contact}>"),
+                                      ("Expires", str(expires))])
+        self.send(request)
+        return self.expect(200, 400, 403, 404, 423, 500)
+
+    def request(self, method: str, uri: str, *, to: str | None = None,
+                call_id: str | None = None, cseq: int = 1, from_tag: str | None = None,
+                to_tag: str | None = None, max_forwards: int = 70,
+                extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> Request:
+        """An out-of-dialog (or, with ``to_tag``, in-dialog) request."""
+        headers = [
+            ("via", "Via", self.via()),
+            ("max-forwards", "Max-Forwards", str(max_forwards)),
+            ("from", "From", f"<{self.uri}>;tag={from_tag or uuid.uuid4().hex[:8]}"),
+            ("to", "To", f"<{to or uri}>" + (f";tag={to_tag}" if to_tag else "")),
+            ("call-id", "Call-ID", call_id or uuid.uuid4().hex),
+            ("cseq", "CSeq", f"{cseq} {method}"),
+        ]
+        if not any(name.lower() == "contact" for name, _ in extra or []):
+            headers.append(("contact", "Contact", f"<{self.contact}>"))
+        for name, value in extra or []:
+            headers.append((name.lower(), name, value))
+        if body:
+            headers.append(("content-type", "Content-Type", "application/sdp"))
+        headers.append(("content-length", "Content-Length", str(len(body))))
+        return Request(method, _uri(uri), headers, body)
+
+    def answer(self, request: Request, status: int, *, to_tag: str = "callee",
+               record_route: bool = True) -> Response:
+        """Answer ``request`` (Record-Route copied for dialog-creating ones)."""
+        headers: list[tuple[str, str]] = []
+        if record_route and status < 300 and status > 100:
+            headers.extend(("Record-Route", value)
+                           for value in request.header_values("record-route"))
+            headers.append(("Contact", f"<{self.contact}>"))
+        response = build_response(request, status, headers=headers,
+                                  to_tag=to_tag if status > 100 else None)
+        self.send(response)
+        return response
+
+    def close(self) -> None:
+        """Close the sockets."""
+        self.sock.close()
+        if self.transport != "udp":
+            self.listener.close()
+            for conn in self._accepted:
+                conn.close()
+
+
+def _uri(text: str):  # noqa: ANN202 - a parsed URI
+    from gateway.sip.uri import parse_uri
+
+    return parse_uri(text)
+
+
+def route_set(response: Response) -> list[str]:
+    """The caller's route set from a 2xx: Record-Route values in reverse order."""
+    return list(reversed(response.header_values("record-route")))
+
+
+def in_dialog(ua: UA, method: str, response: Response, invite: Request, cseq: int) -> Request:
+    """An in-dialog request (ACK for the 2xx, BYE …) from the caller ``ua``."""
+    target = response.contacts[0].address.uri  # type: ignore[union-attr]
+    extra = [("Route", value) for value in route_set(response)]
+    request = ua.request(method, str(target), to=str(invite.to.uri), call_id=invite.call_id,
+                         cseq=cseq, from_tag=invite.from_.tag, to_tag=response.to.tag,
+                         extra=extra)
+    return request
+
+
+def ack_for(invite: Request, response: Response) -> Request:
+    """The ACK of a non-2xx final response (same branch as the INVITE, RFC 3261 §17.1.1.3)."""
+    headers = [(k, n, v) for k, n, v in invite.headers
+               if k in ("via", "from", "call-id", "max-forwards", "route")]
+    headers.append(("to", "To", response.header("to") or ""))
+    headers.append(("cseq", "CSeq", f"{invite.cseq.number} ACK"))
+    headers.append(("content-length", "Content-Length", "0"))
+    return Request("ACK", invite.uri, headers)
