@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -52,3 +54,15 @@ def udp_port(gateway: GatewayService) -> int:
 def tcp_port(gateway: GatewayService) -> int:
     """The gateway's TCP port."""
     return ports(gateway)["tcp"]
+
+
+@pytest.fixture
+def sipp() -> str:
+    """Path of the sipp binary; skip (or fail under P2PSIP_REQUIRE_SIPP=1) without it."""
+    path = shutil.which("sipp")
+    if path is None:
+        message = "sipp (SIPp, Debian package sip-tester) is not on PATH"
+        if os.environ.get("P2PSIP_REQUIRE_SIPP") == "1":
+            pytest.fail(message + " and P2PSIP_REQUIRE_SIPP=1")
+        pytest.skip(message)
+    return path

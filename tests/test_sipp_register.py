@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +18,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 try:
     from tests.gateway_proc import HOST, GatewayProcess, free_port
@@ -31,18 +27,6 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = REPO / "bench" / "sipp"
 EXPIRES = 3600
-
-
-@pytest.fixture
-def sipp() -> str:
-    """Path of the sipp binary; skip (or fail under P2PSIP_REQUIRE_SIPP=1) without it."""
-    path = shutil.which("sipp")
-    if path is None:
-        message = "sipp (SIPp, Debian package sip-tester) is not on PATH"
-        if os.environ.get("P2PSIP_REQUIRE_SIPP") == "1":
-            pytest.fail(message + " and P2PSIP_REQUIRE_SIPP=1")
-        pytest.skip(message)
-    return path
 
 
 def run_sipp(
