@@ -349,14 +349,19 @@ def read_rtts(workdir: Path) -> list[float]:
     return values
 
 
-def run_step(target: Target, rate: int, seconds: int, run_id: str, workdir: Path) -> Step:
-    """Offer ``rate`` REGISTER/s for ``seconds`` to ``target`` and judge the step."""
+def run_step(target: Target, rate: int, seconds: int, run_id: str, workdir: Path,
+             scenario_args: list[str] | None = None) -> Step:
+    """Offer ``rate`` calls/s for ``seconds`` to ``target`` and judge the step. The
+    scenario is REGISTER of new users unless ``scenario_args`` (``-sf`` and its keys)
+    name another one."""
     calls = rate * seconds
     workdir.mkdir(parents=True, exist_ok=True)
     stat_file = workdir / "stat.csv"
+    if scenario_args is None:
+        scenario_args = ["-sf", str(SCENARIO), "-key", "user_prefix", f"{run_id}r{rate}u",
+                         "-key", "expires", "3600"]
     command = [
-        "sipp", "-sf", str(SCENARIO),
-        "-key", "user_prefix", f"{run_id}r{rate}u", "-key", "expires", "3600",
+        "sipp", *scenario_args,
         "-i", HOST, "-p", str(free_port()), "-t", "u1",
         "-buff_size", "4194304", "-r", str(rate), "-rp", "1000", "-m", str(calls),
         "-timeout", f"{seconds + 45}s", "-timeout_error", "-nostdin",
