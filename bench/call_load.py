@@ -35,7 +35,6 @@ from pathlib import Path
 from register_load import (
     BENCH_DIR,
     HOST,
-    KAMAILIO_BIN,
     Step,
     Target,
     free_port,
@@ -47,23 +46,6 @@ UAC = BENCH_DIR / "sipp" / "uac_call.xml"
 UAS = BENCH_DIR / "sipp" / "uas_call.xml"
 KAMAILIO_PROXY_CFG = BENCH_DIR / "kamailio-proxy.cfg"
 DEFAULT_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000)
-
-
-class ProxyTarget(Target):
-    """A target run as a stateful proxy (Kamailio with the proxy configuration)."""
-
-    def command(self) -> list[str]:
-        """As :class:`Target`, with Kamailio's proxy configuration."""
-        if self.name != "kamailio":
-            return super().command()
-        rundir = self.workdir / "run"
-        rundir.mkdir(parents=True, exist_ok=True)
-        return [
-            KAMAILIO_BIN, "-f", str(KAMAILIO_PROXY_CFG), "-DD", "-E",
-            "-m", str(self.kamailio_shm_mb), "-M", "16",
-            "-A", f"LISTEN_PORT={self.udp_port}",
-            "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"),
-        ]  # fmt: skip
 
 
 def register_callee(target: Target, port: int) -> None:
@@ -122,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = [int(rate) for rate in args.rates.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="call-load-"))
     run_id = uuid.uuid4().hex[:6]
-    targets = [ProxyTarget(name, name, workdir / name) for name in names]
+    targets = [Target(name, name, workdir / name, kamailio_cfg=KAMAILIO_PROXY_CFG)
+               for name in names]
     uases: list[subprocess.Popen[bytes]] = []
     steps: list[Step] = []
     try:

@@ -213,6 +213,7 @@ class Target:
     description: str
     workdir: Path
     kamailio_shm_mb: int = 2048
+    kamailio_cfg: Path = KAMAILIO_CFG
     udp_port: int = 0
     tcp_port: int = 0
     process: subprocess.Popen[bytes] | None = None
@@ -236,7 +237,7 @@ class Target:
             rundir = self.workdir / "run"
             rundir.mkdir(parents=True, exist_ok=True)
             return [
-                KAMAILIO_BIN, "-f", str(KAMAILIO_CFG), "-DD", "-E",
+                KAMAILIO_BIN, "-f", str(self.kamailio_cfg), "-DD", "-E",
                 "-m", str(self.kamailio_shm_mb), "-M", "16",
                 "-A", f"LISTEN_PORT={self.udp_port}",
                 "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"),

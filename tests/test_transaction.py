@@ -136,6 +136,7 @@ def test_timer_entries_hold_no_reference_to_the_transaction() -> None:
     layer.respond(txn, build_response(make("REGISTER"), 200), 0.0)
     gc.collect()
     gc.collect()  # CPython untracks nested tuples one level per pass
-    assert layer._timers and not any(gc.is_tracked(entry) for entry in layer._timers)
+    entries = layer._timers.entries
+    assert entries and not any(gc.is_tracked(entry) for entry in entries)
     layer.on_timer(64 * layer.t1)
     assert len(layer) == 0

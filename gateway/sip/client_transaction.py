@@ -12,13 +12,12 @@ retransmitted finals, T4 on UDP) and M (RFC 6026: forward 2xx retransmissions fo
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from dataclasses import dataclass
 from enum import Enum
 
 from gateway.sip.message import Request, Response
-from gateway.sip.transaction import MAGIC_COOKIE, Address, Send
+from gateway.sip.transaction import MAGIC_COOKIE, Address, Send, TimerHeap
 
 
 class ClientState(Enum):
@@ -112,8 +111,7 @@ class ClientTransactionLayer:
     def __init__(self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0) -> None:
         self.t1, self.t2, self.t4 = t1, t2, t4
         self._table: dict[tuple[str, str], ClientTransaction] = {}
-        # (when, sequence, timer name, key, serial): plain values only (gc_policy.py).
-        self._timers: list[tuple[float, int, str, tuple[str, str], int]] = []
+        self._timers = TimerHeap()
         self._sequence = itertools.count(1)
         self._events: list[tuple[ClientEvent, ClientTransaction, Response | None]] = []
 
@@ -214,15 +212,13 @@ class ClientTransactionLayer:
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` next has work, or None."""
-        return self._timers[0][0] if self._timers else None
+        return self._timers.next_deadline()
 
     def on_timer(self, now: float) -> list[Send]:
         """Fire every timer due at ``now``; timeouts become events."""
         sends: list[Send] = []
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, name, key, serial = heapq.heappop(timers)
-            txn = self._table.get(key)
+        for name, key, serial in self._timers.pop_due(now):
+            txn = self._table.get(key)  # type: ignore[arg-type]
             if txn is None or txn.serial != serial:
                 continue
             state = txn.state
@@ -249,7 +245,7 @@ class ClientTransactionLayer:
         return sends
 
     def _schedule(self, when: float, name: str, txn: ClientTransaction) -> None:
-        heapq.heappush(self._timers, (when, next(self._sequence), name, txn.key, txn.serial))
+        self._timers.schedule(when, name, txn.key, txn.serial)
 
     def _forget(self, txn: ClientTransaction) -> None:
         txn.state = ClientState.TERMINATED

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -98,6 +99,33 @@ def transaction_key(request: Request, *, for_method: str | None = None) -> tuple
             method, str(top))
 
 
+class TimerHeap:
+    """The timers of a transaction layer: ``(when, sequence, timer name, transaction key,
+    transaction serial)`` entries in a heap. Plain values only, so the collector does not
+    track them (a busy gateway holds several per live transaction; gc_policy.py); the
+    serial tells a timer of an ended transaction from one of a newer transaction with the
+    same key."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, int, str, tuple[str, ...], int]] = []
+        self._sequence = itertools.count(1)
+
+    def schedule(self, when: float, name: str, key: tuple[str, ...], serial: int) -> None:
+        """Run timer ``name`` of the transaction (``key``, ``serial``) at ``when``."""
+        heapq.heappush(self.entries, (when, next(self._sequence), name, key, serial))
+
+    def next_deadline(self) -> float | None:
+        """When the next timer is due, or None."""
+        return self.entries[0][0] if self.entries else None
+
+    def pop_due(self, now: float) -> Iterator[tuple[str, tuple[str, ...], int]]:
+        """Remove and yield ``(name, key, serial)`` of every timer due at ``now``."""
+        entries = self.entries
+        while entries and entries[0][0] <= now:
+            _, _, name, key, serial = heapq.heappop(entries)
+            yield name, key, serial
+
+
 class TransactionLayer:
     """All server transactions of one gateway and their timers."""
 
@@ -108,10 +136,7 @@ class TransactionLayer:
         #: (a safety net: the proxy's Timer C answers long before).
         self.invite_lifetime = invite_lifetime
         self._table: dict[tuple[str, ...], ServerTransaction] = {}
-        # Timer heap of (when, sequence, timer name, transaction key, transaction serial):
-        # plain values only, so the collector does not track the entries (a busy gateway
-        # holds several per live transaction; gateway/gc_policy.py).
-        self._timers: list[tuple[float, int, str, tuple[str, ...], int]] = []
+        self._timers = TimerHeap()
         # Datagram fingerprint -> transaction, so a byte-identical UDP retransmission is
         # answered without being parsed again (what keeps an overloaded gateway from
         # spending its time re-parsing the retransmissions its own delay caused).
@@ -224,14 +249,12 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` next has work, or None."""
-        return self._timers[0][0] if self._timers else None
+        return self._timers.next_deadline()
 
     def on_timer(self, now: float) -> list[Send]:
         """Fire every timer due at ``now``."""
         sends: list[Send] = []
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, name, key, serial = heapq.heappop(timers)
+        for name, key, serial in self._timers.pop_due(now):
             txn = self._table.get(key)
             if txn is None or txn.serial != serial:
                 continue  # that transaction has ended already
@@ -249,4 +272,4 @@ class TransactionLayer:
         return sends
 
     def _schedule(self, when: float, name: str, txn: ServerTransaction) -> None:
-        heapq.heappush(self._timers, (when, next(self._sequence), name, txn.key, txn.serial))
+        self._timers.schedule(when, name, txn.key, txn.serial)
