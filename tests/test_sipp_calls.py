@@ -76,3 +76,40 @@ def test_sipp_calls_through_the_gateway(sipp: str, tmp_path: Path, caller_transp
         assert uac.returncode == 0, f"uac failed:\n{errors}\n{gateway.log_tail()}"
         assert uas_code == 0, f"uas failed:\n{errors}\n{gateway.log_tail()}"
         assert "Traceback" not in gateway.log_text()
+
+
+def _uas(sipp: str, scenario: str, port: int, target: int, workdir: Path,
+         calls: int = 1) -> subprocess.Popen[bytes]:
+    command = sipp_command(sipp, scenario, port, "udp", target, workdir)
+    command[command.index("-m") + 1] = str(calls)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=workdir)
+
+
+@pytest.mark.parametrize("answering, uac_scenario", [
+    ("uas_call.xml", "uac_call.xml"),  # the first 200 wins, the ringing branch gets CANCEL
+    ("uas_decline.xml", "uac_declined.xml"),  # a 603 ends the search, cancels the other
+])
+def test_sipp_forking_to_two_registered_phones(sipp: str, tmp_path: Path, answering: str,
+                                               uac_scenario: str) -> None:
+    with GatewayProcess(tmp_path / "data") as gateway:
+        answer_port, ring_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        register_callee(gateway, "callee", answer_port, "udp")
+        register_callee(gateway, "callee", ring_port, "udp")
+        uases = [_uas(sipp, answering, answer_port, gateway.udp_port, tmp_path),
+                 _uas(sipp, "uas_ring_cancel.xml", ring_port, gateway.udp_port, tmp_path)]
+        try:
+            command = sipp_command(sipp, uac_scenario, free_port(socket.SOCK_DGRAM), "udp",
+                                   gateway.udp_port, tmp_path, "-s", "callee")
+            command[command.index("-m") + 1] = "1"
+            uac = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 cwd=tmp_path, timeout=60)
+            codes = [uas.wait(timeout=60) for uas in uases]
+        finally:
+            for uas in uases:
+                if uas.poll() is None:
+                    uas.kill()
+                    uas.wait()
+        errors = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("*.errors"))
+        assert uac.returncode == 0, f"uac failed:\n{errors}\n{gateway.log_tail()}"
+        assert codes == [0, 0], f"uas failed:\n{errors}\n{gateway.log_tail()}"
