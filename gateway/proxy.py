@@ -66,8 +66,9 @@ class Branch:
     """One forwarded copy of a request (RFC 3261 §16.6)."""
 
     context: ResponseContext
-    request: Request
+    request: Request | None  # dropped once the branch is over (see _settled)
     destination: Address
+    method: str = ""
     txn: ClientTransaction | None = None
     final: int = 0  # final status received (or synthesised), 0 while pending
     provisional: bool = False
@@ -85,7 +86,7 @@ class ResponseContext:
     """The proxy's state for one request it forwards statefully."""
 
     server: ServerTransaction
-    request: Request  # as received, Via stamped, before any per-branch change
+    request: Request | None  # as received, Via stamped; dropped once answered
     loop_id: str  # its loop hash as received, carried in every branch (§16.3 step 4)
     groups: list[list[Target]]
     branches: list[Branch] = field(default_factory=list)
@@ -146,6 +147,8 @@ class Proxy:
 
     def _resolved(self, resolution: Resolution, txn: ServerTransaction,
                   request: Request, loop_id: str) -> None:
+        if txn.status >= 200:
+            return  # answered while the lookup ran (a CANCEL: 487 already sent)
         if not resolution.targets:
             self.io.respond(txn, build_response(request, resolution.status,
                                                 resolution.reason or None,
@@ -173,6 +176,7 @@ class Proxy:
     def _forward(self, context: ResponseContext, target: Target) -> None:
         """Forward one copy of the request to ``target`` (RFC 3261 §16.6)."""
         original = context.request
+        assert original is not None
         request = Request(original.method, original.uri, original.headers, original.body)
         try:
             request.uri = parse_uri(target.uri)
@@ -200,7 +204,7 @@ class Proxy:
         branch_id = forwarding.new_branch(context.loop_id)
         request.add_header("Via", forwarding.via_value(destination.transport, *local,
                                                        branch_id), first=True)
-        branch = Branch(context, request, destination)
+        branch = Branch(context, request, destination, method=request.method)
         context.branches.append(branch)
         branch.txn = self.io.start_client(request, destination, branch)
         if request.method == "INVITE":
@@ -282,7 +286,7 @@ class Proxy:
         return True
 
     def _cancel_branch(self, branch: Branch) -> None:
-        if branch.txn is None or branch.request.method != "INVITE":
+        if branch.txn is None or branch.method != "INVITE" or branch.request is None:
             return
         if branch.provisional:
             cancel = build_cancel(branch.request)
@@ -325,7 +329,7 @@ class Proxy:
                                          None)
                 return
             branch.provisional = True
-            if branch.request.method == "INVITE":
+            if branch.method == "INVITE":
                 self._start_timer_c(branch)  # reset on every provisional (§16.7 step 2)
             if not context.answered:
                 self.io.respond(context.server, forwarding.without_top_via(response))
@@ -336,13 +340,15 @@ class Proxy:
             context.got_2xx = True
             context.answered = True
             self.io.respond(context.server, forwarding.without_top_via(response))
-            if branch.request.method == "INVITE":
+            branch.request = None
+            if branch.method == "INVITE":
                 self._cancel_others(context, branch)
             self._maybe_finish(context)
             return
         if branch.final and branch.cancel_when_provisional:
             return  # this branch was given up on already
         branch.final = status
+        branch.request = None
         self._consider(context, forwarding.without_top_via(response))
         if status >= 600:
             context.groups = []
@@ -373,7 +379,8 @@ class Proxy:
         target), considered like a received one."""
         if branch is not None:
             branch.final = status
-        self._consider(context, build_response(context.request, status, reason))
+        if context.request is not None:
+            self._consider(context, build_response(context.request, status, reason))
 
     def _maybe_finish(self, context: ResponseContext) -> None:
         if any(branch.pending for branch in context.branches):
@@ -382,15 +389,17 @@ class Proxy:
             self._forward_all_group(context)
             return
         self._contexts.pop(id(context.server), None)
-        if context.answered:
+        request, context.request = context.request, None  # nothing needs it any more
+        if context.answered or request is None:
             return
         context.answered = True
         if context.cancelled:
-            response = build_response(context.request, 487)
+            response = build_response(request, 487)
         elif context.best is not None:
-            response = _upstream(context.best, context.request)
+            response = _upstream(context.best, request)
         else:
-            response = build_response(context.request, 408)
+            response = build_response(request, 408)
+        context.best = None
         self.io.respond(context.server, response)
 
     def _forward_all_group(self, context: ResponseContext) -> None:
@@ -414,13 +423,9 @@ class Proxy:
         branch.timer_c = None
         if not branch.pending:
             return
-        if branch.provisional:
+        if branch.provisional and branch.request is not None:
             self.io.start_client(build_cancel(branch.request), branch.destination, None)
-            branch.final = 408
-            self._consider(branch.context, build_response(branch.context.request, 408))
-        else:
-            branch.final = 408
-            self._consider(branch.context, build_response(branch.context.request, 408))
+        self._synthesise(branch.context, branch, 408, "Request Timeout")
         self._maybe_finish(branch.context)
 
     def stop(self) -> None:

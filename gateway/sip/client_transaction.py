@@ -45,7 +45,8 @@ class ClientTransaction:
     branch); the layer never looks into it."""
 
     key: tuple[str, str]  # (branch, method)
-    request: Request
+    method: str
+    request: Request | None  # dropped with ``data`` once a final response is in
     data: bytes
     destination: Address
     state: ClientState
@@ -58,7 +59,7 @@ class ClientTransaction:
     @property
     def is_invite(self) -> bool:
         """INVITE transactions follow the other state machine."""
-        return self.request.method == "INVITE"
+        return self.method == "INVITE"
 
 
 def response_key(response: Response) -> tuple[str, str] | None:
@@ -136,7 +137,7 @@ class ClientTransactionLayer:
         method = request.method
         data = request.serialize()
         invite = method == "INVITE"
-        txn = ClientTransaction((branch, method), request, data, destination,
+        txn = ClientTransaction((branch, method), method, request, data, destination,
                                 ClientState.CALLING if invite else ClientState.TRYING,
                                 owner, self.t1, next(self._sequence))
         self._table[txn.key] = txn
@@ -180,6 +181,7 @@ class ClientTransactionLayer:
             return []
         if status < 300:
             if state in (ClientState.CALLING, ClientState.PROCEEDING):
+                _release(txn)
                 txn.state = ClientState.ACCEPTED
                 self._schedule(now + 64 * self.t1, "M", txn)
                 self._deliver(txn, response)
@@ -187,7 +189,9 @@ class ClientTransactionLayer:
                 self._deliver(txn, response)  # retransmitted or forked 2xx: pass it on
             return []
         if state in (ClientState.CALLING, ClientState.PROCEEDING):
+            assert txn.request is not None
             txn.ack = build_ack(txn.request, response).serialize()
+            _release(txn)
             txn.state = ClientState.COMPLETED
             self._schedule(now + (0 if txn.destination.reliable else 32.0), "D", txn)
             self._deliver(txn, response)
@@ -204,6 +208,7 @@ class ClientTransactionLayer:
             txn.state = ClientState.PROCEEDING
             self._deliver(txn, response)
             return
+        _release(txn)
         txn.state = ClientState.COMPLETED
         self._schedule(now + (0 if txn.destination.reliable else self.t4), "K", txn)
         self._deliver(txn, response)
@@ -251,3 +256,10 @@ class ClientTransactionLayer:
         txn.state = ClientState.TERMINATED
         if self._table.get(txn.key) is txn:
             del self._table[txn.key]
+
+
+def _release(txn: ClientTransaction) -> None:
+    """Drop what only a transaction still waiting for its final response needs: it
+    lingers for up to 32 s after it, and a busy proxy holds tens of thousands."""
+    txn.request = None
+    txn.data = b""
