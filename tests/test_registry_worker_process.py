@@ -33,6 +33,9 @@ def test_killed_worker_is_replaced_and_no_binding_is_lost(tmp_path: Path) -> Non
         assert gateway.process is not None
         workers = worker_pids(gateway.process.pid)
         assert len(workers) == 1
+        os.kill(workers[0], signal.SIGTERM)  # e.g. systemd signalling the whole group
+        time.sleep(0.3)
+        assert worker_pids(gateway.process.pid) == workers
         client = UdpClient(gateway.udp_port)
         try:
             assert client.ask(register("uma", local_port=client.port)).status == 200

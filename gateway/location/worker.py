@@ -5,13 +5,15 @@ Started by :class:`gateway.location.runner.ProcessStoreRunner` as
 on stdout, one call at a time, in order. Every frame is a 4-byte big-endian length and a
 pickle: a request is ``(method, args, stamp)``, an answer ``(True, (stamp_ns, result))``
 or ``(False, exception)``. Anything else the process prints goes to stderr, which the
-gateway logs. It exits when stdin closes.
+gateway logs. It exits when stdin closes, and ignores SIGTERM and SIGINT: the gateway
+ends it once its last writes are done.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 from typing import Any, BinaryIO
 
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m gateway.location.worker DATABASE_URL", file=sys.stderr)
         return 2
+    # The gateway decides when the worker ends (by closing its stdin, once the writes
+    # under way are done). A SIGTERM or Ctrl-C sent to the whole process group (systemd,
+    # a terminal) must not end it before the gateway has flushed its queue.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Keep the real stdout for answers; stray prints (libraries) go to stderr instead.
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
