@@ -164,9 +164,7 @@ class TransactionLayer:
         key = transaction_key(request)
         txn = self._table.get(key)
         if request.method == "ACK":
-            if txn is not None and txn.is_invite and txn.state is State.COMPLETED:
-                txn.state = State.CONFIRMED
-                self._schedule(now + (0 if source.reliable else self.t4), "I", txn)
+            self.absorb_ack(request, source, now)
             return None, []
         if txn is not None:
             if txn.last_response is not None and txn.state in (
