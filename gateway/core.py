@@ -155,7 +155,7 @@ class SipCore:
 
     def _receive_response(self, response: Response) -> None:
         try:
-            response.vias, response.cseq  # noqa: B018 - validates them
+            response.top_via, response.cseq  # noqa: B018 - validates them
         except SipSyntaxError:
             return  # a response that cannot be matched is dropped (RFC 3261 §18.1.2)
         taken, sends = self.clients.receive_response(response, self.reactor.seconds())
@@ -224,10 +224,11 @@ class SipCore:
         """Send ``response`` in ``txn`` (for the proxy)."""
         self._respond(txn, response)
 
-    def start_client(self, request: Request, destination: Address,
-                     owner: object) -> ClientTransaction:
+    def start_client(self, request: Request, destination: Address, owner: object,
+                     branch: str | None = None) -> ClientTransaction:
         """Send ``request`` in a new client transaction (for the proxy)."""
-        txn, sends = self.clients.send(request, destination, owner, self.reactor.seconds())
+        txn, sends = self.clients.send(request, destination, owner, self.reactor.seconds(),
+                                       branch)
 
         def failed(reason: str) -> None:
             log.info("cannot send {method} to {destination}: {reason}",

@@ -43,9 +43,9 @@ class ProxyIO(Protocol):
     def respond(self, txn: ServerTransaction, response: Response) -> None:
         """Send a response in a server transaction."""
 
-    def start_client(self, request: Request, destination: Address,
-                     owner: object) -> ClientTransaction:
-        """Send a request in a new client transaction."""
+    def start_client(self, request: Request, destination: Address, owner: object,
+                     branch: str | None = None) -> ClientTransaction:
+        """Send a request in a new client transaction (``branch``: its top Via's)."""
 
     def send_stateless(self, request: Request, destination: Address) -> None:
         """Send a request without a transaction (an ACK for a 2xx)."""
@@ -206,7 +206,7 @@ class Proxy:
                                                        branch_id), first=True)
         branch = Branch(context, request, destination, method=request.method)
         context.branches.append(branch)
-        branch.txn = self.io.start_client(request, destination, branch)
+        branch.txn = self.io.start_client(request, destination, branch, branch_id)
         if request.method == "INVITE":
             self._start_timer_c(branch)
 

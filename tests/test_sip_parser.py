@@ -572,3 +572,16 @@ def test_provisional_100_gets_no_to_tag_and_existing_tags_are_kept():
 
 def test_build_error_response_needs_a_via():
     assert build_error_response([("to", "To", "<sip:a@b.com>")], 400, "Bad Request") is None
+
+
+def test_top_via_parses_only_the_first_hop_and_agrees_with_vias() -> None:
+    message = parse_message(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa, "
+        b"SIP/2.0/TCP 127.0.0.1:5080;branch=z9hG4bKb\r\nVia: garbage\r\n"
+        b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    assert message.top_via.branch == "z9hG4bKa" and message.top_via.port == 5070
+    with pytest.raises(SipSyntaxError):
+        message.vias  # noqa: B018 - the third hop is malformed; top_via never read it
+    empty = parse_message(b"SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(SipSyntaxError):
+        empty.top_via  # noqa: B018

@@ -65,10 +65,7 @@ class ClientTransaction:
 def response_key(response: Response) -> tuple[str, str] | None:
     """The client transaction a response belongs to (RFC 3261 §17.1.3), or None when
     the top Via has no RFC 3261 branch."""
-    vias = response.vias
-    if not vias:
-        return None
-    branch = vias[0].branch or ""
+    branch = response.top_via.branch or ""
     if not branch.startswith(MAGIC_COOKIE):
         return None
     method = response.cseq.method
@@ -81,7 +78,7 @@ def build_ack(request: Request, response: Response) -> Request:
     headers = []
     for key, name, value in request.headers:
         if key == "via":
-            headers.append((key, name, str(request.vias[0])))
+            headers.append((key, name, str(request.top_via)))
         elif key in ("from", "call-id", "route", "max-forwards"):
             headers.append((key, name, value))
     to = response.header("to") or request.header("to") or ""
@@ -98,7 +95,7 @@ def build_cancel(request: Request) -> Request:
     headers = []
     for key, name, value in request.headers:
         if key == "via":
-            headers.append((key, name, str(request.vias[0])))
+            headers.append((key, name, str(request.top_via)))
         elif key in ("from", "to", "call-id", "route", "max-forwards"):
             headers.append((key, name, value))
     headers.append(("cseq", "CSeq", f"{request.cseq.number} CANCEL"))
@@ -131,9 +128,11 @@ class ClientTransactionLayer:
     # --- sending --------------------------------------------------------------------------
 
     def send(self, request: Request, destination: Address, owner: object,
-             now: float) -> tuple[ClientTransaction, list[Send]]:
-        """Start a transaction for ``request`` (its top Via carries a fresh branch)."""
-        branch = request.vias[0].branch or ""
+             now: float, branch: str | None = None) -> tuple[ClientTransaction, list[Send]]:
+        """Start a transaction for ``request``, whose top Via carries a fresh branch
+        (``branch``, when the caller knows it, saves parsing the Via again)."""
+        if branch is None:
+            branch = request.top_via.branch or ""
         method = request.method
         data = request.serialize()
         invite = method == "INVITE"

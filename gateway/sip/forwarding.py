@@ -45,7 +45,7 @@ def new_branch(request_loop_hash: str) -> str:
 def stateless_branch(request: Request) -> str:
     """The branch for a request forwarded without a transaction (an ACK for a 2xx):
     derived from the incoming top Via branch, so a retransmission gets the same one."""
-    incoming = request.vias[0].branch or str(request.vias[0])
+    incoming = request.top_via.branch or str(request.top_via)
     digest = hashlib.blake2b(incoming.encode("utf-8", "surrogateescape"),
                              digest_size=8).hexdigest()
     return f"{BRANCH_PREFIX}{loop_hash(request)}.s{digest}"

@@ -138,6 +138,22 @@ class SipMessage:
         return self._cached("via", lambda: [parse_via(v) for v in self.header_values("via")])
 
     @property
+    def top_via(self) -> Via:
+        """The topmost Via hop alone (the others are not parsed); raises when absent."""
+        def compute() -> Via:
+            if "via" in self._cache:
+                vias = self._cache["via"]
+                if not vias:
+                    raise SipSyntaxError("missing Via header")
+                return vias[0]
+            for key, _, value in self.headers:
+                if key == "via":
+                    first = value if "," not in value else split_list(value)[0]
+                    return parse_via(first)
+            raise SipSyntaxError("missing Via header")
+        return self._cached("top-via", compute)
+
+    @property
     def from_(self) -> NameAddr:
         """The From header."""
         return self._cached("from", lambda: parse_name_addr(self._required("from")))
