@@ -54,7 +54,10 @@ def sipp_command(sipp: str, scenario: str, port: int, transport: str, target: in
 def test_sipp_calls_through_the_gateway(sipp: str, tmp_path: Path, caller_transport: str,
                                         callee_transport: str) -> None:
     with GatewayProcess(tmp_path / "data") as gateway:
-        uas_port, uac_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        uas_port = free_port(socket.SOCK_DGRAM if callee_transport == "udp"
+                             else socket.SOCK_STREAM)
+        uac_port = free_port(socket.SOCK_DGRAM if caller_transport == "udp"
+                             else socket.SOCK_STREAM)
         register_callee(gateway, "callee", uas_port, callee_transport)
         uas_target = gateway.udp_port if callee_transport == "udp" else gateway.tcp_port
         uac_target = gateway.udp_port if caller_transport == "udp" else gateway.tcp_port
