@@ -23,6 +23,7 @@ from gateway.myself import Myself
 from gateway.registrar import SUPPORTED_EXTENSIONS, Registrar
 from gateway.sip.client_transaction import ClientTransaction, ClientTransactionLayer
 from gateway.sip.errors import SipSyntaxError
+from gateway.sip.forwarding import received_address
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
 from gateway.sip.transaction import (
@@ -54,6 +55,7 @@ class LocationLike:
     def current(self, aor: str) -> list[Binding]: ...  # pragma: no cover
     def lookup(self, aor: str, now: float | None = None) -> list[Binding]: ...  # pragma: no cover
     def replace(self, aor: str, bindings: list[Binding]): ...  # pragma: no cover
+    def by_contact(self, contact: str) -> Binding | None: ...  # pragma: no cover
 
 
 class SipCore:
@@ -252,6 +254,13 @@ class SipCore:
     def local_address(self, transport: str) -> tuple[str, int] | None:
         """The advertised (host, port) for ``transport`` (for the proxy)."""
         return self.myself.address(transport)
+
+    def contact_flow(self, contact: str) -> Address | None:
+        """The registration flow of the phone with this Contact (for the proxy)."""
+        binding = self.location.by_contact(contact)
+        if binding is None:
+            return None
+        return received_address(binding.received, binding.transport)
 
     def flow_alive(self, flow: Address) -> bool:
         """Whether a connection with ``flow``'s peer is open (for the proxy)."""

@@ -60,6 +60,9 @@ class ProxyIO(Protocol):
     def flow_alive(self, flow: Address) -> bool:
         """Whether a stream connection with that peer is open."""
 
+    def contact_flow(self, contact: str) -> Address | None:
+        """Where the phone that registered ``contact`` registered from, if one did."""
+
 
 @dataclass(eq=False)
 class Branch:
@@ -130,7 +133,11 @@ class Proxy:
         if forwarding.routes(request) or request.to.tag:
             # Routed (in-dialog, or preloaded route set): the Route set or the
             # Request-URI decides; the registry is not consulted (RFC 3261 §16.5).
-            self._forward_all(ResponseContext(txn, request, loop_id, []), [Target(str(uri))])
+            # A phone's own Contact (e.g. behind NAT) is reached through the flow it
+            # registered from, as for the initial request.
+            flow = None if forwarding.routes(request) else self.io.contact_flow(str(uri))
+            self._forward_all(ResponseContext(txn, request, loop_id, []),
+                              [Target(str(uri), flow=flow)])
             return
         if not isinstance(uri, SipUri):
             self.io.respond(txn, build_response(request, 416))
@@ -257,7 +264,8 @@ class Proxy:
             return
         if not forwarding.routes(request) and self.io.is_me(uri.host, uri.port):
             return  # for the gateway itself: nothing to do
-        destination = self._next_hop(request, Target(str(uri)))
+        flow = None if forwarding.routes(request) else self.io.contact_flow(str(uri))
+        destination = self._next_hop(request, Target(str(uri), flow=flow))
         if destination is None:
             return
         local = self.io.local_address(destination.transport)

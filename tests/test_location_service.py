@@ -449,3 +449,20 @@ async def test_group_commit_does_not_delay_one_registration_at_a_time(
         assert len(recording.batches) == 3
     finally:
         await service.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_by_contact_finds_the_live_binding_and_forgets_removed_ones(
+        store: LocationStore) -> None:
+    service = make_service(store)
+    await service.start()
+    try:
+        await service.replace("sip:a@x", [binding("sip:a@x", "sip:a@10.0.0.1:5060",
+                                                  received="127.0.0.1:4000")])
+        found = service.by_contact("sip:a@10.0.0.1:5060")
+        assert found is not None and found.received == "127.0.0.1:4000"
+        assert service.by_contact("sip:other@10.0.0.1:5060") is None
+        await service.replace("sip:a@x", [])
+        assert service.by_contact("sip:a@10.0.0.1:5060") is None
+    finally:
+        await service.stop()

@@ -289,3 +289,43 @@ async def test_udp_retransmissions_cover_a_lost_request_and_are_absorbed_upstrea
     first_branch, second_branch, gap, extra = await _run(run)
     assert first_branch == second_branch  # a retransmission, not a new branch
     assert 0.3 <= gap <= 1.5 and extra == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_dialog_requests_to_a_registered_contact_follow_its_registration_flow(
+        gateway) -> None:
+    """A phone behind NAT registers and calls with a Contact nobody can reach (here an
+    unused loopback address); the callee's BYE still reaches it, through the flow its
+    REGISTER came from."""
+    port = ports(gateway)["udp"]
+    hidden = "sip:quinn@127.0.0.99:5999"
+
+    def run() -> tuple[str, int]:
+        quinn, rita = UA("quinn", port), UA("rita", port)
+        try:
+            quinn.send(quinn.request("REGISTER", "sip:127.0.0.1", to=quinn.uri, extra=[
+                ("Contact", f"<{hidden}>"), ("Expires", "600")]))
+            assert quinn.expect(200).status == 200
+            assert rita.register().status == 200
+            invite = quinn.request("INVITE", rita.uri, extra=[("Contact", f"<{hidden}>")])
+            quinn.send(invite)
+            incoming = rita.expect_request("INVITE")
+            rita.answer(incoming, 200)
+            ok = quinn.expect(200)
+            quinn.send(in_dialog(quinn, "ACK", ok, invite, 1))
+            rita.expect_request("ACK")
+            bye = rita.request("BYE", hidden, to=str(invite.from_.uri),
+                               call_id=invite.call_id, cseq=1, from_tag=ok.to.tag,
+                               to_tag=invite.from_.tag, extra=[
+                                   ("Route", value)
+                                   for value in incoming.header_values("record-route")])
+            rita.send(bye)
+            received = quinn.expect_request("BYE")
+            quinn.answer(received, 200, record_route=False)
+            return str(received.uri), rita.expect(200, method="BYE").status
+        finally:
+            quinn.close()
+            rita.close()
+
+    uri, status = await _run(run)
+    assert uri == hidden and status == 200

@@ -43,6 +43,7 @@ def _by_q(bindings: Iterable[Binding]) -> list[Binding]:
 # bindings adds nothing to the collector's pauses (gateway/gc_policy.py).
 Frozen = tuple[tuple[Any, ...], ...]
 _EXPIRES = Binding._fields.index("expires")
+_CONTACT = Binding._fields.index("contact")
 
 
 def _freeze(bindings: Iterable[Binding]) -> Frozen:
@@ -97,6 +98,8 @@ class LocationService:
         self._retention = change_retention
 
         self._committed: dict[str, Frozen] = {}
+        # Contact URI -> AoR of the committed binding with that contact (the newest).
+        self._by_contact: dict[str, str] = {}
         self._count = 0
         # Snapshots waiting for the next transaction (latest per AoR) and their callers.
         self._queued: dict[str, list[Binding]] = {}
@@ -133,6 +136,18 @@ class LocationService:
         if now is None:
             now = self._clock()
         return [Binding._make(t) for t in self._committed.get(aor, ()) if t[_EXPIRES] > now]
+
+    def by_contact(self, contact: str, now: float | None = None) -> Binding | None:
+        """The committed, live binding registered with this Contact URI (exactly as
+        stored), if any: how an in-dialog request to a phone's Contact finds the flow
+        the phone registered from."""
+        aor = self._by_contact.get(contact)
+        if aor is None:
+            return None
+        for binding in self.lookup(aor, now):
+            if binding.contact == contact:
+                return binding
+        return None
 
     def snapshot(self, now: float | None = None) -> dict[str, list[Binding]]:
         """Committed, live bindings of every AoR (e.g. to republish into the overlay)."""
@@ -253,9 +268,14 @@ class LocationService:
         old = self._committed.pop(aor, None)
         if old:
             self._count -= len(old)
+            for entry in old:
+                if self._by_contact.get(entry[_CONTACT]) == aor:
+                    del self._by_contact[entry[_CONTACT]]
         if bindings:
             self._committed[aor] = _freeze(bindings)
             self._count += len(bindings)
+            for binding in bindings:
+                self._by_contact[binding.contact] = aor
 
     def _drained(self) -> Deferred[None]:
         if not self._writing and not self._queued:
@@ -282,7 +302,7 @@ class LocationService:
         except BaseException:
             await self._runner.stop()
             raise
-        self._committed, self._count = {}, 0
+        self._committed, self._count, self._by_contact = {}, 0, {}
         for aor, bindings in live.items():
             self._set_committed(aor, bindings)
         self._last_sync_ok = now
