@@ -79,10 +79,6 @@ def _sqlite_file(url: str) -> str | None:
     return str(Path(database).expanduser())
 
 
-def _is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
-
-
 def create_registry_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
     """Create an engine for the registry at ``url`` with durable, concurrent settings.
 
