@@ -133,11 +133,8 @@ class Proxy:
         if forwarding.routes(request) or request.to.tag:
             # Routed (in-dialog, or preloaded route set): the Route set or the
             # Request-URI decides; the registry is not consulted (RFC 3261 §16.5).
-            # A phone's own Contact (e.g. behind NAT) is reached through the flow it
-            # registered from, as for the initial request.
-            flow = None if forwarding.routes(request) else self.io.contact_flow(str(uri))
             self._forward_all(ResponseContext(txn, request, loop_id, []),
-                              [Target(str(uri), flow=flow)])
+                              [self._routed_target(request)])
             return
         if not isinstance(uri, SipUri):
             self.io.respond(txn, build_response(request, 416))
@@ -190,9 +187,7 @@ class Proxy:
         except SipSyntaxError:
             self._synthesise(context, None, 502, f"Bad Gateway (bad target {target.uri!r})")
             return
-        max_forwards = original.max_forwards
-        request.set_header("Max-Forwards", str(69 if max_forwards is None
-                                               else max_forwards - 1))
+        forwarding.decrement_max_forwards(request, original.max_forwards)
         if target.path:
             forwarding.set_routes(request, [*target.path, *forwarding.routes(request)])
         destination = self._next_hop(request, target)
@@ -216,6 +211,14 @@ class Proxy:
         branch.txn = self.io.start_client(request, destination, branch, branch_id)
         if request.method == "INVITE":
             self._start_timer_c(branch)
+
+    def _routed_target(self, request: Request) -> Target:
+        """The target of a request routed by its Route set or Request-URI: when no Route
+        is left and the Request-URI is a Contact some phone registered, that phone's
+        registration flow (NAT, open connection) goes with it."""
+        uri = str(request.uri)
+        flow = None if forwarding.routes(request) else self.io.contact_flow(uri)
+        return Target(uri, flow=flow)
 
     def _next_hop(self, request: Request, target: Target) -> Address | None:
         values = forwarding.routes(request)
@@ -264,15 +267,13 @@ class Proxy:
             return
         if not forwarding.routes(request) and self.io.is_me(uri.host, uri.port):
             return  # for the gateway itself: nothing to do
-        flow = None if forwarding.routes(request) else self.io.contact_flow(str(uri))
-        destination = self._next_hop(request, Target(str(uri), flow=flow))
+        destination = self._next_hop(request, self._routed_target(request))
         if destination is None:
             return
         local = self.io.local_address(destination.transport)
         if local is None:
             return
-        request.set_header("Max-Forwards", str(69 if max_forwards is None
-                                               else max_forwards - 1))
+        forwarding.decrement_max_forwards(request, max_forwards)
         request.add_header("Via", forwarding.via_value(
             destination.transport, *local, forwarding.stateless_branch(request)), first=True)
         self.io.send_stateless(request, destination)

@@ -72,35 +72,33 @@ def response_key(response: Response) -> tuple[str, str] | None:
     return (branch, "INVITE" if method == "ACK" else method)
 
 
-def build_ack(request: Request, response: Response) -> Request:
-    """The ACK of a non-2xx final response to ``request`` (RFC 3261 §17.1.1.3): same
-    Request-URI, top Via, From, Call-ID and Route as the INVITE, the response's To."""
+def _hop_request(request: Request, method: str, to: str | None) -> Request:
+    """An ACK or CANCEL for ``request`` at this hop: same Request-URI, top Via, From,
+    Call-ID, Route and Max-Forwards, CSeq number with ``method``; To as in the request,
+    or ``to`` when given."""
     headers = []
     for key, name, value in request.headers:
         if key == "via":
             headers.append((key, name, str(request.top_via)))
-        elif key in ("from", "call-id", "route", "max-forwards"):
+        elif key in ("from", "call-id", "route", "max-forwards") or (key == "to"
+                                                                     and to is None):
             headers.append((key, name, value))
-    to = response.header("to") or request.header("to") or ""
-    headers.append(("to", "To", to))
-    headers.append(("cseq", "CSeq", f"{request.cseq.number} ACK"))
+    if to is not None:
+        headers.append(("to", "To", to))
+    headers.append(("cseq", "CSeq", f"{request.cseq.number} {method}"))
     headers.append(("content-length", "Content-Length", "0"))
-    ack = Request("ACK", request.uri, headers)
-    return ack
+    return Request(method, request.uri, headers)
+
+
+def build_ack(request: Request, response: Response) -> Request:
+    """The ACK of a non-2xx final response to ``request`` (RFC 3261 §17.1.1.3), with the
+    response's To (its tag)."""
+    return _hop_request(request, "ACK", response.header("to") or request.header("to") or "")
 
 
 def build_cancel(request: Request) -> Request:
-    """The CANCEL of ``request`` (RFC 3261 §9.1): same Request-URI, top Via, From, To,
-    Call-ID, CSeq number and Route."""
-    headers = []
-    for key, name, value in request.headers:
-        if key == "via":
-            headers.append((key, name, str(request.top_via)))
-        elif key in ("from", "to", "call-id", "route", "max-forwards"):
-            headers.append((key, name, value))
-    headers.append(("cseq", "CSeq", f"{request.cseq.number} CANCEL"))
-    headers.append(("content-length", "Content-Length", "0"))
-    return Request("CANCEL", request.uri, headers)
+    """The CANCEL of ``request`` (RFC 3261 §9.1)."""
+    return _hop_request(request, "CANCEL", None)
 
 
 class ClientTransactionLayer:

@@ -66,17 +66,25 @@ def is_loop(request: Request, is_me: Callable[[str, int | None], bool]) -> bool:
     return False
 
 
+def bracketed(host: str) -> str:
+    """``host`` as written in a URI or Via: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def via_value(transport: str, host: str, port: int, branch: str) -> str:
     """A Via value for this gateway (``rport`` asks for RFC 3581 symmetric responses)."""
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return f"SIP/2.0/{transport.upper()} {shown}:{port};branch={branch};rport"
+    return f"SIP/2.0/{transport.upper()} {bracketed(host)}:{port};branch={branch};rport"
 
 
 def record_route_value(host: str, port: int, transport: str) -> str:
     """A Record-Route value naming this gateway on one transport (loose routing)."""
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     suffix = "" if transport == "udp" else f";transport={transport}"
-    return f"<sip:{shown}:{port}{suffix};lr>"
+    return f"<sip:{bracketed(host)}:{port}{suffix};lr>"
+
+
+def decrement_max_forwards(request: Request, received: int | None) -> None:
+    """Set Max-Forwards one below what was received (70 when absent, RFC 3261 §16.6)."""
+    request.set_header("Max-Forwards", str(69 if received is None else received - 1))
 
 
 def routes(request: Request) -> list[str]:
