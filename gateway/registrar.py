@@ -19,7 +19,7 @@ from gateway.sip.headers import NameAddr, parse_delta_seconds
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
 from gateway.sip.transaction import Address
-from gateway.sip.uri import SipUri, parse_uri
+from gateway.sip.uri import SipUri, bracketed, parse_uri
 
 SUPPORTED_EXTENSIONS = ("path",)
 # The registry indexes (aor, contact); PostgreSQL caps an index entry near 2.7 KB.
@@ -106,8 +106,7 @@ class Registrar:
 
         header_expires = request.expires
         user_agent = (request.header("user-agent") or "")[:200]
-        host = f"[{source.host}]" if ":" in source.host else source.host
-        received = f"{host}:{source.port}"
+        received = f"{bracketed(source.host)}:{source.port}"
         too_brief = False
         for contact in contacts:
             address = contact.address

@@ -364,8 +364,7 @@ class LocationService:
         # The memory equals the database, so its expired bindings belong to these AoRs.
         for aor in aors:
             if aor in self._committed:
-                live = [b for b in _thaw(self._committed[aor]) if b.expires > now]
-                self._set_committed(aor, live)
+                self._set_committed(aor, self.lookup(aor, now))
         await self._call("prune_changes", now - self._retention)
         return aors
 

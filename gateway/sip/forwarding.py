@@ -13,10 +13,10 @@ import itertools
 from collections.abc import Callable
 
 from gateway.sip.errors import SipSyntaxError
-from gateway.sip.headers import NameAddr, Via, parse_name_addr, split_list
+from gateway.sip.headers import NameAddr, parse_name_addr, split_list
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction import MAGIC_COOKIE, Address
-from gateway.sip.uri import SipUri
+from gateway.sip.uri import SipUri, bracketed
 
 #: Branches this gateway creates: magic cookie, this prefix, loop hash, '.', a counter.
 BRANCH_PREFIX = MAGIC_COOKIE + "gw"
@@ -64,11 +64,6 @@ def is_loop(request: Request, is_me: Callable[[str, int | None], bool]) -> bool:
         if branch[len(BRANCH_PREFIX):].split(".", 1)[0] == current:
             return True
     return False
-
-
-def bracketed(host: str) -> str:
-    """``host`` as written in a URI or Via: an IPv6 address in brackets."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def via_value(transport: str, host: str, port: int, branch: str) -> str:
@@ -146,11 +141,6 @@ def without_top_via(response: Response) -> Response:
             continue
         headers.append((key, name, value))
     return Response(response.status, response.reason, headers, response.body)
-
-
-def top_via(request: Request) -> Via:
-    """The topmost Via of ``request``."""
-    return request.vias[0]
 
 
 def uri_address(uri: SipUri) -> Address | None:

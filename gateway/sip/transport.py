@@ -21,6 +21,7 @@ from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, StreamFramer, parse_message
 from gateway.sip.responses import build_error_response
 from gateway.sip.transaction import Address
+from gateway.sip.uri import bracketed
 
 log = get_logger("gateway.sip.transport")
 
@@ -349,8 +350,7 @@ class TransportManager:
         """``"udp [::]:5060"``-style descriptions of the open listeners, for logs."""
         result = []
         for kind, host, port in self.listening_addresses():
-            shown = f"[{host}]" if ":" in host else host
-            result.append(f"{kind} {shown}:{port}")
+            result.append(f"{kind} {bracketed(host)}:{port}")
         return result
 
     def stop(self) -> list[Any]:

@@ -43,6 +43,11 @@ def is_ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def bracketed(host: str) -> str:
+    """``host`` as written in a URI, Via or ``host:port``: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 @lru_cache(maxsize=4096)  # the same few hosts recur in every message: parse them once
 def split_host_port(text: str) -> tuple[str, int | None]:
     """Split ``host[:port]`` (IPv6 in brackets); the host is lower-cased and validated."""
