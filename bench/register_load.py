@@ -229,6 +229,7 @@ class Target:
                 "--data-dir", str(data_dir),
                 "--listen-udp", f"{HOST}:{self.udp_port}",
                 "--listen-tcp", f"{HOST}:{self.tcp_port}",
+                "--listen-tls", "",
             ]  # fmt: skip
         if self.name == "twisted":
             script = str(TWISTED_SCRIPT)

@@ -94,6 +94,33 @@ class ProxySection:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSection:
+    """``[tls]``: the TLS listener, its certificate and how peers are verified."""
+
+    listen: tuple[ListenAddress, ...] = ()
+    certificate: str = ""
+    private_key: str = ""
+    chain: str = ""
+    ca_file: str = ""
+    require_client_cert: bool = False
+    min_version: str = "1.2"
+    ciphers: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSection:
+    """``[auth]``: digest authentication."""
+
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    realm: str = ""
+    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    methods: frozenset[str] | None = None
+    nonce_lifetime: float = 300.0
+    max_failures: int = 10
+    lockout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole validated configuration."""
 
@@ -103,6 +130,8 @@ class GatewayConfig:
     database: DatabaseSection
     proxy: ProxySection = ProxySection()
     source: str | None = None
+    tls: TlsSection = TlsSection()
+    auth: AuthSection = AuthSection()
 
     @property
     def data_dir(self) -> str:
@@ -186,10 +215,11 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def parse_listen_address(item: str) -> ListenAddress:
-    """Parse ``host:port``, ``[v6]:port``, ``host`` or ``[v6]`` (port 5060 when omitted)."""
+def parse_listen_address(item: str, default_port: int = 5060) -> ListenAddress:
+    """Parse ``host:port``, ``[v6]:port``, ``host`` or ``[v6]`` (``default_port`` when
+    omitted)."""
     item = item.strip()
-    port = 5060
+    port = default_port
     if item.startswith("["):
         host, _, rest = item[1:].partition("]")
         if rest:
@@ -232,6 +262,58 @@ def _listen(raw: str) -> tuple[ListenAddress, ...]:
     return tuple(parse_listen_address(item) for item in _items(raw))
 
 
+def _listen_tls(raw: str) -> tuple[ListenAddress, ...]:
+    return tuple(parse_listen_address(item, 5061) for item in _items(raw))
+
+
+def _path(raw: str) -> str:
+    value = raw.strip()
+    return os.path.abspath(os.path.expanduser(value)) if value else ""
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in _items(raw):
+        try:
+            networks.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+    return tuple(networks)
+
+
+def _realm(raw: str) -> str:
+    value = raw.strip()
+    if any(ch in value for ch in '"\\\r\n') or not value.isprintable():
+        raise ValueError(f"{value!r} may not contain quotes, backslashes or control "
+                         "characters")
+    return value
+
+
+def _algorithms(raw: str) -> tuple[str, ...]:
+    names = []
+    for item in _items(raw):
+        name = item.upper()
+        if name not in ("SHA-256", "MD5"):
+            raise ValueError(f"unsupported algorithm {item!r} (SHA-256, MD5)")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError("at least one algorithm is needed (SHA-256, MD5)")
+    return tuple(names)
+
+
+def _methods(raw: str) -> frozenset[str] | None:
+    items = _items(raw)
+    if items == ["*"]:
+        return None
+    methods = set()
+    for item in items:
+        if item == "*" or not item.isalpha():
+            raise ValueError(f"{item!r} is not a SIP method (or use * alone)")
+        methods.add(item.upper())
+    return frozenset(methods)
+
+
 # section -> key -> (default, parser). conf/gateway.ini documents the same keys.
 _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
     "gateway": {
@@ -254,6 +336,25 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
     "proxy": {
         "resolvers": ("local", _resolvers),
         "timer_c": ("180", _seconds(1, 86400)),
+    },
+    "tls": {
+        "listen": ("0.0.0.0:5061, [::]:5061", _listen_tls),
+        "certificate": ("", _path),
+        "private_key": ("", _path),
+        "chain": ("", _path),
+        "ca_file": ("", _path),
+        "require_client_cert": ("no", _bool),
+        "min_version": ("1.2", _choice("1.2", "1.3")),
+        "ciphers": ("", _text),
+    },
+    "auth": {
+        "trusted_networks": ("127.0.0.0/8, ::1", _networks),
+        "realm": ("", _realm),
+        "algorithms": ("SHA-256, MD5", _algorithms),
+        "methods": ("*", _methods),
+        "nonce_lifetime": ("300", _seconds(10, 86400)),
+        "max_failures": ("10", _int_range(1, 100000)),
+        "lockout": ("300", _seconds(0, 86400)),
     },
     "registrar": {
         "min_expires": ("60", _int_range(0, 2**31 - 1)),
@@ -325,8 +426,14 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
     gateway = GatewaySection(gateway.domains, os.path.abspath(os.path.expanduser(
         gateway.data_dir)), gateway.log_level)
     sip = SipSection(**values["sip"])
-    if not sip.listen_udp and not sip.listen_tcp:
-        raise ConfigError("sip.listen_udp: no listener at all (set listen_udp or listen_tcp)")
+    tls = TlsSection(**values["tls"])
+    if not sip.listen_udp and not sip.listen_tcp and not tls.listen:
+        raise ConfigError("sip.listen_udp: no listener at all (set sip.listen_udp, "
+                          "sip.listen_tcp or tls.listen)")
+    if tls.private_key and not tls.certificate:
+        raise ConfigError("tls.certificate: must be set when tls.private_key is")
+    if tls.chain and not tls.certificate:
+        raise ConfigError("tls.certificate: must be set when tls.chain is")
     registrar = RegistrarSection(**values["registrar"])
     if registrar.min_expires > registrar.max_expires:
         raise ConfigError("registrar.min_expires: larger than registrar.max_expires")
@@ -341,4 +448,5 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
         raise ConfigError(f"database.url: {database.url!r} is not an SQLAlchemy URL "
                           "(e.g. postgresql+psycopg://user@host/db)")
     proxy = ProxySection(**values["proxy"])
-    return GatewayConfig(gateway, sip, registrar, database, proxy, path)
+    auth = AuthSection(**values["auth"])
+    return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth)

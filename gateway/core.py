@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from gateway.auth.authenticator import Authenticator
 from gateway.location.binding import Binding
 from gateway.log import get_logger
 from gateway.myself import Myself
@@ -66,7 +67,9 @@ class SipCore:
                  reactor: IReactorTime, *, force_rport: bool = True,
                  wall_clock: Callable[[], float] = time.time,
                  clients: ClientTransactionLayer | None = None,
-                 myself: Myself | None = None) -> None:
+                 myself: Myself | None = None,
+                 authenticator: Authenticator | None = None,
+                 trusted_peer: Callable[[Address], bool] | None = None) -> None:
         self.registrar = registrar
         self.location = location
         self.transactions = transactions
@@ -77,6 +80,10 @@ class SipCore:
         self.force_rport = force_rport
         self.wall_clock = wall_clock
         self.myself = myself or Myself(registrar.is_local, {})
+        #: Digest authentication; None lets every request through (tests, tools).
+        self.authenticator = authenticator
+        #: Whether a source proved its identity at the transport (mutual TLS).
+        self.trusted_peer = trusted_peer or (lambda _source: False)
         #: The transaction user for everything not answered here (set by the service).
         self.proxy: Proxy | None = None
         #: Tells whether a stream connection to an address is open (set by the service).
@@ -137,6 +144,11 @@ class SipCore:
         if raw:
             self.transactions.remember_datagram(txn, raw, source)
         try:
+            if self.authenticator is not None and method != "CANCEL":
+                denial = self.authenticator.check(request, source, self.trusted_peer(source))
+                if denial is not None:
+                    self._respond(txn, denial)
+                    return
             if method == "REGISTER":
                 self._register(txn, request, source)
             elif method == "OPTIONS" and self.myself.is_for_me(request):

@@ -139,11 +139,11 @@ class Proxy:
         if not isinstance(uri, SipUri):
             self.io.respond(txn, build_response(request, 416))
             return
-        if uri.secure:
-            # RFC 3261 §26.2.2 / RFC 5630: sips: only leaves over TLS, which comes with
-            # the TLS issue; refusing beats a silent downgrade.
+        if uri.secure and self.io.local_address("tls") is None:
+            # RFC 3261 §26.2.2: a sips: request only leaves over TLS; without a TLS
+            # transport the scheme is not supported here at all.
             self.io.respond(txn, build_response(
-                request, 480, "Temporarily Unavailable (no TLS transport for sips:)"))
+                request, 416, "Unsupported URI Scheme (no TLS transport here)"))
             return
         self.resolvers.resolve(uri, request).addCallbacks(
             self._resolved, self._resolve_failed, callbackArgs=(txn, request, loop_id),
@@ -200,9 +200,13 @@ class Proxy:
             self._synthesise(context, None, 503, "Service Unavailable (no "
                              f"{destination.transport.upper()} transport for the next hop)")
             return
+        if _secure(original) and not _secure_hop(request, destination):
+            self._synthesise(context, None, 480, "Temporarily Unavailable (no TLS path to "
+                             "this target; a sips: request is never downgraded)")
+            return
         if request.method in DIALOG_CREATING and not original.to.tag:
             self._record_route(request, context.server.reply_to.transport,
-                               destination.transport)
+                               destination.transport, secure=_secure(original))
         branch_id = forwarding.new_branch(context.loop_id)
         request.add_header("Via", forwarding.via_value(destination.transport, *local,
                                                        branch_id), first=True)
@@ -236,14 +240,15 @@ class Proxy:
         uri = request.uri
         return forwarding.uri_address(uri) if isinstance(uri, SipUri) else None
 
-    def _record_route(self, request: Request, inbound: str, outbound: str) -> None:
+    def _record_route(self, request: Request, inbound: str, outbound: str,
+                      secure: bool = False) -> None:
         # Two entries when the transport changes (RFC 5658): the top one is the side
         # the next hop talks to, the other the side the previous hop talks to.
         entries = []
         for transport in ((outbound, inbound) if inbound != outbound else (inbound,)):
             local = self.io.local_address(transport)
             if local is not None:
-                entries.append(forwarding.record_route_value(*local, transport))
+                entries.append(forwarding.record_route_value(*local, transport, secure))
         # Above any Record-Route already there, below the Via lines (kept together).
         headers = request.headers
         at = next((i for i, h in enumerate(headers) if h[0] == "record-route"), None)
@@ -442,6 +447,22 @@ class Proxy:
         for context in self._contexts.values():
             for branch in context.branches:
                 self._stop_timer_c(branch)
+
+
+def _secure(request: Request) -> bool:
+    """Whether ``request``'s Request-URI is a SIPS URI."""
+    uri = request.uri
+    return isinstance(uri, SipUri) and uri.secure
+
+
+def _secure_hop(request: Request, destination: Address) -> bool:
+    """Whether forwarding ``request`` (already retargeted) to ``destination`` keeps a
+    sips: request secure (RFC 3261 §26.2.2, RFC 5630): the hop is TLS and, unless a
+    Route decides the hop, the new Request-URI is a SIPS URI too (a phone that wants
+    sips: calls registers a sips: Contact, RFC 5630 §4.1)."""
+    if destination.transport != "tls":
+        return False
+    return bool(forwarding.routes(request)) or _secure(request)
 
 
 def _rank(status: int) -> tuple[int, int]:

@@ -8,6 +8,7 @@ failure is one line and a non-zero exit. :class:`GatewayService` then loads the 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import sys
@@ -17,6 +18,9 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
 
+from gateway.auth.authenticator import Authenticator, AuthPolicy
+from gateway.auth.secret import load_secret
+from gateway.auth.users import UserDirectory, UserStore
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core import SipCore
 from gateway.gc_policy import tune_garbage_collector
@@ -29,7 +33,8 @@ from gateway.proxy import Proxy
 from gateway.registrar import Registrar, RegistrarPolicy
 from gateway.routing import available_resolvers, build_chain
 from gateway.sip.client_transaction import ClientTransactionLayer
-from gateway.sip.transaction import TransactionLayer
+from gateway.sip.tls import TlsContexts, TlsSetupError, load_material
+from gateway.sip.transaction import Address, TransactionLayer
 from gateway.sip.transport import ListenError, TransportManager, bind_socket
 
 log = get_logger("gateway.service")
@@ -46,6 +51,8 @@ class Prepared:
     config: GatewayConfig
     store: LocationStore
     sockets: list[tuple[str, socket.socket]] = field(default_factory=list)
+    tls: TlsContexts | None = None
+    secret: bytes = b""
 
 
 def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
@@ -82,15 +89,44 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
     store.close()  # no connection may cross a daemon fork; the worker thread reconnects
     prepared = Prepared(config, store)
     try:
+        prepared.secret = load_secret(config.data_dir)
+        if config.tls.listen:
+            prepared.tls = _tls_contexts(config)
+    except (OSError, TlsSetupError) as exc:
+        raise StartupError(str(exc)) from None
+    try:
         for address in config.sip.listen_udp:
             prepared.sockets.append(("udp", bind_socket("udp", address)))
         for address in config.sip.listen_tcp:
             prepared.sockets.append(("tcp", bind_socket("tcp", address)))
+        for address in config.tls.listen:
+            prepared.sockets.append(("tls", bind_socket("tls", address)))
     except ListenError as exc:
         for _, sock in prepared.sockets:
             sock.close()
         raise StartupError(str(exc)) from None
     return prepared
+
+
+def _tls_contexts(config: GatewayConfig) -> TlsContexts:
+    """The TLS contexts, with the configured or the generated certificate."""
+    listen_hosts = [a.host for a in config.tls.listen if a.host not in ("0.0.0.0", "::")]
+    names = set(config.gateway.domains) | (LocalDomains((), ()).names)
+    names = {n for n in names if not _is_ip(n)}
+    addresses = {"127.0.0.1", "::1", *listen_hosts, *(d for d in config.gateway.domains
+                                                     if _is_ip(d))}
+    if config.sip.advertised_address:
+        addresses.add(config.sip.advertised_address)
+    material = load_material(config.tls, config.data_dir, names, addresses)
+    return TlsContexts(config.tls, material)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class GatewayService(service.Service):
@@ -122,11 +158,20 @@ class GatewayService(service.Service):
         self.transports = TransportManager(reactor, self._receive, config.sip.max_message_size,
                                            config.sip.max_tcp_connections,
                                            config.sip.tcp_idle_timeout,
-                                           absorb=self._absorb)
+                                           absorb=self._absorb, tls=prepared.tls)
+        user_store = UserStore(config.database.url, engine=prepared.store.engine
+                               if prepared.store.in_memory else None)
+        self.users = UserDirectory(user_store, reactor, config.database.sync_interval)
+        auth = config.auth
+        self.authenticator = Authenticator(
+            AuthPolicy(auth.trusted_networks, auth.realm, auth.algorithms, auth.methods,
+                       auth.nonce_lifetime, auth.max_failures, auth.lockout),
+            self.users, prepared.secret, self.myself)
         self.core = SipCore(Registrar(policy, self.local_domains), self.location,
                             self.transactions, self.transports.send, reactor,
                             force_rport=config.sip.force_rport, clients=self.clients,
-                            myself=self.myself)
+                            myself=self.myself, authenticator=self.authenticator,
+                            trusted_peer=self._trusted_peer)
         self.proxy = Proxy(self.core, build_chain(config.proxy.resolvers, self), reactor,
                            timer_c=config.proxy.timer_c)
         self.core.proxy = self.proxy
@@ -139,10 +184,16 @@ class GatewayService(service.Service):
     def _absorb(self, data: bytes, source: Any) -> bool:
         return self.core.absorb_datagram(data, source)
 
+    def _trusted_peer(self, source: Address) -> bool:
+        # Mutual TLS: every TLS connection proved its certificate in the handshake.
+        return (source.transport == "tls" and self.prepared.tls is not None
+                and self.prepared.tls.require_client_cert)
+
     def startService(self) -> None:  # noqa: N802 - Twisted API
-        """Load the registry, then open the listeners."""
+        """Load the registry and the users, then open the listeners."""
         super().startService()
         d = self.location.start()
+        d.addCallback(lambda _: Deferred.fromCoroutine(self.users.start()))
         d.addCallback(self._listen)
         d.addCallbacks(self.ready.callback, self._start_failed)
 
@@ -153,9 +204,14 @@ class GatewayService(service.Service):
         self.myself.set_listeners(self.transports.listening_addresses())
         for description in self.transports.listening_descriptions():
             log.info("listening on {listener}", listener=description)
-        log.info("gateway ready: {bindings} live bindings, domains {domains}",
-                 bindings=self.location.binding_count(),
-                 domains=", ".join(sorted(self.local_domains.names)))
+        tls = self.prepared.tls
+        if tls is not None:
+            log.info("TLS certificate {subject} from {source}, SHA-256 fingerprint "
+                     "{fingerprint}", subject=tls.material.subject,
+                     source=tls.material.source, fingerprint=tls.material.fingerprint)
+        log.info("gateway ready: {bindings} live bindings, {users} user credentials, "
+                 "domains {domains}", bindings=self.location.binding_count(),
+                 users=len(self.users), domains=", ".join(sorted(self.local_domains.names)))
         if self.tune_gc:
             tune_garbage_collector()
 
@@ -175,6 +231,7 @@ class GatewayService(service.Service):
             sock.close()
         self.prepared.sockets = []
         stopped = DeferredList(self.transports.stop())
+        stopped.addCallback(lambda _: self.users.stop())
         stopped.addCallback(lambda _: self.location.stop())
         return stopped
 

@@ -14,13 +14,15 @@ from gateway.service import GatewayService, prepare
 
 
 async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:
-    """Start a gateway service in this process (UDP and TCP on 127.0.0.1, free ports).
+    """Start a gateway service in this process (UDP, TCP and TLS on 127.0.0.1, free
+    ports).
 
     The registry worker is a thread, so tests can instrument the store; the default
     worker process is exercised by the twistd subprocess tests and test_store_runner.
     """
     settings = {"gateway.data_dir": str(data_dir), "sip.listen_udp": "127.0.0.1:0",
-                "sip.listen_tcp": "127.0.0.1:0", "database.sweep_interval": "1",
+                "sip.listen_tcp": "127.0.0.1:0", "tls.listen": "127.0.0.1:0",
+                "database.sweep_interval": "1",
                 "database.sync_interval": "0.5", "database.worker": "thread"}
     settings.update(overrides)
     from twisted.internet import reactor  # installed by pytest-twisted (asyncio)
@@ -32,7 +34,7 @@ async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:
 
 
 def ports(gateway: GatewayService) -> dict[str, int]:
-    """``{"udp": port, "tcp": port}`` of a running gateway."""
+    """``{"udp": port, "tcp": port, "tls": port}`` of a running gateway."""
     return {kind: port for kind, _, port in gateway.transports.listening_addresses()}
 
 

@@ -20,6 +20,8 @@ class Options(usage.Options):
                                    "(overrides sip.listen_udp; '' for none)."],
         ["listen-tcp", None, None, "TCP listen addresses, comma separated host:port "
                                    "(overrides sip.listen_tcp; '' for none)."],
+        ["listen-tls", None, None, "TLS listen addresses, comma separated host:port "
+                                   "(overrides tls.listen; '' for none)."],
         ["domain", None, None, "Domains served, comma separated (overrides gateway.domains)."],
         ["database", None, None, "SQLAlchemy database URL (overrides database.url)."],
         ["log-level", None, None, "debug, info, warn, error or critical."],
@@ -28,7 +30,8 @@ class Options(usage.Options):
     def overrides(self) -> dict[str, str]:
         """The options given, as config overrides."""
         mapping = {"data-dir": "gateway.data_dir", "listen-udp": "sip.listen_udp",
-                   "listen-tcp": "sip.listen_tcp", "domain": "gateway.domains",
+                   "listen-tcp": "sip.listen_tcp", "listen-tls": "tls.listen",
+                   "domain": "gateway.domains",
                    "database": "database.url", "log-level": "gateway.log_level"}
         return {key: self[opt] for opt, key in mapping.items() if self[opt] is not None}
 

@@ -56,15 +56,19 @@ class BindingRow(Base):
 
 
 class UserRow(Base):
-    """Digest credentials of a user (RFC 8760 hashes of ``user:realm:password``)."""
+    """Digest credentials of a user in one realm (RFC 8760 hashes of
+    ``username:realm:password``, never the password). ``aor`` is the address-of-record
+    these credentials may register and send requests as."""
 
     __tablename__ = "users"
 
-    aor: Mapped[str] = mapped_column(String, primary_key=True)
-    realm: Mapped[str] = mapped_column(String)
+    username: Mapped[str] = mapped_column(String, primary_key=True)
+    realm: Mapped[str] = mapped_column(String, primary_key=True)
+    aor: Mapped[str] = mapped_column(String, index=True)
     ha1_md5: Mapped[str] = mapped_column(String(32), default="")
     ha1_sha256: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[float] = mapped_column(Double, default=0.0)
+    updated_at: Mapped[float] = mapped_column(Double, default=0.0)
 
 
 class OverlayNodeRow(Base):

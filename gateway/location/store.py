@@ -215,6 +215,11 @@ class LocationStore:
         #: Whether the database lives in this process only (SQLite ``:memory:``).
         self.in_memory = isinstance(self._engine.pool, StaticPool)
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (shared by the user store for in-memory databases)."""
+        return self._engine
+
     def __repr__(self) -> str:
         return f"<LocationStore {self.safe_url}>"
 

@@ -71,8 +71,11 @@ def via_value(transport: str, host: str, port: int, branch: str) -> str:
     return f"SIP/2.0/{transport.upper()} {bracketed(host)}:{port};branch={branch};rport"
 
 
-def record_route_value(host: str, port: int, transport: str) -> str:
-    """A Record-Route value naming this gateway on one transport (loose routing)."""
+def record_route_value(host: str, port: int, transport: str, secure: bool = False) -> str:
+    """A Record-Route value naming this gateway on one transport (loose routing); a
+    SIPS URI for a TLS side of a ``sips:`` request (RFC 3261 §16.6 step 4)."""
+    if secure and transport == "tls":
+        return f"<sips:{bracketed(host)}:{port};lr>"
     suffix = "" if transport == "udp" else f";transport={transport}"
     return f"<sip:{bracketed(host)}:{port}{suffix};lr>"
 
@@ -146,17 +149,18 @@ def without_top_via(response: Response) -> Response:
 def uri_address(uri: SipUri) -> Address | None:
     """Where a SIP URI says to send (``maddr``, host, port, ``transport``); None when the
     host is a name that needs DNS (RFC 3263), which this gateway does not do yet."""
-    transport = uri.transport or ("tls" if uri.secure else "udp")
+    transport = "tls" if uri.secure else (uri.transport or "udp")
     host = uri.param("maddr") or uri.host
     host = host.strip("[]")
-    if host == "localhost":
-        host = "127.0.0.1"
+    name = ""
+    if host.lower() == "localhost":
+        host, name = "127.0.0.1", "localhost"
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return None
     port = uri.port or DEFAULT_PORTS.get(transport, 5060)
-    return Address(transport, host, port)
+    return Address(transport, host, port, 0, name)
 
 
 def received_address(received: str, transport: str) -> Address | None:

@@ -7,7 +7,7 @@ on first use and cache; they raise :class:`SipSyntaxError` for a malformed value
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.sip.errors import SipSyntaxError
@@ -122,6 +122,14 @@ class SipMessage:
         key = header_key(name)
         self.headers = [h for h in self.headers if h[0] != key]
         self._cache.clear()
+
+    def remove_values(self, name: str, drop: Callable[[str], bool]) -> None:
+        """Remove the lines of ``name`` whose value ``drop`` says to."""
+        key = header_key(name)
+        kept = [h for h in self.headers if h[0] != key or not drop(h[2])]
+        if len(kept) != len(self.headers):
+            self.headers = kept
+            self._cache.clear()
 
     def _cached(self, name: str, compute: Any) -> Any:
         try:

@@ -28,6 +28,9 @@ class Address(NamedTuple):
     host: str
     port: int
     connection: int = 0
+    #: For a TLS next hop: the name its certificate must carry (the URI's host), when
+    #: that is not ``host`` itself.
+    name: str = ""
 
     @property
     def reliable(self) -> bool:

@@ -1,4 +1,5 @@
-"""UDP and TCP transports (RFC 3261 §18): bytes in, parsed messages to the core; bytes out.
+"""UDP, TCP and TLS transports (RFC 3261 §18, §26): bytes in, parsed messages to the
+core; bytes out.
 
 Nothing here makes a routing decision. Unparseable requests are answered ``400`` (to the
 packet's source, never to a Via host) or dropped; no exception escapes into the reactor.
@@ -10,16 +11,19 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorSocket
+from twisted.internet.interfaces import IHandshakeListener, IReactorSocket
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gateway.config import ListenAddress
 from gateway.log import get_logger
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, StreamFramer, parse_message
 from gateway.sip.responses import build_error_response
+from gateway.sip.tls import TlsContexts, describe_failure
 from gateway.sip.transaction import Address
 from gateway.sip.uri import bracketed
 
@@ -128,17 +132,19 @@ def _reason(exc: ParseError) -> str:
     return f"{base} ({exc.reason})"
 
 
+@implementer(IHandshakeListener)
 class StreamTransport(Protocol, TimeoutMixin):
-    """One TCP connection: frames by Content-Length, answers CRLF keep-alives, closes on
-    garbage or oversize input, and times out when idle."""
+    """One TCP or TLS connection: frames by Content-Length, answers CRLF keep-alives
+    (RFC 5626 §3.5.1), closes on garbage or oversize input, and times out when idle."""
 
     factory: StreamFactory
 
     def __init__(self) -> None:
         self.framer: StreamFramer | None = None
         self.peer: Address | None = None
-        #: For a connection the gateway opened: called once it is up.
-        self.on_connected: Callable[[StreamTransport], None] | None = None
+        #: For a connection the gateway opened: told when it is ready or failed.
+        self.outgoing: _OutgoingFactory | None = None
+        self.secure = False  # TLS handshake done
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
         """Register the connection so responses and requests can reuse it."""
@@ -146,10 +152,19 @@ class StreamTransport(Protocol, TimeoutMixin):
         self.peer = Address(self.factory.transport_name, peer.host, peer.port, id(self))
         self.framer = StreamFramer(self.factory.max_message_size)
         self.factory.connections[id(self)] = self
-        self.factory.by_peer[(peer.host, peer.port)] = self
         self.setTimeout(self.factory.idle_timeout)
-        if self.on_connected is not None:
-            self.on_connected(self)
+        if self.factory.transport_name == "tls" and self.outgoing is not None:
+            return  # usable (and reusable) once the peer's certificate is verified
+        self.factory.by_peer[(peer.host, peer.port)] = self
+        if self.outgoing is not None:
+            self.outgoing.connected(self)
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted API
+        """TLS is up (for an outgoing connection: the peer's certificate verified)."""
+        self.secure = True
+        if self.outgoing is not None and self.peer is not None:
+            self.factory.by_peer[(self.peer.host, self.peer.port)] = self
+            self.outgoing.connected(self)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
         """Feed bytes to the framer; every complete message goes to the core."""
@@ -185,12 +200,18 @@ class StreamTransport(Protocol, TimeoutMixin):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted API
-        """Forget the connection."""
+        """Forget the connection (an outgoing one that never got ready fails its queue)."""
         self.setTimeout(None)
         self.factory.connections.pop(id(self), None)
         if self.peer is not None and self.factory.by_peer.get(
                 (self.peer.host, self.peer.port)) is self:
             del self.factory.by_peer[(self.peer.host, self.peer.port)]
+        if self.outgoing is not None and self.outgoing.queue:
+            self.outgoing.failed(describe_failure(reason) if reason is not None
+                                 else "connection closed")
+        elif self.factory.transport_name == "tls" and not self.secure and reason is not None:
+            log.info("TLS handshake with {peer} failed: {why}", peer=self.peer,
+                     why=describe_failure(reason))
 
 
 class StreamFactory(Factory):
@@ -219,15 +240,30 @@ class StreamFactory(Factory):
         return super().buildProtocol(addr)
 
 
+class _TlsServerFactory(TLSMemoryBIOFactory):
+    """TLS around a :class:`StreamFactory`; a connection the stream factory refuses
+    (too many open) is refused before any handshake."""
+
+    noisy = False
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted API
+        """None when the wrapped factory refuses."""
+        if len(self.wrappedFactory.connections) >= self.wrappedFactory.max_connections:
+            return self.wrappedFactory.buildProtocol(addr)  # logs the refusal, None
+        return super().buildProtocol(addr)
+
+
 class _OutgoingFactory(ClientFactory):
-    """Opens one connection to a next hop and sends what was queued for it once up."""
+    """Opens one connection to a next hop and sends what was queued for it once it is
+    up (for TLS: once the peer's certificate is verified)."""
 
     noisy = False
 
     def __init__(self, streams: StreamFactory, key: tuple[str, int],
-                 pending: dict[tuple[str, int], _OutgoingFactory]) -> None:
+                 pending: dict[tuple[str, str, int], _OutgoingFactory]) -> None:
         self.streams = streams
         self.key = key
+        self.pending_key = (streams.transport_name, *key)
         self.pending = pending
         self.queue: list[tuple[bytes, SendError | None]] = []
 
@@ -235,25 +271,30 @@ class _OutgoingFactory(ClientFactory):
         """A stream protocol served by the listening side's factory."""
         protocol = StreamTransport()
         protocol.factory = self.streams
-        protocol.on_connected = self.connected
+        protocol.outgoing = self
         return protocol
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
         """Every queued message fails."""
-        self.pending.pop(self.key, None)
-        message = f"cannot connect to {self.key[0]}:{self.key[1]}: {reason.getErrorMessage()}"
+        self.failed(reason.getErrorMessage())
+
+    def failed(self, why: str) -> None:
+        """The connection could not be made or verified: every queued message fails."""
+        self.pending.pop(self.pending_key, None)
+        message = (f"cannot connect to {self.streams.transport_name} "
+                   f"{bracketed(self.key[0])}:{self.key[1]}: {why}")
         log.info("{message}", message=message)
-        for _, on_error in self.queue:
+        queue, self.queue = self.queue, []
+        for _, on_error in queue:
             if on_error is not None:
                 on_error(message)
-        self.queue = []
 
     def connected(self, protocol: StreamTransport) -> None:
         """Flush the queue over the new connection."""
-        self.pending.pop(self.key, None)
-        for data, _ in self.queue:
+        self.pending.pop(self.pending_key, None)
+        queue, self.queue = self.queue, []
+        for data, _ in queue:
             protocol.transport.write(data)
-        self.queue = []
 
 
 class TransportManager:
@@ -261,7 +302,7 @@ class TransportManager:
 
     def __init__(self, reactor: IReactorSocket, receive: Receiver, max_message_size: int,
                  max_connections: int, idle_timeout: float,
-                 absorb: Absorber | None = None) -> None:
+                 absorb: Absorber | None = None, tls: TlsContexts | None = None) -> None:
         self.reactor = reactor
         self.receive = receive
         self.absorb = absorb
@@ -270,8 +311,11 @@ class TransportManager:
         self.udp_by_family: dict[int, UdpTransport] = {}
         self.stream_factory = StreamFactory(self._receive, max_message_size, max_connections,
                                             idle_timeout)
-        self.ports: list[Any] = []
-        self._connecting: dict[tuple[str, int], _OutgoingFactory] = {}
+        self.tls = tls
+        self.tls_factory = StreamFactory(self._receive, max_message_size, max_connections,
+                                         idle_timeout, transport_name="tls")
+        self.ports: list[tuple[str, Any]] = []
+        self._connecting: dict[tuple[str, str, int], _OutgoingFactory] = {}
         #: Seconds an outgoing TCP connection may take to open.
         self.connect_timeout = 10.0
 
@@ -287,10 +331,15 @@ class TransportManager:
                                                   maxPacketSize=self.max_message_size + 1)
             self.udp[protocol.ident] = protocol
             self.udp_by_family.setdefault(family, protocol)
+        elif kind == "tls":
+            if self.tls is None:
+                raise ListenError("a TLS listener needs a certificate")
+            factory = _TlsServerFactory(self.tls.server, False, self.tls_factory)
+            port = self.reactor.adoptStreamPort(sock.fileno(), family, factory)
         else:
             port = self.reactor.adoptStreamPort(sock.fileno(), family, self.stream_factory)
         sock.close()
-        self.ports.append(port)
+        self.ports.append((kind, port))
 
     def send(self, data: bytes, address: Address, on_error: SendError | None = None) -> None:
         """Send ``data`` to ``address``: UDP from the socket the message came in on (or
@@ -305,10 +354,10 @@ class TransportManager:
                 return
             protocol.send(data, address.host, address.port)
             return
-        if address.transport != "tcp":
+        streams = self._streams(address.transport)
+        if streams is None:
             _fail(on_error, f"no {address.transport.upper()} transport")
             return
-        streams = self.stream_factory
         connection = streams.connections.get(address.connection) if address.connection else None
         if connection is None:
             connection = streams.by_peer.get((address.host, address.port))
@@ -322,27 +371,43 @@ class TransportManager:
             return
         self._connect(address, data, on_error)
 
+    def _streams(self, transport: str) -> StreamFactory | None:
+        if transport == "tcp":
+            return self.stream_factory
+        if transport == "tls" and self.tls is not None:
+            return self.tls_factory
+        return None
+
     def has_connection(self, address: Address) -> bool:
-        """Whether a stream connection with ``address``'s host and port is open."""
-        connection = self.stream_factory.by_peer.get((address.host, address.port))
+        """Whether a stream connection of ``address``'s transport with its host and port
+        is open."""
+        streams = self._streams(address.transport)
+        connection = streams.by_peer.get((address.host, address.port)) if streams else None
         return connection is not None and connection.transport is not None
 
     def _connect(self, address: Address, data: bytes, on_error: SendError | None) -> None:
-        key = (address.host, address.port)
-        pending = self._connecting.get(key)
+        streams = self._streams(address.transport)
+        assert streams is not None
+        pending = self._connecting.get((address.transport, address.host, address.port))
         if pending is None:
-            pending = self._connecting[key] = _OutgoingFactory(self.stream_factory, key,
-                                                               self._connecting)
-            self.reactor.connectTCP(address.host, address.port, pending,
+            pending = _OutgoingFactory(streams, (address.host, address.port), self._connecting)
+            self._connecting[pending.pending_key] = pending
+            factory: Any = pending
+            if address.transport == "tls":
+                assert self.tls is not None
+                # The name checked in the peer's certificate: the host the target URI
+                # named (RFC 5922), or its IP address.
+                factory = TLSMemoryBIOFactory(self.tls.client(address.name or address.host),
+                                              True, pending)
+            self.reactor.connectTCP(address.host, address.port, factory,
                                     timeout=self.connect_timeout)
         pending.queue.append((data, on_error))
 
     def listening_addresses(self) -> list[tuple[str, str, int]]:
         """``(kind, host, port)`` of every open listener."""
         result = []
-        for port in self.ports:
+        for kind, port in self.ports:
             host = port.getHost()
-            kind = "udp" if host.type == "UDP" else "tcp"
             result.append((kind, host.host, host.port))
         return result
 
@@ -355,10 +420,11 @@ class TransportManager:
 
     def stop(self) -> list[Any]:
         """Stop listening and close stream connections; returns Deferreds to wait for."""
-        deferreds = [port.stopListening() for port in self.ports]
+        deferreds = [port.stopListening() for _, port in self.ports]
         self.ports = []
-        for connection in list(self.stream_factory.connections.values()):
-            connection.transport.loseConnection()
+        for streams in (self.stream_factory, self.tls_factory):
+            for connection in list(streams.connections.values()):
+                connection.transport.loseConnection()
         return [d for d in deferreds if d is not None]
 
 

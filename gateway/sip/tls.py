@@ -1,0 +1,302 @@
+"""TLS for SIP (RFC 3261 §26, RFC 5630): the gateway's certificate, the server context
+of its listener, and client contexts that verify peers with service-identity.
+
+With no certificate configured, a self-signed one is generated into
+``<data_dir>/tls/`` on first start (EC P-256, SHA-256, the gateway's domains, host
+names and loopback addresses as subject alternative names) and reused afterwards; its
+SHA-256 fingerprint is logged at every start so peers can pin or import it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
+from twisted.internet import ssl
+
+from gateway.config import TlsSection
+from gateway.log import get_logger
+
+log = get_logger("gateway.sip.tls")
+
+GENERATED_DIR = "tls"
+GENERATED_CERT = "gateway.crt"
+GENERATED_KEY = "gateway.key"
+GENERATED_DAYS = 3650
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+class TlsSetupError(Exception):
+    """The TLS material cannot be used; ``str()`` is one line naming the config key."""
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """The gateway's certificate and key, the chain sent with it, and where it came from."""
+
+    certificate: ssl.PrivateCertificate
+    chain: tuple[ssl.Certificate, ...]
+    source: str  # the file it was read from
+    generated: bool
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 fingerprint, colon-separated upper-case hex (as ``openssl x509
+        -fingerprint -sha256`` prints it)."""
+        return self.certificate.original.digest("sha256").decode("ascii")
+
+    @property
+    def subject(self) -> str:
+        """The certificate's common name (or its whole subject)."""
+        subject = self.certificate.original.to_cryptography().subject
+        names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else subject.rfc4514_string()
+
+
+def _read(path: str, key: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TlsSetupError(f"tls.{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def _pem_certificates(data: bytes, path: str, key: str) -> list[x509.Certificate]:
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise TlsSetupError(f"tls.{key}: no PEM certificate in {path}")
+    return certificates
+
+
+def load_material(config: TlsSection, data_dir: str, names: Iterable[str],
+                  addresses: Iterable[str]) -> TlsMaterial:
+    """The configured certificate, or the generated one (created or renewed when it is
+    missing, expired or lacks one of ``names``)."""
+    if config.certificate:
+        return _configured(config)
+    return _generated(Path(data_dir) / GENERATED_DIR, sorted(set(names)),
+                      sorted(set(addresses)))
+
+
+def _configured(config: TlsSection) -> TlsMaterial:
+    cert_data = _read(config.certificate, "certificate")
+    certificates = _pem_certificates(cert_data, config.certificate, "certificate")
+    key_path, key_name = ((config.private_key, "private_key") if config.private_key
+                          else (config.certificate, "certificate"))
+    key_data = _read(key_path, key_name)
+    try:
+        key = serialization.load_pem_private_key(key_data, password=None)
+    except (ValueError, TypeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "no unencrypted PEM private key"
+        raise TlsSetupError(f"tls.{key_name}: cannot load the private key from {key_path}: "
+                            f"{detail}") from None
+    leaf = certificates[0]
+    if leaf.public_key().public_bytes(serialization.Encoding.DER,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo) != \
+            key.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo):
+        raise TlsSetupError(f"tls.{key_name}: the private key in {key_path} does not belong "
+                            f"to the certificate in {config.certificate}")
+    chain = certificates[1:]
+    if config.chain:
+        chain += _pem_certificates(_read(config.chain, "chain"), config.chain, "chain")
+    return TlsMaterial(_private_certificate(leaf, key), tuple(_twisted(c) for c in chain),
+                       config.certificate, generated=False)
+
+
+def _private_certificate(certificate: x509.Certificate, key: Any) -> ssl.PrivateCertificate:
+    pem = certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    return ssl.PrivateCertificate.loadPEM(pem)
+
+
+def _twisted(certificate: x509.Certificate) -> ssl.Certificate:
+    return ssl.Certificate.loadPEM(certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def _generated(directory: Path, names: list[str], addresses: list[str]) -> TlsMaterial:
+    cert_path, key_path = directory / GENERATED_CERT, directory / GENERATED_KEY
+    if cert_path.exists() and key_path.exists():
+        try:
+            certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise TlsSetupError(f"tls.certificate: the generated certificate in {directory} "
+                                f"cannot be read ({exc}); remove it to get a new one") from None
+        missing = _missing_names(certificate, names, addresses)
+        expired = certificate.not_valid_after_utc <= datetime.datetime.now(datetime.UTC)
+        if not missing and not expired:
+            return TlsMaterial(_private_certificate(certificate, key), (), str(cert_path),
+                               generated=True)
+        log.warn("renewing the self-signed TLS certificate in {dir}: {why}", dir=str(directory),
+                 why="expired" if expired else f"does not name {', '.join(missing)}")
+    certificate, key = _self_signed(names, addresses)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_private(key_path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    except OSError as exc:
+        raise TlsSetupError(f"gateway.data_dir: cannot write the TLS certificate to "
+                            f"{directory}: {exc.strerror}") from None
+    material = TlsMaterial(_private_certificate(certificate, key), (), str(cert_path),
+                           generated=True)
+    log.info("generated a self-signed TLS certificate in {path}", path=str(cert_path))
+    return material
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def _missing_names(certificate: x509.Certificate, names: list[str],
+                   addresses: list[str]) -> list[str]:
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return names + addresses
+    dns = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+    ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return [n for n in names if n.lower() not in dns] + [a for a in addresses if a not in ips]
+
+
+def _self_signed(names: list[str], addresses: list[str]) -> tuple[x509.Certificate, Any]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    common_name = names[0] if names else socket.gethostname() or "p2psip-gateway"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "p2psip-gateway")])
+    alternative: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    alternative += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=GENERATED_DAYS))
+        .add_extension(x509.SubjectAlternativeName(alternative), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
+                                     content_commitment=False, data_encipherment=False,
+                                     key_agreement=True, key_cert_sign=False, crl_sign=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def trust_root(config: TlsSection) -> Any:
+    """The trust store peers are verified against: ``tls.ca_file``, else the system's."""
+    if not config.ca_file:
+        return ssl.platformTrust()
+    certificates = _pem_certificates(_read(config.ca_file, "ca_file"), config.ca_file,
+                                     "ca_file")
+    return ssl.trustRootFromCertificates([_twisted(c) for c in certificates])
+
+
+def _ciphers(config: TlsSection) -> Any:
+    if not config.ciphers:
+        return None  # Twisted's default: forward-secret AEAD suites only
+    if not _any_cipher(config.ciphers):
+        raise TlsSetupError(f"tls.ciphers: {config.ciphers!r} selects no cipher")
+    return ssl.AcceptableCiphers.fromOpenSSLCipherString(config.ciphers)
+
+
+def _any_cipher(cipher_string: str) -> bool:
+    context = SSL.Context(SSL.TLS_METHOD)
+    try:
+        context.set_cipher_list(cipher_string.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError):
+        return False
+    return True
+
+
+class TlsContexts:
+    """The server options of the listener and per-name client options for outgoing
+    connections, built once from the configuration."""
+
+    def __init__(self, config: TlsSection, material: TlsMaterial) -> None:
+        self.config = config
+        self.material = material
+        self.require_client_cert = config.require_client_cert
+        if config.require_client_cert and not config.ca_file:
+            raise TlsSetupError("tls.ca_file: needed to verify client certificates when "
+                                "tls.require_client_cert is on")
+        self._trust = trust_root(config)
+        self._common: dict[str, Any] = {"raiseMinimumTo": _VERSIONS[config.min_version]}
+        ciphers = _ciphers(config)
+        if ciphers is not None:
+            self._common["acceptableCiphers"] = ciphers
+        server: dict[str, Any] = dict(self._common)
+        if config.require_client_cert:
+            server.update(trustRoot=self._trust, requireCertificate=True)
+        self.server = ssl.CertificateOptions(
+            privateKey=material.certificate.privateKey.original,
+            certificate=material.certificate.original,
+            extraCertChain=[c.original for c in material.chain], **server)
+        try:
+            self.server.getContext()
+        except SSL.Error as exc:
+            raise TlsSetupError(f"tls.ciphers: {_ssl_error(exc)}") from None
+        self._clients: dict[str, Any] = {}
+
+    def client(self, server_name: str) -> Any:
+        """Options for a connection to ``server_name`` (a host name or IP address) that
+        verify its certificate against the trust store and check the name with
+        service-identity; the gateway's certificate goes along for mutual TLS."""
+        creator = self._clients.get(server_name)
+        if creator is None:
+            extra = dict(self._common)
+            if self.material.chain:
+                extra["extraCertChain"] = [c.original for c in self.material.chain]
+            creator = ssl.optionsForClientTLS(
+                server_name, trustRoot=self._trust,
+                clientCertificate=self.material.certificate, extraCertificateOptions=extra)
+            if len(self._clients) < 1024:
+                self._clients[server_name] = creator
+        return creator
+
+
+def _ssl_error(exc: SSL.Error) -> str:
+    parts = [item[-1] for item in exc.args[0]] if exc.args and isinstance(exc.args[0], list) \
+        else [str(exc)]
+    return "; ".join(str(p) for p in parts) or "OpenSSL error"
+
+
+def describe_failure(reason: Any) -> str:
+    """A short reason for a TLS connection that failed (for logs and 503 phrases)."""
+    value = getattr(reason, "value", reason)
+    name = type(value).__name__
+    if name == "VerificationError":
+        return "certificate name mismatch"
+    if isinstance(value, SSL.Error):
+        text = _ssl_error(value)
+        if "certificate verify failed" in text:
+            return "certificate not trusted"
+        return f"TLS error: {text}"
+    message = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(value)
+    return message.splitlines()[0] if message else name
