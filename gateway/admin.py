@@ -7,6 +7,7 @@ database error (one line on stderr, no traceback).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from gateway.auth.users import UserError, UserStore, canonical_aor, domain_part, user_part
 from gateway.location.binding import Binding
 from gateway.location.store import LocationStore, RegistryUnavailable
 
@@ -55,6 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("aor", metavar="AOR", help="address-of-record, as 'bindings list' shows")
     remove.set_defaults(handler=cmd_bindings_remove)
 
+    users = commands.add_parser("users", help="manage digest credentials")
+    users_commands = users.add_subparsers(dest="action", metavar="ACTION", required=True)
+    password_help = ("read the password from the first line of standard input instead of "
+                     "prompting (also used when standard input is not a terminal)")
+    add = users_commands.add_parser("add", help="create credentials for an AoR")
+    add.add_argument("aor", metavar="AOR", help="address-of-record, e.g. sip:alice@example.com")
+    add.add_argument("--realm", help="digest realm (default: auth.realm, else the AoR's "
+                                     "domain)")
+    add.add_argument("--username", help="digest username (default: the AoR's user part)")
+    add.add_argument("--password-stdin", action="store_true", help=password_help)
+    add.set_defaults(handler=cmd_users_add)
+    passwd = users_commands.add_parser("passwd", help="change the password of an AoR")
+    passwd.add_argument("aor", metavar="AOR")
+    passwd.add_argument("--realm", help="only the credentials of this realm")
+    passwd.add_argument("--password-stdin", action="store_true", help=password_help)
+    passwd.set_defaults(handler=cmd_users_passwd)
+    remove_user = users_commands.add_parser("remove", help="delete the credentials of an AoR")
+    remove_user.add_argument("aor", metavar="AOR")
+    remove_user.add_argument("--realm", help="only the credentials of this realm")
+    remove_user.set_defaults(handler=cmd_users_remove)
+    list_users = users_commands.add_parser("list", help="show users (never passwords)")
+    list_users.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    list_users.set_defaults(handler=cmd_users_list)
+
     db = commands.add_parser("db", help="manage the registry schema")
     db_commands = db.add_subparsers(dest="action", metavar="ACTION", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or upgrade the registry schema")
@@ -88,6 +114,37 @@ def database_url(args: argparse.Namespace) -> str:
     except Exception as exc:  # ConfigError and the like: their message names the problem
         raise AdminError(str(exc) or f"cannot load {args.config}: {exc!r}") from exc
     return config.database.url
+
+
+def default_realm(args: argparse.Namespace, aor: str) -> str:
+    """``--realm``, else ``auth.realm`` of the configuration, else the AoR's domain."""
+    if getattr(args, "realm", None):
+        return str(args.realm)
+    if args.config:
+        from gateway.config import load_config
+
+        try:
+            realm = load_config(args.config).auth.realm
+        except Exception as exc:  # ConfigError: its message names the key
+            raise AdminError(str(exc)) from exc
+        if realm:
+            return realm
+    return domain_part(aor)
+
+
+def read_password(args: argparse.Namespace, stdin: TextIO | None = None) -> str:
+    """The new password: a line of standard input with ``--password-stdin`` or when it
+    is not a terminal, else typed twice at a prompt that does not echo."""
+    stdin = stdin or sys.stdin
+    if args.password_stdin or not stdin.isatty():
+        password = stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise AdminError("the passwords do not match")
+    if not password:
+        raise AdminError("empty password")
+    return password
 
 
 def open_store(args: argparse.Namespace, must_exist: bool = True) -> LocationStore:
@@ -167,6 +224,75 @@ def cmd_bindings_remove(store: LocationStore, args: argparse.Namespace, out: Tex
     return EXIT_OK
 
 
+def _users(store: LocationStore) -> UserStore:
+    if not store.schema_is_current():
+        raise AdminError(f"the registry schema is not current: run '{PROG} db upgrade' (or "
+                         "start the gateway) first")
+    return UserStore(store.safe_url, engine=store.engine)
+
+
+def _aor(text: str) -> str:
+    try:
+        return canonical_aor(text)
+    except UserError as exc:
+        raise AdminError(str(exc)) from exc
+
+
+def cmd_users_add(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
+    """``users add AOR [--realm R] [--username U] [--password-stdin]``."""
+    aor = _aor(args.aor)
+    realm = default_realm(args, aor)
+    username = args.username or user_part(aor)
+    password = read_password(args)
+    try:
+        _users(store).add(aor, username, realm, password)
+    except UserError as exc:
+        raise AdminError(str(exc)) from exc
+    out.write(f"added {aor} (username {username!r}, realm {realm!r})\n")
+    return EXIT_OK
+
+
+def cmd_users_passwd(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
+    """``users passwd AOR [--realm R] [--password-stdin]``."""
+    aor = _aor(args.aor)
+    password = read_password(args)
+    changed = _users(store).set_password(aor, args.realm, password)
+    if not changed:
+        print(f"{PROG}: no credentials of {aor}" + (f" in realm {args.realm!r}"
+              if args.realm else ""), file=sys.stderr)
+        return EXIT_NOT_FOUND
+    out.write(f"changed the password of {aor} ({changed} realm(s))\n")
+    return EXIT_OK
+
+
+def cmd_users_remove(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
+    """``users remove AOR [--realm R]``."""
+    aor = _aor(args.aor)
+    removed = _users(store).remove(aor, args.realm)
+    if not removed:
+        print(f"{PROG}: no credentials of {aor}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    out.write(f"removed {removed} credential(s) of {aor}\n")
+    return EXIT_OK
+
+
+def cmd_users_list(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
+    """``users list [--json]``: AoR, username and realm; never the hashes."""
+    users = _users(store).load_all()
+    if args.json:
+        json.dump([{"aor": u.aor, "username": u.username, "realm": u.realm,
+                    "algorithms": [a for a, h in (("SHA-256", u.ha1_sha256),
+                                                  ("MD5", u.ha1_md5)) if h]}
+                   for u in users], out, indent=2)
+        out.write("\n")
+    elif users:
+        _table([["AOR", "USERNAME", "REALM"]] + [[u.aor, u.username, u.realm] for u in users],
+               set(), out)
+    else:
+        out.write("no users\n")
+    return EXIT_OK
+
+
 def cmd_db_upgrade(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
     """``db upgrade``."""
     store.upgrade_schema()
@@ -181,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = open_store(args, must_exist=args.handler is not cmd_db_upgrade)
         return args.handler(store, args, sys.stdout)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return EXIT_ERROR
     except (AdminError, RegistryUnavailable) as exc:
         message = " ".join(str(exc).split())
         print(f"{PROG}: error: {message}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""A minimal blocking SIP user agent over real UDP/TCP sockets on 127.0.0.1, for proxy
+"""A minimal blocking SIP user agent over real UDP/TCP/TLS sockets on 127.0.0.x, for proxy
 tests (run it in a thread from async tests). It builds requests, answers requests with
 the gateway's own response builder, and keeps the dialog's route set."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import time
 import uuid
 
@@ -24,9 +25,13 @@ class UA:
     """One user agent: a socket, a user name, and helpers for the usual exchanges."""
 
     def __init__(self, user: str, gateway_port: int, transport: str = "udp",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, *, local_host: str = HOST,
+                 tls: ssl.SSLContext | None = None, server_name: str = "localhost",
+                 sips_contact: bool = False) -> None:
         self.user = user
         self.transport = transport
+        self.local_host = local_host
+        self.sips_contact = sips_contact
         self.gateway = (HOST, gateway_port)
         self.timeout = timeout
         self._framer = StreamFramer(65535)
@@ -36,13 +41,17 @@ class UA:
         self._pending: list[bytes] = []
         if transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind((HOST, 0))
+            self.sock.bind((local_host, 0))
         else:
             self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((HOST, 0))
+            self.listener.bind((local_host, 0))
             self.listener.listen(4)
-            self.sock = socket.create_connection(self.gateway, timeout=timeout)
+            self.sock = socket.create_connection(self.gateway, timeout=timeout,
+                                                 source_address=(local_host, 0))
+            if transport == "tls":
+                assert tls is not None, "a TLS UA needs an SSLContext"
+                self.sock = tls.wrap_socket(self.sock, server_hostname=server_name)
         self.sock.settimeout(timeout)
         self.port = (self.sock if transport == "udp" else self.listener).getsockname()[1]
 
@@ -53,13 +62,16 @@ class UA:
 
     @property
     def contact(self) -> str:
-        """The Contact URI (for TCP: its listening port)."""
-        suffix = "" if self.transport == "udp" else ";transport=tcp"
-        return f"sip:{self.user}@{HOST}:{self.port}{suffix}"
+        """The Contact URI (for TCP/TLS: its listening port)."""
+        if self.sips_contact:
+            return f"sips:{self.user}@{self.local_host}:{self.port}"
+        suffix = "" if self.transport == "udp" else f";transport={self.transport}"
+        return f"sip:{self.user}@{self.local_host}:{self.port}{suffix}"
 
     def via(self) -> str:
         """A fresh Via for a request from this UA."""
-        return f"SIP/2.0/{self.transport.upper()} {HOST}:{self.port};branch={_branch()};rport"
+        return (f"SIP/2.0/{self.transport.upper()} {self.local_host}:{self.port};"
+                f"branch={_branch()};rport")
 
     # --- wire -----------------------------------------------------------------------------
 
@@ -91,8 +103,11 @@ class UA:
     def _read_streams(self, remaining: float) -> None:
         """Read from the connection to the gateway, and from connections the gateway
         opened to our listener (accepting them as they come)."""
-        readable, _, _ = select.select([self.sock, self.listener, *self._accepted], [], [],
-                                       remaining)
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            readable = [self.sock]  # decrypted bytes select() cannot see
+        else:
+            readable, _, _ = select.select([self.sock, self.listener, *self._accepted], [],
+                                           [], remaining)
         for sock in readable:
             if sock is self.listener:
                 conn, _ = self.listener.accept()
@@ -131,13 +146,14 @@ class UA:
 
     # --- building -------------------------------------------------------------------------
 
-    def register(self, expires: int = 3600) -> Response:
+    def register(self, expires: int = 3600,
+                 extra: list[tuple[str, str]] | None = None) -> Response:
         """Register ``self.contact`` and return the final response."""
         request = self.request("REGISTER", f"sip:{HOST}", to=self.uri,
                                extra=[("Contact", f"<{self.contact}>"),
-                                      ("Expires", str(expires))])
+                                      ("Expires", str(expires)), *(extra or [])])
         self.send(request)
-        return self.expect(200, 400, 403, 404, 423, 500)
+        return self.expect(200, 400, 401, 403, 404, 423, 500)
 
     def request(self, method: str, uri: str, *, to: str | None = None,
                 call_id: str | None = None, cseq: int = 1, from_tag: str | None = None,

@@ -41,8 +41,8 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         port = busy.getsockname()[1]
         result = run_twistd("p2psip-gateway", "--data-dir", str(tmp_path / "d"),
-                            "--listen-udp", f"127.0.0.1:{port}", "--listen-tcp", "", "--listen-tls", "",
-                            cwd=tmp_path)
+                            "--listen-udp", f"127.0.0.1:{port}", "--listen-tcp", "",
+                            "--listen-tls", "", cwd=tmp_path)
     assert result.returncode != 0
     assert last_line(result) == (f"p2psip-gateway: cannot listen on udp 127.0.0.1:{port}: "
                                  "Address already in use")
