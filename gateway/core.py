@@ -247,7 +247,7 @@ class SipCore:
         def failed(reason: str) -> None:
             log.info("cannot send {method} to {destination}: {reason}",
                      method=request.method, destination=destination, reason=reason)
-            self.clients.transport_error(txn)
+            self.clients.transport_error(txn, reason)
             self._dispatch_client_events()
 
         for data, address in sends:

@@ -94,6 +94,7 @@ class ResponseContext:
     groups: list[list[Target]]
     branches: list[Branch] = field(default_factory=list)
     best: Response | None = None
+    best_is_ours: bool = False  # ``best`` was made here (no next hop answered it)
     answered: bool = False  # a final response went upstream
     cancelled: bool = False
     got_2xx: bool = False
@@ -232,13 +233,16 @@ class Proxy:
             except SipSyntaxError:
                 return None
             return forwarding.uri_address(uri) if isinstance(uri, SipUri) else None
-        flow = target.flow
-        if flow is not None and (flow.transport == "udp" or self.io.flow_alive(flow)):
-            # Where the UA registered from: its NAT binding (UDP) or its open
-            # connection (TCP). A closed connection leaves the Contact to reach it.
-            return flow
         uri = request.uri
-        return forwarding.uri_address(uri) if isinstance(uri, SipUri) else None
+        named = forwarding.uri_address(uri) if isinstance(uri, SipUri) else None
+        flow = target.flow
+        if flow is not None and (flow.transport == "udp" or self.io.flow_alive(flow)) and not (
+                named is not None and named.transport == "tls" and flow.transport != "tls"):
+            # Where the UA registered from: its NAT binding (UDP) or its open
+            # connection (TCP/TLS). A closed connection leaves the Contact to reach it,
+            # and so does a Contact that asks for TLS when the flow is not TLS.
+            return flow
+        return named
 
     def _record_route(self, request: Request, inbound: str, outbound: str,
                       secure: bool = False) -> None:
@@ -328,7 +332,8 @@ class Proxy:
         elif event is ClientEvent.TIMEOUT:
             self._branch_failed(branch, 408, "Request Timeout")
         else:
-            self._branch_failed(branch, 503, "Service Unavailable (transport error)")
+            why = _reason_text(txn.error) or "transport error"
+            self._branch_failed(branch, 503, f"Service Unavailable ({why})")
 
     def _on_response(self, branch: Branch, response: Response) -> None:
         context = branch.context
@@ -369,11 +374,13 @@ class Proxy:
             self._cancel_others(context, branch)
         self._maybe_finish(context)
 
-    def _consider(self, context: ResponseContext, response: Response) -> None:
+    def _consider(self, context: ResponseContext, response: Response,
+                  ours: bool = False) -> None:
         """Keep the best final response so far (RFC 3261 §16.7 step 6)."""
         best = context.best
         if best is None or _rank(response.status) < _rank(best.status):
             context.best = response
+            context.best_is_ours = ours
 
     def _cancel_others(self, context: ResponseContext, winner: Branch) -> None:
         for branch in context.branches:
@@ -394,7 +401,7 @@ class Proxy:
         if branch is not None:
             branch.final = status
         if context.request is not None:
-            self._consider(context, build_response(context.request, status, reason))
+            self._consider(context, build_response(context.request, status, reason), ours=True)
 
     def _maybe_finish(self, context: ResponseContext) -> None:
         if any(branch.pending for branch in context.branches):
@@ -410,7 +417,7 @@ class Proxy:
         if context.cancelled:
             response = build_response(request, 487)
         elif context.best is not None:
-            response = _upstream(context.best, request)
+            response = _upstream(context.best, request, context.best_is_ours)
         else:
             response = build_response(request, 408)
         context.best = None
@@ -474,10 +481,18 @@ def _rank(status: int) -> tuple[int, int]:
     return (klass, 999 if status == 503 else status)
 
 
-def _upstream(best: Response, request: Request) -> Response:
+def _reason_text(text: str) -> str:
+    """``text`` fit for a reason phrase: one line, no control characters, not too long."""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return cleaned[:160]
+
+
+def _upstream(best: Response, request: Request, ours: bool) -> Response:
     """The best response as it goes upstream (received ones are kept with our Via
-    already removed): a 503 becomes 500 (RFC 3261 §16.7 step 6)."""
-    if best.status == 503:
+    already removed). A 503 received from a next hop becomes 500 (RFC 3261 §16.7 step
+    6: it says nothing about this proxy's load); a 503 of our own (the next hop could
+    not be reached, or its certificate was refused) goes up as it is, with its reason."""
+    if best.status == 503 and not ours:
         return build_response(request, 500, "Server Internal Error (next hop unavailable)")
     return best
 

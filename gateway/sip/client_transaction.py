@@ -55,6 +55,7 @@ class ClientTransaction:
     serial: int = 0
     ack: bytes | None = None  # the ACK sent for a non-2xx final response
     status: int = 0  # highest status received so far
+    error: str = ""  # why the transport could not deliver the request
 
     @property
     def is_invite(self) -> bool:
@@ -143,9 +144,10 @@ class ClientTransactionLayer:
         self._schedule(now + 64 * self.t1, "B" if invite else "F", txn)
         return txn, [(data, destination)]
 
-    def transport_error(self, txn: ClientTransaction) -> None:
+    def transport_error(self, txn: ClientTransaction, reason: str = "") -> None:
         """The transport could not deliver ``txn``'s request (RFC 3261 §17.1.4)."""
         if txn.state in (ClientState.CALLING, ClientState.TRYING, ClientState.PROCEEDING):
+            txn.error = reason
             self._forget(txn)
             self._events.append((ClientEvent.TRANSPORT_ERROR, txn, None))
 

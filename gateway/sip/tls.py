@@ -253,7 +253,7 @@ class TlsContexts:
             self._common["acceptableCiphers"] = ciphers
         server: dict[str, Any] = dict(self._common)
         if config.require_client_cert:
-            server.update(trustRoot=self._trust, requireCertificate=True)
+            server["trustRoot"] = self._trust  # implies verify + requireCertificate
         self.server = ssl.CertificateOptions(
             privateKey=material.certificate.privateKey.original,
             certificate=material.certificate.original,

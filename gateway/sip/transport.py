@@ -283,7 +283,10 @@ class _OutgoingFactory(ClientFactory):
         self.pending.pop(self.pending_key, None)
         message = (f"cannot connect to {self.streams.transport_name} "
                    f"{bracketed(self.key[0])}:{self.key[1]}: {why}")
-        log.info("{message}", message=message)
+        if self.streams.transport_name == "tls":
+            log.warn("{message}", message=message)
+        else:
+            log.info("{message}", message=message)
         queue, self.queue = self.queue, []
         for _, on_error in queue:
             if on_error is not None:
