@@ -128,9 +128,11 @@ class Authenticator:
         method = request.method
         if method in _NEVER_CHALLENGED or trusted_peer or self.is_trusted(source.host):
             return None
+        methods = self.policy.methods
         if method == "REGISTER":
-            identity = request.to.uri
-            return self._authenticate(request, source, identity, "authorization")
+            if methods is not None and method not in methods:
+                return None
+            return self._authenticate(request, source, request.to.uri, "authorization")
         if self._follows_our_record_route(request) or (
                 self.myself.is_for_me(request) and not request.has_header("route")):
             return None
@@ -140,7 +142,6 @@ class Authenticator:
             if self._for_local_user(request):
                 return None
             return build_response(request, 403, "Forbidden (relaying denied)")
-        methods = self.policy.methods
         if methods is not None and method not in methods:
             return None
         return self._authenticate(request, source, identity, "proxy-authorization")
