@@ -224,7 +224,9 @@ def cmd_bindings_remove(store: LocationStore, args: argparse.Namespace, out: Tex
     return EXIT_OK
 
 
-def _users(store: LocationStore) -> UserStore:
+def _users(store: LocationStore, create: bool = False) -> UserStore:
+    if create and not store.schema_is_current():
+        store.upgrade_schema()  # as the gateway does on start (database.auto_upgrade)
     if not store.schema_is_current():
         raise AdminError(f"the registry schema is not current: run '{PROG} db upgrade' (or "
                          "start the gateway) first")
@@ -245,7 +247,7 @@ def cmd_users_add(store: LocationStore, args: argparse.Namespace, out: TextIO) -
     username = args.username or user_part(aor)
     password = read_password(args)
     try:
-        _users(store).add(aor, username, realm, password)
+        _users(store, create=True).add(aor, username, realm, password)
     except UserError as exc:
         raise AdminError(str(exc)) from exc
     out.write(f"added {aor} (username {username!r}, realm {realm!r})\n")
@@ -305,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     store = None
     try:
-        store = open_store(args, must_exist=args.handler is not cmd_db_upgrade)
+        store = open_store(args, must_exist=args.handler not in (cmd_db_upgrade,
+                                                                 cmd_users_add))
         return args.handler(store, args, sys.stdout)
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)

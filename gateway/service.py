@@ -8,6 +8,7 @@ failure is one line and a non-zero exit. :class:`GatewayService` then loads the 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -109,14 +110,23 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
 
 
 def _tls_contexts(config: GatewayConfig) -> TlsContexts:
-    """The TLS contexts, with the configured or the generated certificate."""
-    listen_hosts = [a.host for a in config.tls.listen if a.host not in ("0.0.0.0", "::")]
-    names = set(config.gateway.domains) | (LocalDomains((), ()).names)
-    names = {n for n in names if not _is_ip(n)}
-    addresses = {"127.0.0.1", "::1", *listen_hosts, *(d for d in config.gateway.domains
-                                                     if _is_ip(d))}
+    """The TLS contexts, with the configured or the generated certificate (named for
+    the configured domains first, then this host's names and addresses)."""
+    names: list[str] = []
+    addresses: list[str] = ["127.0.0.1", "::1"]
+    for name in (*config.gateway.domains, socket.getfqdn(), socket.gethostname()):
+        name = name.lower().rstrip(".")
+        target = addresses if _is_ip(name) else names
+        if name and name != "localhost" and name not in target:
+            target.append(name)
+    names.append("localhost")  # last: never the common name when there is another
+    hosts = [a.host for a in config.tls.listen if a.host not in ("0.0.0.0", "::")]
     if config.sip.advertised_address:
-        addresses.add(config.sip.advertised_address)
+        hosts.append(config.sip.advertised_address)
+    if len(hosts) < len(config.tls.listen) or not hosts:
+        with contextlib.suppress(OSError):
+            hosts.append(socket.gethostbyname(socket.gethostname()))  # what we advertise
+    addresses += [h for h in hosts if h not in addresses]
     material = load_material(config.tls, config.data_dir, names, addresses)
     return TlsContexts(config.tls, material)
 

@@ -84,11 +84,11 @@ def _pem_certificates(data: bytes, path: str, key: str) -> list[x509.Certificate
 def load_material(config: TlsSection, data_dir: str, names: Iterable[str],
                   addresses: Iterable[str]) -> TlsMaterial:
     """The configured certificate, or the generated one (created or renewed when it is
-    missing, expired or lacks one of ``names``)."""
+    missing, expired or lacks one of ``names``; the first name is its common name)."""
     if config.certificate:
         return _configured(config)
-    return _generated(Path(data_dir) / GENERATED_DIR, sorted(set(names)),
-                      sorted(set(addresses)))
+    return _generated(Path(data_dir) / GENERATED_DIR, list(dict.fromkeys(names)),
+                      list(dict.fromkeys(addresses)))
 
 
 def _configured(config: TlsSection) -> TlsMaterial:

@@ -161,6 +161,8 @@ class StreamTransport(Protocol, TimeoutMixin):
 
     def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted API
         """TLS is up (for an outgoing connection: the peer's certificate verified)."""
+        if getattr(self.transport, "disconnecting", False):
+            return  # verification failed during the handshake: connectionLost follows
         self.secure = True
         if self.outgoing is not None and self.peer is not None:
             self.factory.by_peer[(self.peer.host, self.peer.port)] = self
