@@ -170,3 +170,75 @@ def test_missing_command_is_a_usage_error() -> None:
     result = admin()
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def _admin_in(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "gateway.admin", "--data-dir", str(data_dir),
+                           *args], cwd=REPO, env=env, input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _users_table(data_dir: Path) -> list[tuple[str, ...]]:
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "registry.sqlite3") as db:
+        return db.execute("SELECT username, realm, aor, ha1_md5, ha1_sha256 FROM users "
+                          "ORDER BY aor").fetchall()
+
+
+def test_users_add_stores_only_hashes_and_list_never_shows_them(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"  # users add creates the registry on a fresh install
+    added = _admin_in(data, "users", "add", "sip:Alice@Example.COM", "--password-stdin",
+                      stdin="s3cret pass\n")
+    assert added.returncode == 0, added.stderr
+    ((username, realm, aor, md5, sha256),) = _users_table(data)
+    assert (username, realm, aor) == ("Alice", "example.com", "sip:Alice@example.com")
+    import hashlib
+
+    assert md5 == hashlib.md5(b"Alice:example.com:s3cret pass").hexdigest()
+    assert sha256 == hashlib.sha256(b"Alice:example.com:s3cret pass").hexdigest()
+    listed = _admin_in(data, "users", "list", "--json")
+    assert json.loads(listed.stdout) == [{"aor": "sip:Alice@example.com", "username": "Alice",
+                                          "realm": "example.com",
+                                          "algorithms": ["SHA-256", "MD5"]}]
+    assert md5 not in listed.stdout and "s3cret" not in listed.stdout
+
+
+def test_users_add_twice_passwd_and_remove(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    assert _admin_in(data, "users", "add", "sip:bob@example.com", "--realm", "voip",
+                     stdin="one\n").returncode == 0
+    again = _admin_in(data, "users", "add", "sip:bob@example.com", "--realm", "voip",
+                      stdin="two\n")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    before = _users_table(data)
+    changed = _admin_in(data, "users", "passwd", "sip:bob@example.com", stdin="two\n")
+    assert changed.returncode == 0, changed.stderr
+    after = _users_table(data)
+    assert before[0][:3] == after[0][:3] == ("bob", "voip", "sip:bob@example.com")
+    assert before[0][3:] != after[0][3:]
+    assert _admin_in(data, "users", "passwd", "sip:nobody@example.com",
+                     stdin="x\n").returncode == 1
+    assert _admin_in(data, "users", "remove", "sip:bob@example.com").returncode == 0
+    assert _users_table(data) == []
+    assert _admin_in(data, "users", "remove", "sip:bob@example.com").returncode == 1
+
+
+@pytest.mark.parametrize(("args", "stdin", "message"), [
+    (["users", "add", "bob@example.com"], "pw\n", "not a SIP"),
+    (["users", "add", "sip:example.com"], "pw\n", "address-of-record"),
+    (["users", "add", "sip:bob@example.com"], "\n", "empty password"),
+])
+def test_users_add_rejects_bad_input_with_one_line(tmp_path: Path, args: list[str],
+                                                   stdin: str, message: str) -> None:
+    result = _admin_in(tmp_path / "d", *args, stdin=stdin)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_password_is_never_a_command_line_option(tmp_path: Path) -> None:
+    result = _admin_in(tmp_path / "d", "users", "add", "sip:bob@example.com", "--password",
+                       "visible-in-ps")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr

@@ -171,6 +171,20 @@ def test_configured_certificate_whose_key_does_not_match_is_a_one_line_error(tmp
                        "tls.certificate": str(tmp_path / "missing.pem")})
 
 
+def test_a_cipher_string_that_selects_nothing_is_a_one_line_error(tmp_path) -> None:
+    with pytest.raises(StartupError, match=r"^tls\.ciphers: "):
+        prepare(None, {"gateway.data_dir": str(tmp_path / "d"), "sip.listen_udp": "",
+                       "sip.listen_tcp": "", "tls.listen": "127.0.0.1:0",
+                       "tls.ciphers": "NO-SUCH-CIPHER"})
+
+
+def test_mutual_tls_without_a_trust_store_is_a_one_line_error(tmp_path) -> None:
+    with pytest.raises(StartupError, match=r"^tls\.ca_file: "):
+        prepare(None, {"gateway.data_dir": str(tmp_path / "d"), "sip.listen_udp": "",
+                       "sip.listen_tcp": "", "tls.listen": "127.0.0.1:0",
+                       "tls.require_client_cert": "yes"})
+
+
 # --- registrations and calls over TLS -------------------------------------------------------
 
 
