@@ -72,3 +72,61 @@ def test_sipp_registers_with_md5_digest_and_a_wrong_password_fails(sipp: str,
         bindings = admin_bindings(data_dir)
     registered = {b["aor"] for b in bindings}
     assert registered == {f"sip:{user}@{HOST}" for user in USERS}
+
+
+def register_with_digest(gateway: GatewayProcess, user: str, password: str, port: int) -> None:
+    """Register sip:<user>@127.0.0.1 from UDP ``port``, answering the 401 (the way the
+    SIPp uas that then listens on that port would have)."""
+    try:
+        from tests.digest_client import authorization, parse_challenge
+        from tests.sip_client import register
+    except ImportError:
+        from digest_client import authorization, parse_challenge
+        from sip_client import register
+    from gateway.sip.parser import parse_message
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, port))
+        sock.settimeout(5)
+        sock.sendto(register(user, local_port=port, call_id=f"reg-{user}"), gateway.udp_address)
+        challenged = parse_message(sock.recv(65535))
+        challenge = parse_challenge(challenged.header_values("www-authenticate")[0])
+        header = authorization(challenge, method="REGISTER", uri=f"sip:{HOST}",
+                               username=user, password=password)
+        sock.sendto(register(user, local_port=port, call_id=f"reg-{user}", cseq=2,
+                             extra=f"Authorization: {header}\r\n"), gateway.udp_address)
+        assert sock.recv(65535).startswith(b"SIP/2.0 200 ")
+
+
+def test_sipp_call_answers_the_407_challenge_and_completes(sipp: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    for user, password in (("caller", "caller-pw"), ("callee", "callee-pw")):
+        admin(data_dir, "users", "add", f"sip:{user}@{HOST}", stdin=password + "\n")
+    config = tmp_path / "gateway.ini"
+    config.write_text("[auth]\ntrusted_networks =\nalgorithms = MD5, SHA-256\n")
+    with GatewayProcess(data_dir, extra_args=("--config", str(config))) as gateway:
+        uas_port = free_port(socket.SOCK_DGRAM)
+        register_with_digest(gateway, "callee", "callee-pw", uas_port)
+        common = ["-i", HOST, "-m", "3", "-timeout", "40s", "-timeout_error", "-nostdin",
+                  "-trace_err"]
+        uas = subprocess.Popen(
+            [sipp, "-sf", str(SCENARIO.with_name("uas_call.xml")), "-p", str(uas_port),
+             *common, "-error_file", str(tmp_path / "uas.errors"),
+             f"{HOST}:{gateway.udp_port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+        try:
+            uac = subprocess.run(
+                [sipp, "-sf", str(SCENARIO.with_name("uac_call_auth.xml")),
+                 "-p", str(free_port(socket.SOCK_DGRAM)), "-key", "user", "caller",
+                 "-au", "caller", "-ap", "caller-pw", "-s", "callee", "-r", "5", *common,
+                 "-error_file", str(tmp_path / "uac.errors"), f"{HOST}:{gateway.udp_port}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, timeout=60)
+            uas_code = uas.wait(timeout=60)
+        finally:
+            if uas.poll() is None:
+                uas.kill()
+                uas.wait()
+        errors = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("*.errors"))
+        assert uac.returncode == 0, f"uac failed:\n{errors}\n{gateway.log_tail()}"
+        assert uas_code == 0, f"uas failed:\n{errors}\n{gateway.log_tail()}"
+        assert "Traceback" not in gateway.log_text()
