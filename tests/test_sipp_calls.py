@@ -61,24 +61,31 @@ def test_sipp_calls_through_the_gateway(sipp: str, tmp_path: Path, caller_transp
         register_callee(gateway, "callee", uas_port, callee_transport)
         uas_target = gateway.udp_port if callee_transport == "udp" else gateway.tcp_port
         uac_target = gateway.udp_port if caller_transport == "udp" else gateway.tcp_port
-        uas = subprocess.Popen(
-            sipp_command(sipp, "uas_call.xml", uas_port, callee_transport, uas_target,
-                         tmp_path),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
-        try:
-            uac = subprocess.run(
-                sipp_command(sipp, "uac_call.xml", uac_port, caller_transport, uac_target,
-                             tmp_path, "-s", "callee", "-r", "5"),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, timeout=60)
-            uas_code = uas.wait(timeout=60)
-        finally:
-            if uas.poll() is None:
-                uas.kill()
-                uas.wait()
-        errors = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("*.errors"))
-        assert uac.returncode == 0, f"uac failed:\n{errors}\n{gateway.log_tail()}"
-        assert uas_code == 0, f"uas failed:\n{errors}\n{gateway.log_tail()}"
-        assert "Traceback" not in gateway.log_text()
+        uas = sipp_command(sipp, "uas_call.xml", uas_port, callee_transport, uas_target,
+                           tmp_path)
+        uac = sipp_command(sipp, "uac_call.xml", uac_port, caller_transport, uac_target,
+                           tmp_path, "-s", "callee", "-r", "5")
+        run_call(uas, uac, tmp_path, gateway)
+
+
+def run_call(uas_command: list[str], uac_command: list[str], workdir: Path,
+             gateway: GatewayProcess) -> None:
+    """Start the uas, run the uac to its end, and assert both succeeded and the gateway
+    logged no traceback (SIPp's error files and the gateway log in the message)."""
+    uas = subprocess.Popen(uas_command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           cwd=workdir)
+    try:
+        uac = subprocess.run(uac_command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             cwd=workdir, timeout=60)
+        uas_code = uas.wait(timeout=60)
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait()
+    errors = "\n".join(p.read_text()[-2000:] for p in workdir.glob("*.errors"))
+    assert uac.returncode == 0, f"uac failed:\n{errors}\n{gateway.log_tail()}"
+    assert uas_code == 0, f"uas failed:\n{errors}\n{gateway.log_tail()}"
+    assert "Traceback" not in gateway.log_text()
 
 
 def _uas(sipp: str, scenario: str, port: int, target: int, workdir: Path,
