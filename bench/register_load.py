@@ -218,6 +218,8 @@ class Target:
     tcp_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    #: More ``twistd p2psip-gateway`` options (e.g. ``--config``), gateway only.
+    gateway_args: tuple[str, ...] = ()
 
     def command(self) -> list[str]:
         """The command line that runs this target in the foreground."""
@@ -229,7 +231,7 @@ class Target:
                 "--data-dir", str(data_dir),
                 "--listen-udp", f"{HOST}:{self.udp_port}",
                 "--listen-tcp", f"{HOST}:{self.tcp_port}",
-                "--listen-tls", "",
+                "--listen-tls", "", *self.gateway_args,
             ]  # fmt: skip
         if self.name == "twisted":
             script = str(TWISTED_SCRIPT)
