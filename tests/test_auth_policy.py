@@ -90,3 +90,26 @@ def test_trusted_networks_and_trusted_peers_skip_everything() -> None:
     assert auth.check(request("INVITE"), Address("udp", "203.0.113.1", 5060)) is not None
     assert auth.check(request("INVITE"), Address("tls", "203.0.113.1", 5061),
                       trusted_peer=True) is None
+
+
+def _with_header(message: Request, name: str, value: str) -> Request:
+    message.add_header(name, value)
+    return message
+
+
+def test_garbage_credentials_get_a_challenge_and_a_bad_nonce_count_a_syntax_error() -> None:
+    from gateway.sip.errors import SipSyntaxError
+
+    auth = authenticator()
+    garbage = _with_header(request("REGISTER", "sip:example.com"), "Authorization",
+                           'Digest username="x", realm="example.com", bogus')
+    assert status(auth, garbage) == 401
+    other_realm = _with_header(request("INVITE"), "Proxy-Authorization",
+                               'Digest username="a", realm="elsewhere", nonce="n", uri="u", '
+                               'response="r", qop=auth, nc=00000001, cnonce="c"')
+    assert status(auth, other_realm) == 407
+    bad_nc = _with_header(request("REGISTER", "sip:example.com"), "Authorization",
+                          'Digest username="alice", realm="example.com", nonce="n", '
+                          'uri="sip:example.com", response="r", qop=auth, nc=zz, cnonce="c"')
+    with pytest.raises(SipSyntaxError):
+        auth.check(bad_nc, SOURCE)
