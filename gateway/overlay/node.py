@@ -1,0 +1,295 @@
+"""The gateway's Kademlia node: the ``kademlia`` package with the faults listed in
+OVERLAY-NOTES.md fixed in subclasses, and record-aware storage and lookups.
+
+Fixes over kademlia 2.2.3 / rpcudp 5.0.1:
+
+- RPCs time out after ``rpc_timeout`` (default 1 s, not 5 s), and a timeout is not
+  logged as an error twice;
+- incoming datagrams are unpacked under a guard: garbage cannot raise into the loop;
+- ``find_neighbors`` looks at every bucket, so it returns the k closest known nodes
+  (the package's traverser stops early when one side runs out);
+- a contact in a bucket's replacement cache is not "new" on every message (the package
+  re-sent its hand-over STOREs for ever), and the hand-over uses the key as it is (the
+  package hashed an already hashed key);
+- STORE accepts only signed records and merges them (:class:`RecordStorage`);
+- a lookup asks the k closest nodes and merges every bundle they return instead of
+  keeping the first value seen, then repairs the closest node that lacked the newest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import operator
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import umsgpack
+from kademlia.crawling import RPCFindResponse, SpiderCrawl
+from kademlia.network import Server
+from kademlia.node import Node, NodeHeap
+from kademlia.protocol import KademliaProtocol
+from kademlia.routing import RoutingTable
+from kademlia.utils import digest
+
+from gateway.overlay.record import Record, decode_bundle, encode_bundle, merge
+from gateway.overlay.storage import RecordStorage
+
+log = logging.getLogger("gateway.overlay.node")
+
+
+def key_for(aor: str) -> bytes:
+    """The DHT key of an AoR: SHA-1 of its canonical form (kademlia's ``digest``)."""
+    return digest(aor)
+
+
+class CompleteRoutingTable(RoutingTable):
+    """A routing table whose neighbour search considers every bucket."""
+
+    def find_neighbors(self, node: Node, k: int | None = None,
+                       exclude: Node | None = None) -> list[Node]:
+        """The ``k`` known nodes closest to ``node`` (excluding ``exclude``'s address)."""
+        k = k or self.ksize
+        candidates = [
+            (node.distance_to(neighbor), neighbor)
+            for bucket in self.buckets for neighbor in bucket.nodes.values()
+            if neighbor.id != node.id and (exclude is None or not neighbor.same_home_as(exclude))
+        ]
+        return [n for _, n in heapq.nsmallest(k, candidates, key=operator.itemgetter(0))]
+
+    def is_new_node(self, node: Node) -> bool:
+        """Neither in its bucket nor waiting in that bucket's replacement cache."""
+        bucket = self.buckets[self.get_bucket_for(node)]
+        return node.id not in bucket.nodes and node.id not in bucket.replacement_nodes
+
+
+class OverlayProtocol(KademliaProtocol):
+    """Kademlia RPCs with short timeouts, a guarded decoder and signed-record STOREs."""
+
+    def __init__(self, source_node: Node, storage: RecordStorage, ksize: int,
+                 rpc_timeout: float) -> None:
+        super().__init__(source_node, storage, ksize)
+        self._wait_timeout = rpc_timeout
+        self.router = CompleteRoutingTable(self, ksize, source_node)
+        self.storage: RecordStorage = storage
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """Decode under a guard; a bad datagram is dropped."""
+        if len(data) < 22 or data[:1] not in (b"\x00", b"\x01"):
+            return
+        try:
+            payload = umsgpack.unpackb(data[21:])
+        except Exception:  # umsgpack raises many types on garbage
+            log.debug("undecodable datagram from %s", addr)
+            return
+        msg_id = data[1:21]
+        if data[:1] == b"\x01":
+            self._accept_response(msg_id, payload, addr)
+            return
+        if not isinstance(payload, list) or len(payload) != 2 or not isinstance(
+                payload[1], list | tuple):
+            return
+        task = asyncio.ensure_future(self._guarded_request(msg_id, payload, addr))
+        task.add_done_callback(_consume_exception)
+
+    async def _guarded_request(self, msg_id: bytes, payload: list[Any], addr: Any) -> None:
+        try:
+            await self._accept_request(msg_id, payload, addr)
+        except Exception as exc:  # a malformed RPC from the network
+            log.debug("bad request from %s: %s", addr, exc)
+
+    def _accept_response(self, msg_id: bytes, data: Any, address: Any) -> None:
+        entry = self._outstanding.pop(msg_id, None)
+        if entry is None:
+            return
+        future, timeout = entry
+        timeout.cancel()
+        if not future.done():
+            future.set_result((True, data))
+
+    def _timeout(self, msg_id: bytes) -> None:
+        entry = self._outstanding.pop(msg_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result((False, None))
+
+    def rpc_store(self, sender: Any, nodeid: bytes, key: bytes, value: Any) -> bool:
+        """Store only signed records, merged with what is here."""
+        source = Node(nodeid, sender[0], sender[1])
+        self.welcome_if_new(source)
+        records = decode_bundle(value)
+        if not records or not isinstance(key, bytes) or len(key) != 20:
+            return False
+        self.storage.put_records(key, records)
+        return True
+
+    def welcome_if_new(self, node: Node) -> None:
+        """Hand over the keys a new close node should hold (keys used as they are)."""
+        if not isinstance(node.id, bytes) or len(node.id) != 20:
+            return
+        if not self.router.is_new_node(node):
+            self.router.add_contact(node)  # refresh its position
+            return
+        for key, value in self.storage:
+            keynode = Node(key)
+            neighbors = self.router.find_neighbors(keynode)
+            if neighbors:
+                last = neighbors[-1].distance_to(keynode)
+                new_node_close = node.distance_to(keynode) < last
+                first = neighbors[0].distance_to(keynode)
+                this_closest = self.source_node.distance_to(keynode) < first
+            if not neighbors or (new_node_close and this_closest):
+                task = asyncio.ensure_future(self.call_store(node, key, value))
+                task.add_done_callback(_consume_exception)
+        self.router.add_contact(node)
+
+
+def _consume_exception(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("overlay task failed: %s", task.exception())
+
+
+class RecordCrawl(SpiderCrawl):
+    """Find the k closest nodes to a key and every bundle they hold for it."""
+
+    def __init__(self, protocol: OverlayProtocol, node: Node, peers: list[Node], ksize: int,
+                 alpha: int) -> None:
+        super().__init__(protocol, node, peers, ksize, alpha)
+        self.records: list[Record] = []
+        self.holders: set[bytes] = set()
+        self.without_value = NodeHeap(node, ksize)
+
+    async def find(self) -> list[Record]:
+        """Crawl until the k closest known nodes have all answered (or failed)."""
+        return await self._find(self.protocol.call_find_value)
+
+    async def _nodes_found(self, responses: dict[bytes, Any]) -> list[Record]:
+        failed = []
+        for peer_id, raw in responses.items():
+            response = RPCFindResponse(raw)
+            if not response.happened():
+                failed.append(peer_id)
+                continue
+            if response.has_value():
+                self.records.extend(decode_bundle(response.get_value()))
+                self.holders.add(peer_id)
+            else:
+                peer = self.nearest.get_node(peer_id)
+                if peer is not None:
+                    self.without_value.push(peer)
+                with contextlib.suppress(TypeError, ValueError):  # a malformed node list
+                    self.nearest.push(response.get_node_list())
+        self.nearest.remove(failed)
+        if self.nearest.have_contacted_all():
+            return self.records
+        return await self.find()
+
+
+class OverlayNode(Server):
+    """A Kademlia node that stores and finds signed record bundles by AoR."""
+
+    protocol_class = OverlayProtocol
+
+    def __init__(self, ksize: int = 20, alpha: int = 3, node_id: bytes | None = None,
+                 rpc_timeout: float = 1.0) -> None:
+        super().__init__(ksize, alpha, node_id or os.urandom(20))
+        # Set here: an empty RecordStorage is falsy, and Server would replace it.
+        self.storage: RecordStorage = RecordStorage()
+        self.rpc_timeout = rpc_timeout
+
+    def _create_protocol(self) -> OverlayProtocol:
+        return OverlayProtocol(self.node, self.storage, self.ksize, self.rpc_timeout)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where this node listens."""
+        if self.transport is None:
+            return None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def neighbors(self) -> list[tuple[str, int]]:
+        """Known nodes, closest to us first (for the node cache)."""
+        if self.protocol is None:
+            return []
+        return [(n.ip, n.port) for n in self.protocol.router.find_neighbors(self.node)]
+
+    def contact_count(self) -> int:
+        """Nodes in the routing table."""
+        if self.protocol is None:
+            return 0
+        return sum(len(b) for b in self.protocol.router.buckets)
+
+    async def join(self, addresses: Iterable[tuple[str, int]]) -> int:
+        """Bootstrap from ``addresses`` (IPs); returns how many answered."""
+        addresses = [a for a in addresses if a != self.address]
+        if not addresses:
+            return 0
+        answered = [n for n in await asyncio.gather(*map(self.bootstrap_node, addresses))
+                    if n is not None]
+        if answered:
+            crawl = _NodeCrawl(self.protocol, self.node, answered, self.ksize, self.alpha)
+            await crawl.find()
+        return len(answered)
+
+    async def publish(self, aor: str, records: list[Record]) -> int:
+        """Store ``records`` under ``aor`` on the k closest nodes (and here when we are
+        among them or alone); returns how many nodes took them."""
+        key = key_for(aor)
+        value = encode_bundle(records)
+        target = Node(key)
+        nearest = self.protocol.router.find_neighbors(target)
+        if not nearest:
+            self.storage.put_records(key, records)
+            return 0
+        crawl = _NodeCrawl(self.protocol, target, nearest, self.ksize, self.alpha)
+        nodes = await crawl.find()
+        if not nodes or self.node.distance_to(target) < max(n.distance_to(target)
+                                                            for n in nodes):
+            self.storage.put_records(key, records)
+        results = await asyncio.gather(*(self.protocol.call_store(n, key, value)
+                                         for n in nodes))
+        return sum(1 for ok, answer in results if ok and answer)
+
+    async def lookup(self, aor: str) -> list[Record]:
+        """Every valid record for ``aor`` found here and on the k closest nodes, merged
+        (one per signer, the newest). Signatures are checked; entitlement is not."""
+        key = key_for(aor)
+        found = list(self.storage.records(key))
+        target = Node(key)
+        nearest = self.protocol.router.find_neighbors(target)
+        if nearest:
+            crawl = RecordCrawl(self.protocol, target, nearest, self.ksize, self.alpha)
+            found.extend(await crawl.find())
+            merged = merge(found)
+            # Read repair: the closest node that answered without the value gets it.
+            repair = crawl.without_value.popleft()
+            if repair is not None and merged:
+                task = asyncio.ensure_future(
+                    self.protocol.call_store(repair, key, encode_bundle(merged)))
+                task.add_done_callback(_consume_exception)
+            return [r for r in merged if r.aor == aor]
+        return [r for r in merge(found) if r.aor == aor]
+
+
+class _NodeCrawl(SpiderCrawl):
+    """The package's node crawl (find the k closest nodes), on our protocol."""
+
+    async def find(self) -> list[Node]:
+        return await self._find(self.protocol.call_find_node)
+
+    async def _nodes_found(self, responses: dict[bytes, Any]) -> list[Node]:
+        failed = []
+        for peer_id, raw in responses.items():
+            response = RPCFindResponse(raw)
+            if not response.happened():
+                failed.append(peer_id)
+                continue
+            with contextlib.suppress(TypeError, ValueError):
+                self.nearest.push(response.get_node_list())
+        self.nearest.remove(failed)
+        if self.nearest.have_contacted_all():
+            return list(self.nearest)
+        return await self.find()

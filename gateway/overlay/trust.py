@@ -1,0 +1,142 @@
+"""Whom a record may speak for: the signer must be entitled to the AoR's domain.
+
+- A self-certifying AoR (user part derived from the signer's public key, see
+  :func:`gateway.overlay.record.self_certifying_user`) is entitled by construction.
+- Otherwise the record carries an X.509 certificate, and ``overlay.trust`` decides:
+
+  ``ca``      the certificate chains to ``overlay.ca_file`` and names the domain
+              (cryptography's X.509 verifier: chain, validity, name);
+  ``tofu``    the certificate names the domain (service-identity) and is the one first
+              seen for that domain; the pin is kept in the registry (``overlay_pins``);
+  ``pinned``  the certificate's SHA-256 fingerprint is one configured for the domain.
+
+A gateway always trusts its own signature.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import verification
+from service_identity import VerificationError as NameMismatch
+from service_identity.cryptography import (
+    verify_certificate_hostname,
+    verify_certificate_ip_address,
+)
+
+from gateway.overlay.record import Record, self_certifying_user
+
+TRUST_MODES = ("ca", "tofu", "pinned")
+
+
+class PinStore(Protocol):
+    """Where TOFU pins live (:class:`gateway.overlay.pins.PinDirectory`)."""
+
+    def get(self, domain: str) -> str | None:
+        """The pinned fingerprint of ``domain``."""
+
+    def pin(self, domain: str, fingerprint: str) -> None:
+        """Remember ``fingerprint`` for ``domain`` (first sight)."""
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, lower-case hex without separators."""
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def normalize_fingerprint(text: str) -> str:
+    """``AB:CD:…`` or ``abcd…`` → lower-case hex."""
+    return text.replace(":", "").strip().lower()
+
+
+def domain_of(aor: str) -> str:
+    """The host of ``sip:user@host``."""
+    return aor.rsplit("@", 1)[-1].lower()
+
+
+def user_of(aor: str) -> str:
+    """The user part of ``sip:user@host``."""
+    rest = aor.split(":", 1)[-1]
+    return rest.rsplit("@", 1)[0] if "@" in rest else ""
+
+
+class RecordTrust:
+    """Decides whether a verified record's signer is entitled to its AoR."""
+
+    def __init__(self, mode: str, *, ca_certificates: list[x509.Certificate] | None = None,
+                 pins: dict[str, set[str]] | None = None, pin_store: PinStore | None = None,
+                 own_signer: str = "",
+                 clock: Callable[[], datetime.datetime] | None = None) -> None:
+        if mode not in TRUST_MODES:
+            raise ValueError(f"unknown trust mode {mode!r}")
+        self.mode = mode
+        self.ca_certificates = ca_certificates or []
+        self.pins = {d.lower(): {normalize_fingerprint(f) for f in fps}
+                     for d, fps in (pins or {}).items()}
+        self.pin_store = pin_store
+        self.own_signer = own_signer
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+
+    def check(self, record: Record) -> str | None:
+        """None when the signer may speak for ``record.aor``, else why not."""
+        if record.signer == self.own_signer and self.own_signer:
+            return None
+        user = user_of(record.aor)
+        if user and user == self_certifying_user(record.public_key_der):
+            return None
+        certificate = record.certificate
+        if certificate is None:
+            return "a bare key may only sign its own self-certifying AoR"
+        domain = domain_of(record.aor)
+        if self.mode == "ca":
+            return self._check_ca(certificate, domain)
+        if self.mode == "pinned":
+            if fingerprint(certificate) in self.pins.get(domain, set()):
+                return None
+            return f"certificate is not pinned for {domain}"
+        return self._check_tofu(certificate, domain)
+
+    def _check_ca(self, certificate: x509.Certificate, domain: str) -> str | None:
+        if not self.ca_certificates:
+            return "no CA certificates configured (overlay.ca_file)"
+        try:
+            subject: verification.DNSName | verification.IPAddress
+            try:
+                subject = verification.IPAddress(ipaddress.ip_address(domain.strip("[]")))
+            except ValueError:
+                subject = verification.DNSName(domain)
+            verifier = (verification.PolicyBuilder()
+                        .store(verification.Store(self.ca_certificates))
+                        .time(self.clock()).build_server_verifier(subject))
+            verifier.verify(certificate, [])
+        except (verification.VerificationError, ValueError) as exc:
+            return f"certificate not valid for {domain}: {exc}"
+        return None
+
+    def _check_tofu(self, certificate: x509.Certificate, domain: str) -> str | None:
+        try:
+            try:
+                verify_certificate_ip_address(certificate, domain.strip("[]"))
+            except ValueError:
+                verify_certificate_hostname(certificate, domain)
+        except NameMismatch:
+            return f"certificate does not name {domain}"
+        now = self.clock()
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            return "certificate outside its validity period"
+        seen = fingerprint(certificate)
+        if self.pin_store is None:
+            return None
+        pinned = self.pin_store.get(domain)
+        if pinned is None:
+            self.pin_store.pin(domain, seen)
+            return None
+        if pinned != seen:
+            return f"{domain} is pinned to another certificate"
+        return None
