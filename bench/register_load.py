@@ -231,7 +231,7 @@ class Target:
                 "--data-dir", str(data_dir),
                 "--listen-udp", f"{HOST}:{self.udp_port}",
                 "--listen-tcp", f"{HOST}:{self.tcp_port}",
-                "--listen-tls", "", *self.gateway_args,
+                "--listen-tls", "", "--listen-overlay", f"{HOST}:0", *self.gateway_args,
             ]  # fmt: skip
         if self.name == "twisted":
             script = str(TWISTED_SCRIPT)

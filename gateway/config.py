@@ -89,7 +89,7 @@ class DatabaseSection:
 class ProxySection:
     """``[proxy]``: target resolution and Timer C."""
 
-    resolvers: tuple[str, ...] = ("local",)
+    resolvers: tuple[str, ...] = ("local", "overlay")
     timer_c: float = 180.0
 
 
@@ -121,6 +121,24 @@ class AuthSection:
 
 
 @dataclass(frozen=True, slots=True)
+class OverlaySection:
+    """``[overlay]``: the Kademlia node and how records are trusted."""
+
+    enabled: bool = True
+    listen: ListenAddress | None = None
+    bootstrap: tuple[ListenAddress, ...] = ()
+    k: int = 20
+    alpha: int = 3
+    rpc_timeout: float = 1.0
+    trust: str = "tofu"
+    ca_file: str = ""
+    pins: tuple[tuple[str, str], ...] = ()
+    record_lifetime: float = 3600.0
+    cache: float = 5.0
+    route: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole validated configuration."""
 
@@ -132,6 +150,7 @@ class GatewayConfig:
     source: str | None = None
     tls: TlsSection = TlsSection()
     auth: AuthSection = AuthSection()
+    overlay: OverlaySection = OverlaySection()
 
     @property
     def data_dir(self) -> str:
@@ -266,6 +285,36 @@ def _listen_tls(raw: str) -> tuple[ListenAddress, ...]:
     return tuple(parse_listen_address(item, 5061) for item in _items(raw))
 
 
+def _one_listen(raw: str) -> ListenAddress | None:
+    items = _items(raw)
+    if len(items) > 1:
+        raise ValueError("one address only (host:port)")
+    return parse_listen_address(items[0], 6084) if items else None
+
+
+def _peers(raw: str) -> tuple[ListenAddress, ...]:
+    return tuple(parse_listen_address(item, 6084) for item in _items(raw))
+
+
+def _pins(raw: str) -> tuple[tuple[str, str], ...]:
+    pins = []
+    for item in _items(raw):
+        domain, sep, fingerprint = item.partition("=")
+        hex_digits = fingerprint.replace(":", "").strip().lower()
+        if not sep or not domain.strip() or len(hex_digits) != 64 or any(
+                c not in "0123456789abcdef" for c in hex_digits):
+            raise ValueError(f"{item!r} is not domain=SHA-256 fingerprint")
+        pins.append((domain.strip().lower(), hex_digits))
+    return tuple(pins)
+
+
+def _sip_uri(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.lower().startswith(("sip:", "sips:")):
+        raise ValueError(f"{value!r} is not a sip: URI")
+    return value
+
+
 def _path(raw: str) -> str:
     value = raw.strip()
     return os.path.abspath(os.path.expanduser(value)) if value else ""
@@ -334,7 +383,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "advertised_address": ("", _advertised),
     },
     "proxy": {
-        "resolvers": ("local", _resolvers),
+        "resolvers": ("local, overlay", _resolvers),
         "timer_c": ("180", _seconds(1, 86400)),
     },
     "tls": {
@@ -355,6 +404,20 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "nonce_lifetime": ("300", _seconds(10, 86400)),
         "max_failures": ("10", _int_range(1, 100000)),
         "lockout": ("300", _seconds(0, 86400)),
+    },
+    "overlay": {
+        "enabled": ("yes", _bool),
+        "listen": ("0.0.0.0:6084", _one_listen),
+        "bootstrap": ("", _peers),
+        "k": ("20", _int_range(2, 100)),
+        "alpha": ("3", _int_range(1, 20)),
+        "rpc_timeout": ("1", _seconds(0.05, 30)),
+        "trust": ("tofu", _choice("tofu", "ca", "pinned")),
+        "ca_file": ("", _path),
+        "pins": ("", _pins),
+        "record_lifetime": ("3600", _seconds(60, 86400)),
+        "cache": ("5", _seconds(0, 3600)),
+        "route": ("", _sip_uri),
     },
     "registrar": {
         "min_expires": ("60", _int_range(0, 2**31 - 1)),
@@ -449,4 +512,9 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
                           "(e.g. postgresql+psycopg://user@host/db)")
     proxy = ProxySection(**values["proxy"])
     auth = AuthSection(**values["auth"])
-    return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth)
+    overlay = OverlaySection(**values["overlay"])
+    if overlay.enabled and overlay.listen is None:
+        raise ConfigError("overlay.listen: needed when overlay.enabled is on")
+    if overlay.enabled and overlay.trust == "ca" and not overlay.ca_file:
+        raise ConfigError("overlay.ca_file: needed when overlay.trust is ca")
+    return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay)

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
 
@@ -30,13 +31,19 @@ from gateway.location.service import LocationService
 from gateway.location.store import LocationStore
 from gateway.log import get_logger, set_log_level
 from gateway.myself import LocalDomains, Myself
+from gateway.overlay.identity import load_node_id
+from gateway.overlay.record import Signer
+from gateway.overlay.service import OverlayService, OverlaySettings, run_async
+from gateway.overlay.store import OverlayStore
+from gateway.overlay.trust import RecordTrust
 from gateway.proxy import Proxy
 from gateway.registrar import Registrar, RegistrarPolicy
 from gateway.routing import available_resolvers, build_chain
 from gateway.sip.client_transaction import ClientTransactionLayer
-from gateway.sip.tls import TlsContexts, TlsSetupError, load_material
+from gateway.sip.tls import TlsContexts, TlsMaterial, TlsSetupError, load_material
 from gateway.sip.transaction import Address, TransactionLayer
 from gateway.sip.transport import ListenError, TransportManager, bind_socket
+from gateway.sip.uri import bracketed
 
 log = get_logger("gateway.service")
 
@@ -54,6 +61,9 @@ class Prepared:
     sockets: list[tuple[str, socket.socket]] = field(default_factory=list)
     tls: TlsContexts | None = None
     secret: bytes = b""
+    material: TlsMaterial | None = None
+    overlay_socket: socket.socket | None = None
+    overlay_ca: list[Any] = field(default_factory=list)
 
 
 def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
@@ -91,8 +101,13 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
     prepared = Prepared(config, store)
     try:
         prepared.secret = load_secret(config.data_dir)
+        if config.tls.listen or config.overlay.enabled:
+            prepared.material = _tls_material(config)
         if config.tls.listen:
-            prepared.tls = _tls_contexts(config)
+            assert prepared.material is not None
+            prepared.tls = TlsContexts(config.tls, prepared.material)
+        if config.overlay.enabled and config.overlay.ca_file:
+            prepared.overlay_ca = _certificates(config.overlay.ca_file, "overlay.ca_file")
     except (OSError, TlsSetupError) as exc:
         raise StartupError(str(exc)) from None
     try:
@@ -102,6 +117,11 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
             prepared.sockets.append(("tcp", bind_socket("tcp", address)))
         for address in config.tls.listen:
             prepared.sockets.append(("tls", bind_socket("tls", address)))
+        if config.overlay.enabled and config.overlay.listen is not None:
+            try:
+                prepared.overlay_socket = bind_socket("udp", config.overlay.listen)
+            except ListenError as exc:
+                raise ListenError(f"overlay.listen: {exc}") from None
     except ListenError as exc:
         for _, sock in prepared.sockets:
             sock.close()
@@ -109,9 +129,10 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
     return prepared
 
 
-def _tls_contexts(config: GatewayConfig) -> TlsContexts:
-    """The TLS contexts, with the configured or the generated certificate (named for
-    the configured domains first, then this host's names and addresses)."""
+def _tls_material(config: GatewayConfig) -> TlsMaterial:
+    """The configured or the generated certificate (named for the configured domains
+    first, then this host's names and addresses): for TLS and for signing overlay
+    records."""
     names: list[str] = []
     addresses: list[str] = ["127.0.0.1", "::1"]
     for name in (*config.gateway.domains, socket.getfqdn(), socket.gethostname()):
@@ -127,8 +148,7 @@ def _tls_contexts(config: GatewayConfig) -> TlsContexts:
         with contextlib.suppress(OSError):
             hosts.append(socket.gethostbyname(socket.gethostname()))  # what we advertise
     addresses += [h for h in hosts if h not in addresses]
-    material = load_material(config.tls, config.data_dir, names, addresses)
-    return TlsContexts(config.tls, material)
+    return load_material(config.tls, config.data_dir, names, addresses)
 
 
 def _is_ip(text: str) -> bool:
@@ -182,6 +202,9 @@ class GatewayService(service.Service):
                             force_rport=config.sip.force_rport, clients=self.clients,
                             myself=self.myself, authenticator=self.authenticator,
                             trusted_peer=self._trusted_peer)
+        self.overlay: OverlayService | None = None
+        if prepared.overlay_socket is not None and prepared.material is not None:
+            self.overlay = _overlay_service(prepared, self.location, reactor)
         self.proxy = Proxy(self.core, build_chain(config.proxy.resolvers, self), reactor,
                            timer_c=config.proxy.timer_c)
         self.core.proxy = self.proxy
@@ -222,6 +245,11 @@ class GatewayService(service.Service):
         log.info("gateway ready: {bindings} live bindings, {users} user credentials, "
                  "domains {domains}", bindings=self.location.binding_count(),
                  users=len(self.users), domains=", ".join(sorted(self.local_domains.names)))
+        if self.overlay is not None:
+            self.overlay.route = self.overlay.mirror.route = (
+                self.prepared.config.overlay.route or _own_route(self.myself))
+            run_async(self.overlay.start()).addErrback(
+                lambda f: log.failure("the overlay failed to start; serving locally", f))
         if self.tune_gc:
             tune_garbage_collector()
 
@@ -241,9 +269,60 @@ class GatewayService(service.Service):
             sock.close()
         self.prepared.sockets = []
         stopped = DeferredList(self.transports.stop())
+        if self.overlay is not None:
+            overlay = self.overlay
+            stopped.addCallback(lambda _: run_async(overlay.stop()))
+            stopped.addErrback(lambda f: log.failure("overlay stop failed", f))
         stopped.addCallback(lambda _: self.users.stop())
         stopped.addCallback(lambda _: self.location.stop())
         return stopped
+
+
+def _certificates(path: str, key: str) -> list[Any]:
+    try:
+        with open(path, "rb") as handle:
+            certificates = x509.load_pem_x509_certificates(handle.read())
+    except OSError as exc:
+        raise TlsSetupError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise TlsSetupError(f"{key}: no PEM certificate in {path}") from None
+    return certificates
+
+
+def _own_route(myself: Myself) -> str:
+    """This gateway's SIP URI for overlay records: its UDP (else TCP) address."""
+    for transport in ("udp", "tcp"):
+        address = myself.address(transport)
+        if address is not None:
+            suffix = "" if transport == "udp" else ";transport=tcp"
+            return f"sip:{bracketed(address[0])}:{address[1]}{suffix};lr"
+    return ""
+
+
+def _overlay_service(prepared: Prepared, location: LocationService,
+                     reactor: Any) -> OverlayService:
+    """The overlay node, its signer (the gateway's certificate) and trust policy."""
+    config = prepared.config
+    overlay = config.overlay
+    material = prepared.material
+    assert material is not None and prepared.overlay_socket is not None
+    signer = Signer(material.certificate.privateKey.original.to_cryptography_key(),
+                    material.certificate.original.to_cryptography())
+    pins: dict[str, set[str]] = {}
+    for domain, fingerprint in overlay.pins:
+        pins.setdefault(domain, set()).add(fingerprint)
+    trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
+                        own_signer=signer.signer_id)
+    store = OverlayStore(config.database.url, engine=prepared.store.engine
+                         if prepared.store.in_memory else None)
+    settings = OverlaySettings(
+        bootstrap=tuple((a.host, a.port) for a in overlay.bootstrap), k=overlay.k,
+        alpha=overlay.alpha, rpc_timeout=overlay.rpc_timeout,
+        record_lifetime=overlay.record_lifetime, cache_seconds=overlay.cache,
+        negative_cache_seconds=min(overlay.cache, 2.0),
+        node_id=load_node_id(config.data_dir))
+    return OverlayService(settings, prepared.overlay_socket, signer, trust, location, "",
+                          reactor, store)
 
 
 def _store_runner(prepared: Prepared, reactor: Any) -> StoreRunner:

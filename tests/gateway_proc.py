@@ -75,6 +75,7 @@ class GatewayProcess:
         udp_port: int | None = None,
         tcp_port: int | None = None,
         tls_port: int | None = None,
+        overlay_port: int | None = None,
         extra_args: tuple[str, ...] = (),
         log_path: Path | None = None,
         ready_timeout: float = 30.0,
@@ -84,6 +85,7 @@ class GatewayProcess:
         self.udp_port = udp_port or free_port(socket.SOCK_DGRAM)
         self.tcp_port = tcp_port or free_port(socket.SOCK_STREAM)
         self.tls_port = tls_port or free_port(socket.SOCK_STREAM)
+        self.overlay_port = overlay_port or free_port(socket.SOCK_DGRAM)
         self.extra_args = extra_args
         self.log_path = log_path or self.data_dir.with_name(self.data_dir.name + "-gateway.log")
         self.ready_timeout = ready_timeout
@@ -108,6 +110,7 @@ class GatewayProcess:
             "--listen-udp", f"{HOST}:{self.udp_port}",
             "--listen-tcp", f"{HOST}:{self.tcp_port}",
             "--listen-tls", f"{HOST}:{self.tls_port}",
+            "--listen-overlay", f"{HOST}:{self.overlay_port}",
             *self.extra_args,
         ]  # fmt: skip
 

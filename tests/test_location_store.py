@@ -39,7 +39,8 @@ except ImportError:
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = 1_700_000_000.0
-TABLES = {"bindings", "users", "overlay_nodes", "registry_changes", "alembic_version"}
+TABLES = {"bindings", "users", "overlay_nodes", "overlay_pins", "registry_changes",
+          "alembic_version"}
 
 
 def binding(aor: str, contact: str, expires: float = NOW + 3600, **fields: object) -> Binding:
@@ -331,7 +332,7 @@ def test_alembic_ini_upgrades_a_database_by_hand(tmp_path: Path) -> None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     finally:
         engine.dispose()
 

@@ -42,7 +42,7 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         result = run_twistd("p2psip-gateway", "--data-dir", str(tmp_path / "d"),
                             "--listen-udp", f"127.0.0.1:{port}", "--listen-tcp", "",
-                            "--listen-tls", "", cwd=tmp_path)
+                            "--listen-tls", "", "--listen-overlay", "127.0.0.1:0", cwd=tmp_path)
     assert result.returncode != 0
     assert last_line(result) == (f"p2psip-gateway: cannot listen on udp 127.0.0.1:{port}: "
                                  "Address already in use")
@@ -51,6 +51,7 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 def test_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:
     result = run_twistd("p2psip-gateway", "--data-dir", str(tmp_path / "d"),
                         "--listen-udp", "127.0.0.1:0", "--listen-tcp", "", "--listen-tls", "",
+                        "--listen-overlay", "127.0.0.1:0",
                         "--database", "postgresql+psycopg://nobody@127.0.0.1:1/none",
                         cwd=tmp_path)
     assert result.returncode != 0

@@ -22,6 +22,10 @@ class Options(usage.Options):
                                    "(overrides sip.listen_tcp; '' for none)."],
         ["listen-tls", None, None, "TLS listen addresses, comma separated host:port "
                                    "(overrides tls.listen; '' for none)."],
+        ["listen-overlay", None, None, "Overlay (Kademlia) UDP address host:port "
+                                       "(overrides overlay.listen)."],
+        ["bootstrap", None, None, "Overlay bootstrap peers, comma separated host:port "
+                                  "(overrides overlay.bootstrap)."],
         ["domain", None, None, "Domains served, comma separated (overrides gateway.domains)."],
         ["database", None, None, "SQLAlchemy database URL (overrides database.url)."],
         ["log-level", None, None, "debug, info, warn, error or critical."],
@@ -31,6 +35,7 @@ class Options(usage.Options):
         """The options given, as config overrides."""
         mapping = {"data-dir": "gateway.data_dir", "listen-udp": "sip.listen_udp",
                    "listen-tcp": "sip.listen_tcp", "listen-tls": "tls.listen",
+                   "listen-overlay": "overlay.listen", "bootstrap": "overlay.bootstrap",
                    "domain": "gateway.domains",
                    "database": "database.url", "log-level": "gateway.log_level"}
         return {key: self[opt] for opt, key in mapping.items() if self[opt] is not None}

@@ -82,6 +82,16 @@ class OverlayNodeRow(Base):
     last_seen: Mapped[float] = mapped_column(Double, index=True)
 
 
+class OverlayPinRow(Base):
+    """Trust on first use: the certificate first seen signing records for a domain."""
+
+    __tablename__ = "overlay_pins"
+
+    domain: Mapped[str] = mapped_column(String, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[float] = mapped_column(Double)
+
+
 class RegistryChangeRow(Base):
     """One entry of the change log: the bindings of ``aor`` changed at ``changed_at``.
 

@@ -118,6 +118,8 @@ class LocationService:
         # must not overwrite an AoR whose commit came after the load began.
         self._committed_during_sync: dict[str, int] | None = None
 
+        #: Called with an AoR whenever its committed bindings change (the overlay mirror).
+        self.watchers: list[Callable[[str], None]] = []
         #: Transactions committed and failed so far (for status reporting).
         self.commits = 0
         self.commit_failures = 0
@@ -276,6 +278,11 @@ class LocationService:
             self._count += len(bindings)
             for binding in bindings:
                 self._by_contact[binding.contact] = aor
+        for watcher in self.watchers:
+            try:
+                watcher(aor)
+            except Exception:
+                self.log.failure("a registry watcher failed on {aor}", aor=aor)
 
     def _drained(self) -> Deferred[None]:
         if not self._writing and not self._queued:

@@ -1,0 +1,68 @@
+"""The ``overlay`` resolver: records found in the P2PSIP DHT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from gateway.overlay.record import Record
+from gateway.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.sip.errors import SipSyntaxError
+from gateway.sip.message import Request
+from gateway.sip.uri import SipUri, parse_uri
+
+
+@implementer(ITargetResolver)
+class OverlayResolver:
+    """Targets from the trusted, live records of the Request-URI's AoR; passes when the
+    overlay is off or knows nothing (the next resolver, or 404, decides).
+
+    A record's ``route`` without a user part names a proxy (another gateway): the
+    request keeps its Request-URI and gets that Route. A ``route`` with a user part is
+    where the user itself is (an overlay peer): the request is retargeted to it.
+    """
+
+    name = "overlay"
+
+    def __init__(self, overlay: Any) -> None:
+        self.overlay = overlay
+
+    def resolve(self, uri: SipUri, request: Request) -> Deferred[Resolution | None] | None:
+        """See :class:`gateway.routing.ITargetResolver`."""
+        if self.overlay is None or not uri.user:
+            return None
+        aor = uri.aor()
+        return self.overlay.lookup(aor).addCallback(self._targets, uri)
+
+    def _targets(self, records: list[Record], uri: SipUri) -> Resolution | None:
+        targets = []
+        for record in records:
+            try:
+                route = parse_uri(record.route)
+            except SipSyntaxError:
+                continue
+            if not isinstance(route, SipUri):
+                continue
+            q = max((c.q for c in record.contacts), default=1.0)
+            if route.user:
+                targets.append(Target(record.route, q))
+            else:
+                targets.append(Target(str(uri), q, path=(f"<{record.route}>",)))
+        return Resolution(targets=tuple(targets)) if targets else None
+
+
+@implementer(IPlugin, IResolverFactory)
+class OverlayResolverFactory:
+    """Plugin: builds :class:`OverlayResolver` for a gateway."""
+
+    name = "overlay"
+
+    def build(self, gateway: Any) -> OverlayResolver:
+        """The resolver over ``gateway.overlay`` (None when the overlay is off)."""
+        return OverlayResolver(getattr(gateway, "overlay", None))
+
+
+overlay_resolver = OverlayResolverFactory()
