@@ -230,7 +230,7 @@ class GatewayService(service.Service):
         d.addCallback(self._listen)
         d.addCallbacks(self.ready.callback, self._start_failed)
 
-    def _listen(self, _: object) -> None:
+    def _listen(self, _: object) -> Deferred[None] | None:
         for kind, sock in self.prepared.sockets:
             self.transports.adopt(kind, sock)
         self.prepared.sockets = []
@@ -245,13 +245,15 @@ class GatewayService(service.Service):
         log.info("gateway ready: {bindings} live bindings, {users} user credentials, "
                  "domains {domains}", bindings=self.location.binding_count(),
                  users=len(self.users), domains=", ".join(sorted(self.local_domains.names)))
-        if self.overlay is not None:
-            self.overlay.route = self.overlay.mirror.route = (
-                self.prepared.config.overlay.route or _own_route(self.myself))
-            run_async(self.overlay.start()).addErrback(
-                lambda f: log.failure("the overlay failed to start; serving locally", f))
         if self.tune_gc:
             tune_garbage_collector()
+        if self.overlay is None:
+            return None
+        self.overlay.route = self.overlay.mirror.route = (
+            self.prepared.config.overlay.route or _own_route(self.myself))
+        # Ready once the node listens; joining goes on in the background.
+        return run_async(self.overlay.start()).addErrback(
+            lambda f: log.failure("the overlay failed to start; serving locally", f))
 
     def _start_failed(self, failure: Any) -> None:
         log.critical("gateway failed to start: {error}", error=failure.getErrorMessage())

@@ -27,8 +27,9 @@ class UA:
     def __init__(self, user: str, gateway_port: int, transport: str = "udp",
                  timeout: float = 5.0, *, local_host: str = HOST,
                  tls: ssl.SSLContext | None = None, server_name: str = "localhost",
-                 sips_contact: bool = False) -> None:
+                 sips_contact: bool = False, domain: str = HOST) -> None:
         self.user = user
+        self.domain = domain
         self.transport = transport
         self.local_host = local_host
         self.sips_contact = sips_contact
@@ -58,7 +59,7 @@ class UA:
     @property
     def uri(self) -> str:
         """The AoR this UA registers."""
-        return f"sip:{self.user}@{HOST}"
+        return f"sip:{self.user}@{self.domain}"
 
     @property
     def contact(self) -> str:
@@ -149,7 +150,7 @@ class UA:
     def register(self, expires: int = 3600,
                  extra: list[tuple[str, str]] | None = None) -> Response:
         """Register ``self.contact`` and return the final response."""
-        request = self.request("REGISTER", f"sip:{HOST}", to=self.uri,
+        request = self.request("REGISTER", f"sip:{self.domain}", to=self.uri,
                                extra=[("Contact", f"<{self.contact}>"),
                                       ("Expires", str(expires)), *(extra or [])])
         self.send(request)

@@ -1,0 +1,147 @@
+"""The overlay inside the gateway: two in-process gateways (a.example and b.example)
+on one loopback overlay find each other's users through the DHT and proxy calls."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_twisted
+from conftest import ports, start_gateway
+from sip_ua import UA, in_dialog
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+
+from gateway.service import GatewayService
+from gateway.sip.message import Request, Response
+
+
+async def _pair(tmp_path: Path) -> tuple[GatewayService, GatewayService]:
+    a = await start_gateway(tmp_path / "a", **{"gateway.domains": "a.example",
+                                               "overlay.cache": "0"})
+    assert a.overlay is not None and a.overlay.address is not None
+    host, port = a.overlay.address
+    b = await start_gateway(tmp_path / "b", **{"gateway.domains": "b.example",
+                                               "overlay.cache": "0",
+                                               "overlay.bootstrap": f"{host}:{port}"})
+    assert b.overlay is not None
+    await _until(lambda: b.overlay.joined and a.overlay.node.contact_count() > 0)
+    return a, b
+
+
+async def _until(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await _sleep(0.05)
+
+
+def _sleep(seconds: float) -> defer.Deferred[None]:
+    from twisted.internet import reactor
+
+    d: defer.Deferred[None] = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+@pytest_twisted.async_yield_fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[GatewayService, GatewayService]]:
+    """Gateways A and B on one overlay."""
+    a, b = await _pair(tmp_path)
+    yield a, b
+    await b.stopService()
+    await a.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_registration_is_mirrored_and_found_from_the_other_gateway(pair) -> None:
+    a, b = pair
+    port_b = ports(b)["udp"]
+
+    def register() -> Response:
+        bob = UA("bob", port_b, domain="b.example")
+        try:
+            return bob.register()
+        finally:
+            bob.close()
+
+    assert (await deferToThread(register)).status == 200
+    (record,) = await _found(a, "sip:bob@b.example")
+    assert record.route == f"sip:127.0.0.1:{port_b};lr"
+    assert [c.uri for c in record.contacts][0].startswith("sip:bob@127.0.0.1:")
+    assert record.signer == b.overlay.signer.signer_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_phone_on_a_calls_a_phone_on_b_through_the_overlay(pair) -> None:
+    a, b = pair
+    port_a, port_b = ports(a)["udp"], ports(b)["udp"]
+
+    alice = UA("alice", port_a, domain="a.example")
+    bob = UA("bob", port_b, domain="b.example")
+
+    def run() -> tuple[Request, Response]:
+        invite = alice.request("INVITE", bob.uri)
+        alice.send(invite)
+        incoming = bob.expect_request("INVITE")
+        bob.answer(incoming, 200)
+        ok = alice.expect(200)
+        alice.send(in_dialog(alice, "ACK", ok, invite, 1))
+        bob.expect_request("ACK")
+        alice.send(in_dialog(alice, "BYE", ok, invite, 2))
+        bye = bob.expect_request("BYE")
+        bob.answer(bye, 200, record_route=False)
+        alice.expect(200, method="BYE")
+        return incoming, ok
+
+    try:
+        assert (await deferToThread(alice.register)).status == 200
+        assert (await deferToThread(bob.register)).status == 200
+        await _found(a, "sip:bob@b.example")
+        incoming, ok = await deferToThread(run)
+    finally:
+        alice.close()
+        bob.close()
+    assert str(incoming.uri).startswith("sip:bob@127.0.0.1:")
+    # Both gateways record-routed: the dialog goes through A and B.
+    assert len(incoming.header_values("record-route")) == 2
+    assert len(incoming.vias) == 3
+    assert ok.status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_unregister_makes_the_record_vanish_from_lookups(pair) -> None:
+    a, b = pair
+    port_b = ports(b)["udp"]
+    bob = UA("bob", port_b, domain="b.example")
+    try:
+        assert (await deferToThread(bob.register)).status == 200
+        await _until(lambda: bool(b.overlay.node.storage.records(_key("sip:bob@b.example"))))
+        found = await a.overlay.lookup("sip:bob@b.example")
+        assert found
+        assert (await deferToThread(bob.register, 0)).status == 200
+        deadline = time.monotonic() + 5
+        while await a.overlay.lookup("sip:bob@b.example"):
+            assert time.monotonic() < deadline, "the record outlived the unregister"
+            await _sleep(0.1)
+    finally:
+        bob.close()
+
+
+async def _found(gateway: GatewayService, aor: str, timeout: float = 5.0) -> list:
+    """The records ``gateway`` finds for ``aor``, once there are some."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = await gateway.overlay.lookup(aor)
+        if records:
+            return records
+        assert time.monotonic() < deadline, f"{aor} never appeared in the DHT"
+        await _sleep(0.1)
+
+
+def _key(aor: str) -> bytes:
+    from gateway.overlay.node import key_for
+
+    return key_for(aor)
