@@ -1,0 +1,123 @@
+"""The overlay node on its own: several nodes (ours and plain ``kademlia`` ones) on
+loopback UDP in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest_twisted
+from cryptography.hazmat.primitives.asymmetric import ec
+from kademlia.network import Server
+from twisted.internet.defer import Deferred
+
+from gateway.overlay.node import OverlayNode, key_for
+from gateway.overlay.record import Contact, Signer, decode_bundle
+
+CONTACTS = [Contact("sip:bob@127.0.0.1:5090", 1.0, time.time() + 600)]
+
+
+def run(coroutine):  # noqa: ANN001, ANN201 - an asyncio coroutine as a Deferred
+    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
+
+
+async def overlay(count: int, k: int = 4, plain: int = 0) -> tuple[list[OverlayNode],
+                                                                  list[Server]]:
+    nodes = [OverlayNode(ksize=k, rpc_timeout=0.3) for _ in range(count)]
+    plains = [Server(ksize=k) for _ in range(plain)]
+    for node in [*nodes, *plains]:
+        await node.listen(0, "127.0.0.1")
+    first = nodes[0].address
+    for node in nodes[1:]:
+        await node.join([first])
+    for node in plains:
+        await node.bootstrap([first])
+    for node in nodes:  # a second round so that every table knows more than the seed
+        await node.join([first])
+    return nodes, plains
+
+
+def record(signer: Signer, aor: str, route: str = "sip:127.0.0.1:5060;lr") -> list:
+    return decode_bundle(signer.sign(aor, CONTACTS, route, 600))
+
+
+@pytest_twisted.ensureDeferred
+async def test_lookups_still_succeed_after_storing_nodes_are_killed() -> None:
+    async def scenario() -> tuple[int, int]:
+        nodes, _ = await overlay(12, k=4)
+        signer = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+        try:
+            stored = await nodes[1].publish("sip:bob@b.example", record(signer,
+                                                                        "sip:bob@b.example"))
+            holders = [n for n in nodes
+                       if n.storage.records(key_for("sip:bob@b.example"))]
+            killed = holders[:max(1, len(holders) // 2)]
+            for node in killed:  # gone without a word
+                node.stop()
+            alive = [n for n in nodes if n not in killed and n is not nodes[1]]
+            found = 0
+            for node in alive:
+                if await node.lookup("sip:bob@b.example"):
+                    found += 1
+            return stored, found - len(alive)
+        finally:
+            for node in nodes:
+                node.stop()
+
+    stored, missing = await run(scenario())
+    assert stored >= 2
+    assert missing == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_publishers_of_one_aor_coexist_next_to_plain_kademlia_nodes() -> None:
+    async def scenario() -> set[str]:
+        nodes, plains = await overlay(6, k=5, plain=3)
+        first = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+        second = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+        try:
+            await nodes[1].publish("sip:carol@c.example",
+                                   record(first, "sip:carol@c.example", "sip:127.0.0.1:1;lr"))
+            await nodes[2].publish("sip:carol@c.example",
+                                   record(second, "sip:carol@c.example", "sip:127.0.0.1:2;lr"))
+            # A plain node stores our bundles as opaque values and serves them.
+            await plains[0].set("unrelated-key", b"opaque")
+            found = await nodes[5].lookup("sip:carol@c.example")
+            return {r.route for r in found}
+        finally:
+            for node in [*nodes, *plains]:
+                node.stop()
+
+    routes = await run(scenario())
+    assert routes == {"sip:127.0.0.1:1;lr", "sip:127.0.0.1:2;lr"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_datagrams_and_unsigned_stores_are_ignored() -> None:
+    async def scenario() -> tuple[bool, int]:
+        nodes, _ = await overlay(3, k=3)
+        try:
+            target = nodes[0]
+            sender = nodes[1]
+            transport = sender.transport
+            for payload in (b"", b"\x00" * 21 + b"\xc1", os.urandom(200),
+                            b"\x00" + os.urandom(20) + b"\x92\xa5store\x90"):
+                transport.sendto(payload, target.address)
+            accepted = await sender.protocol.call_store(_node(target), key_for("x"),
+                                                        b"unsigned value")
+            await asyncio.sleep(0.2)
+            return accepted[1], len(target.storage)
+        finally:
+            for node in nodes:
+                node.stop()
+
+    accepted, stored = await run(scenario())
+    assert accepted is False and stored == 0
+
+
+def _node(server: OverlayNode):  # noqa: ANN202 - a kademlia Node with an address
+    from kademlia.node import Node
+
+    host, port = server.address
+    return Node(server.node.id, host, port)

@@ -1,0 +1,177 @@
+"""Signed overlay records and the checks readers apply, without sockets."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from tls_certs import TestCA
+
+from gateway.overlay.record import (
+    Contact,
+    RecordError,
+    Signer,
+    decode_bundle,
+    encode_bundle,
+    merge,
+    self_certifying_user,
+    verify_record,
+)
+from gateway.overlay.storage import RecordStorage
+from gateway.overlay.trust import RecordTrust, fingerprint
+
+CONTACT = [Contact("sip:bob@127.0.0.1:5090", 1.0, time.time() + 600)]
+ROUTE = "sip:127.0.0.1:5060;lr"
+
+
+def signer_for(ca: TestCA, stem: str, domain: str) -> Signer:
+    issued = ca.issue(stem, dns=[domain])
+    key = serialization.load_pem_private_key(issued.key.read_bytes(), password=None)
+    return Signer(key, x509.load_pem_x509_certificate(issued.cert.read_bytes()))
+
+
+class MemoryPins:
+    def __init__(self) -> None:
+        self.pins: dict[str, str] = {}
+
+    def get(self, domain: str) -> str | None:
+        return self.pins.get(domain)
+
+    def pin(self, domain: str, value: str) -> None:
+        self.pins.setdefault(domain, value)
+
+
+def one(data: bytes):  # noqa: ANN201 - a Record
+    return verify_record(json.loads(data))
+
+
+def test_a_record_round_trips_and_a_tampered_one_is_refused() -> None:
+    signer = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+    data = signer.sign("sip:bob@b.example", CONTACT, ROUTE, 600)
+    record = one(data)
+    assert record.aor == "sip:bob@b.example" and record.route == ROUTE
+    assert record.signer == signer.signer_id and record.live(time.time())
+    for field, value in (("route", "sip:203.0.113.66;lr"), ("aor", "sip:eve@b.example"),
+                         ("seq", record.seq + 1)):
+        tampered = json.loads(data)
+        tampered[field] = value
+        with pytest.raises(RecordError, match="bad signature"):
+            verify_record(tampered)
+    assert decode_bundle(b"not json") == [] and decode_bundle(b'[{"v": 1}]') == []
+
+
+def test_ca_mode_accepts_only_certificates_for_the_domain(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    trust = RecordTrust("ca", ca_certificates=[ca.certificate])
+    good = one(signer_for(ca, "b", "b.example").sign("sip:bob@b.example", CONTACT, ROUTE, 60))
+    assert trust.check(good) is None
+    wrong = one(signer_for(ca, "c", "c.example").sign("sip:bob@b.example", CONTACT, ROUTE, 60))
+    assert "not valid for b.example" in trust.check(wrong)
+    rogue = TestCA(tmp_path / "rogue", "rogue CA")
+    forged = one(signer_for(rogue, "b2", "b.example").sign("sip:bob@b.example", CONTACT,
+                                                           ROUTE, 60))
+    assert trust.check(forged) is not None
+
+
+def test_tofu_pins_the_first_certificate_and_rejects_another_later(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    pins = MemoryPins()
+    trust = RecordTrust("tofu", pin_store=pins)
+    first = signer_for(ca, "b1", "b.example")
+    second = signer_for(ca, "b2", "b.example")
+    assert trust.check(one(first.sign("sip:bob@b.example", CONTACT, ROUTE, 60))) is None
+    assert pins.pins["b.example"] == fingerprint(first.certificate)
+    assert "pinned to another" in trust.check(one(second.sign("sip:bob@b.example", CONTACT,
+                                                              ROUTE, 60)))
+    other_domain = signer_for(ca, "c", "c.example")
+    assert "does not name b.example" in trust.check(
+        one(other_domain.sign("sip:bob@b.example", CONTACT, ROUTE, 60)))
+
+
+def test_pinned_mode_uses_configured_fingerprints(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    signer = signer_for(ca, "b", "b.example")
+    record = one(signer.sign("sip:bob@b.example", CONTACT, ROUTE, 60))
+    assert RecordTrust("pinned", pins={"b.example": {fingerprint(signer.certificate)}}
+                       ).check(record) is None
+    assert RecordTrust("pinned", pins={"b.example": {"00" * 32}}).check(record) is not None
+
+
+def test_self_certifying_aors_need_no_certificate_but_only_for_their_own_key() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    signer = Signer(key, None)
+    spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    aor = f"sip:{self_certifying_user(spki)}@overlay.example"
+    trust = RecordTrust("ca")
+    assert trust.check(one(signer.sign(aor, CONTACT, ROUTE, 60))) is None
+    assert "bare key" in trust.check(one(signer.sign("sip:bob@b.example", CONTACT, ROUTE, 60)))
+
+
+def test_merge_keeps_the_newest_per_signer_and_tombstones_win() -> None:
+    alice_gw = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+    other_gw = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+    old = one(alice_gw.sign("sip:bob@b.example", CONTACT, ROUTE, 600))
+    other = one(other_gw.sign("sip:bob@b.example", CONTACT, "sip:127.0.0.2;lr", 600))
+    new = one(alice_gw.sign("sip:bob@b.example", CONTACT, "sip:127.0.0.3;lr", 600))
+    merged = merge([new, old, other])
+    assert {r.route for r in merged} == {"sip:127.0.0.3;lr", "sip:127.0.0.2;lr"}
+    tomb = one(alice_gw.sign("sip:bob@b.example", [], ROUTE, 0))
+    merged = merge([old, tomb, other])
+    assert [r for r in merged if r.signer == alice_gw.signer_id][0].is_tombstone
+    # A replayed older record cannot displace the tombstone in storage either.
+    storage = RecordStorage()
+    storage[b"k" * 20] = encode_bundle([tomb])
+    storage[b"k" * 20] = encode_bundle([old])
+    assert [r.is_tombstone for r in storage.records(b"k" * 20)] == [True]
+    storage[b"k" * 20] = b"garbage"
+    assert len(storage.records(b"k" * 20)) == 1
+
+
+def test_expired_records_disappear_from_storage() -> None:
+    signer = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+    now = [time.time()]
+    storage = RecordStorage(clock=lambda: now[0])
+    storage[b"k" * 20] = signer.sign("sip:bob@b.example", CONTACT, ROUTE, 60)
+    assert storage.get(b"k" * 20) is not None
+    now[0] += 61
+    assert storage.get(b"k" * 20) is None and len(storage) == 0
+
+
+def test_ca_mode_respects_certificate_validity(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    record = one(signer_for(ca, "b", "b.example").sign("sip:bob@b.example", CONTACT, ROUTE,
+                                                       60))
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
+    trust = RecordTrust("ca", ca_certificates=[ca.certificate], clock=lambda: later)
+    assert trust.check(record) is not None
+
+
+def test_the_reader_rejects_a_replayed_older_record(tmp_path: Path) -> None:
+    import socket
+
+    from twisted.internet import reactor
+
+    from gateway.overlay.service import OverlayService, OverlaySettings
+
+    ca = TestCA(tmp_path / "ca")
+    publisher = signer_for(ca, "b", "b.example")
+    own = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        service = OverlayService(OverlaySettings(), sock, own,
+                                 RecordTrust("ca", ca_certificates=[ca.certificate]), None,
+                                 ROUTE, reactor)
+        older = one(publisher.sign("sip:bob@b.example", CONTACT, "sip:127.0.0.7;lr", 600))
+        newer = one(publisher.sign("sip:bob@b.example", CONTACT, ROUTE, 600))
+        assert service._accept([newer], "sip:bob@b.example") == [newer]
+        assert service._accept([older], "sip:bob@b.example") == []
+        assert service.rejected == 1
+        stranger = one(signer_for(ca, "c", "c.example").sign("sip:bob@b.example", CONTACT,
+                                                             ROUTE, 600))
+        assert service._accept([stranger], "sip:bob@b.example") == []
