@@ -39,6 +39,9 @@ from gateway.overlay.record import Record, decode_bundle, encode_bundle, merge
 from gateway.overlay.storage import RecordStorage
 
 log = logging.getLogger("gateway.overlay.node")
+# The package logs every unanswered RPC as a warning (and twice): routine in a DHT.
+logging.getLogger("kademlia").setLevel(logging.ERROR)
+logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
 
 
 def key_for(aor: str) -> bytes:
