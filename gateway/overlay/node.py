@@ -12,14 +12,14 @@ Fixes over kademlia 2.2.3 / rpcudp 5.0.1:
   re-sent its hand-over STOREs for ever), and the hand-over uses the key as it is (the
   package hashed an already hashed key);
 - STORE accepts only signed records and merges them (:class:`RecordStorage`);
-- a lookup asks the k closest nodes and merges every bundle they return instead of
-  keeping the first value seen, then repairs the closest node that lacked the newest.
+- lookups keep alpha queries in flight without waiting for the slowest node
+  (:mod:`gateway.overlay.lookup`) and merge every bundle found instead of keeping the
+  first value seen, then repair the closest node that lacked it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import operator
@@ -28,13 +28,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import umsgpack
-from kademlia.crawling import RPCFindResponse, SpiderCrawl
 from kademlia.network import Server
-from kademlia.node import Node, NodeHeap
+from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from kademlia.utils import digest
 
+from gateway.overlay.lookup import IterativeLookup, LookupResult
 from gateway.overlay.record import Record, decode_bundle, encode_bundle, merge
 from gateway.overlay.storage import RecordStorage
 
@@ -154,42 +154,6 @@ def _consume_exception(task: asyncio.Future[Any]) -> None:
         log.debug("overlay task failed: %s", task.exception())
 
 
-class RecordCrawl(SpiderCrawl):
-    """Find the k closest nodes to a key and every bundle they hold for it."""
-
-    def __init__(self, protocol: OverlayProtocol, node: Node, peers: list[Node], ksize: int,
-                 alpha: int) -> None:
-        super().__init__(protocol, node, peers, ksize, alpha)
-        self.records: list[Record] = []
-        self.holders: set[bytes] = set()
-        self.without_value = NodeHeap(node, ksize)
-
-    async def find(self) -> list[Record]:
-        """Crawl until the k closest known nodes have all answered (or failed)."""
-        return await self._find(self.protocol.call_find_value)
-
-    async def _nodes_found(self, responses: dict[bytes, Any]) -> list[Record]:
-        failed = []
-        for peer_id, raw in responses.items():
-            response = RPCFindResponse(raw)
-            if not response.happened():
-                failed.append(peer_id)
-                continue
-            if response.has_value():
-                self.records.extend(decode_bundle(response.get_value()))
-                self.holders.add(peer_id)
-            else:
-                peer = self.nearest.get_node(peer_id)
-                if peer is not None:
-                    self.without_value.push(peer)
-                with contextlib.suppress(TypeError, ValueError):  # a malformed node list
-                    self.nearest.push(response.get_node_list())
-        self.nearest.remove(failed)
-        if self.nearest.have_contacted_all():
-            return self.records
-        return await self.find()
-
-
 class OverlayNode(Server):
     """A Kademlia node that stores and finds signed record bundles by AoR."""
 
@@ -233,8 +197,7 @@ class OverlayNode(Server):
         answered = [n for n in await asyncio.gather(*map(self.bootstrap_node, addresses))
                     if n is not None]
         if answered:
-            crawl = _NodeCrawl(self.protocol, self.node, answered, self.ksize, self.alpha)
-            await crawl.find()
+            await self._lookup(self.node, answered, values=False)
         return len(answered)
 
     async def publish(self, aor: str, records: list[Record]) -> int:
@@ -247,8 +210,7 @@ class OverlayNode(Server):
         if not nearest:
             self.storage.put_records(key, records)
             return 0
-        crawl = _NodeCrawl(self.protocol, target, nearest, self.ksize, self.alpha)
-        nodes = await crawl.find()
+        nodes = (await self._lookup(target, nearest, values=False)).nodes
         if not nodes or self.node.distance_to(target) < max(n.distance_to(target)
                                                             for n in nodes):
             self.storage.put_records(key, records)
@@ -257,42 +219,28 @@ class OverlayNode(Server):
         return sum(1 for ok, answer in results if ok and answer)
 
     async def lookup(self, aor: str) -> list[Record]:
-        """Every valid record for ``aor`` found here and on the k closest nodes, merged
+        """Every valid record for ``aor`` found here and on the closest nodes, merged
         (one per signer, the newest). Signatures are checked; entitlement is not."""
+        return (await self.lookup_detail(aor))[0]
+
+    async def lookup_detail(self, aor: str) -> tuple[list[Record], LookupResult | None]:
+        """:meth:`lookup` with the lookup's statistics (hops, queries) for benchmarks."""
         key = key_for(aor)
         found = list(self.storage.records(key))
         target = Node(key)
-        nearest = self.protocol.router.find_neighbors(target)
-        if nearest:
-            crawl = RecordCrawl(self.protocol, target, nearest, self.ksize, self.alpha)
-            found.extend(await crawl.find())
-            merged = merge(found)
+        nearest = self.protocol.router.find_neighbors(target, self.alpha * 2)
+        if not nearest:
+            return [r for r in merge(found) if r.aor == aor], None
+        result = await self._lookup(target, nearest, values=True)
+        merged = merge([*found, *result.records])
+        if result.without_value is not None and merged:
             # Read repair: the closest node that answered without the value gets it.
-            repair = crawl.without_value.popleft()
-            if repair is not None and merged:
-                task = asyncio.ensure_future(
-                    self.protocol.call_store(repair, key, encode_bundle(merged)))
-                task.add_done_callback(_consume_exception)
-            return [r for r in merged if r.aor == aor]
-        return [r for r in merge(found) if r.aor == aor]
+            task = asyncio.ensure_future(self.protocol.call_store(
+                result.without_value, key, encode_bundle(merged)))
+            task.add_done_callback(_consume_exception)
+        return [r for r in merged if r.aor == aor], result
 
-
-class _NodeCrawl(SpiderCrawl):
-    """The package's node crawl (find the k closest nodes), on our protocol."""
-
-    async def find(self) -> list[Node]:
-        return await self._find(self.protocol.call_find_node)
-
-    async def _nodes_found(self, responses: dict[bytes, Any]) -> list[Node]:
-        failed = []
-        for peer_id, raw in responses.items():
-            response = RPCFindResponse(raw)
-            if not response.happened():
-                failed.append(peer_id)
-                continue
-            with contextlib.suppress(TypeError, ValueError):
-                self.nearest.push(response.get_node_list())
-        self.nearest.remove(failed)
-        if self.nearest.have_contacted_all():
-            return list(self.nearest)
-        return await self.find()
+    async def _lookup(self, target: Node, seeds: list[Node], *, values: bool) -> LookupResult:
+        lookup = IterativeLookup(self.protocol, target, seeds, self.ksize, self.alpha,
+                                 values=values, stall=min(0.25, self.rpc_timeout))
+        return await lookup.run()
