@@ -41,6 +41,7 @@ from gateway.config import TlsSection
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
+from gateway.overlay.trust import RecordTrust
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, parse_message
@@ -138,6 +139,7 @@ class Peer:
         self.reject = reject
         self.endpoint = SipEndpoint(self._answer)
         self.calls_answered = 0
+        self.trust = RecordTrust("tofu", pin_store=_RunPins())
 
     @property
     def contact(self) -> str:
@@ -189,9 +191,17 @@ class Peer:
     # --- the UAC side -----------------------------------------------------------------
 
     async def lookup(self, aor: str) -> list[Record]:
-        """The live records of ``aor`` (signatures checked; trust left to the caller)."""
+        """The live records of ``aor`` whose signature verifies and whose signer the
+        certificate entitles to the AoR's domain (trust on first use, for this run)."""
         now = time.time()
-        return [r for r in await self.node.lookup(aor) if r.live(now)]
+        records = []
+        for record in await self.node.lookup(aor):
+            reason = self.trust.check(record)
+            if reason is not None:
+                print(f"{PROG}: rejected a record for {aor}: {reason}", file=sys.stderr)
+            elif record.live(now) and any(c.expires > now for c in record.contacts):
+                records.append(record)
+        return records
 
     async def call(self, target: str, hold: float = 0.5) -> int:
         """INVITE ``target`` through its record's route; returns the final status of the
@@ -251,6 +261,19 @@ class Peer:
         for name, value in headers:
             request.add_header(name, value)
         return request
+
+
+class _RunPins:
+    """TOFU pins for one run of the peer (in memory)."""
+
+    def __init__(self) -> None:
+        self._pins: dict[str, str] = {}
+
+    def get(self, domain: str) -> str | None:
+        return self._pins.get(domain)
+
+    def pin(self, domain: str, fingerprint: str) -> None:
+        self._pins.setdefault(domain, fingerprint)
 
 
 def _user(aor: str) -> str:

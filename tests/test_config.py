@@ -67,6 +67,13 @@ def test_file_values_and_overrides_apply(tmp_path: Path) -> None:
     ("[auth]\nalgorithms = SHA-512\n", "auth.algorithms"),
     ("[auth]\nmethods = INVITE, *\n", "auth.methods"),
     ("[auth]\nrealm = a\"b\n", "auth.realm"),
+    ("[overlay]\nlisten = somewhere:1\n", "overlay.listen"),
+    ("[overlay]\nlisten = 127.0.0.1:1, 127.0.0.1:2\n", "overlay.listen"),
+    ("[overlay]\ntrust = maybe\n", "overlay.trust"),
+    ("[overlay]\ntrust = ca\n", "overlay.ca_file"),
+    ("[overlay]\npins = b.example=12\n", "overlay.pins"),
+    ("[overlay]\nbootstrap = host.example:6084\n", "overlay.bootstrap"),
+    ("[overlay]\nroute = http://x\n", "overlay.route"),
     ("not an ini file\n", "not valid INI"),
 ])
 def test_bad_config_gives_one_line_error_naming_the_key(tmp_path: Path, text: str,

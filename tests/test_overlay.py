@@ -145,3 +145,47 @@ def _key(aor: str) -> bytes:
     from gateway.overlay.node import key_for
 
     return key_for(aor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expired_registration_vanishes_from_lookups(tmp_path) -> None:
+    a = await start_gateway(tmp_path / "a", **{"gateway.domains": "a.example",
+                                               "overlay.cache": "0"})
+    host, port = a.overlay.address
+    b = await start_gateway(tmp_path / "b", **{"gateway.domains": "b.example",
+                                               "overlay.cache": "0",
+                                               "registrar.min_expires": "1",
+                                               "overlay.bootstrap": f"{host}:{port}"})
+    bob = UA("bob", ports(b)["udp"], domain="b.example")
+    try:
+        await _until(lambda: b.overlay.joined and a.overlay.node.contact_count() > 0)
+        assert (await deferToThread(bob.register, 2)).status == 200
+        await _found(a, "sip:bob@b.example")
+        started = time.monotonic()
+        while await a.overlay.lookup("sip:bob@b.example"):
+            assert time.monotonic() - started < 6, "an expired contact is still found"
+            await _sleep(0.2)
+    finally:
+        bob.close()
+        await b.stopService()
+        await a.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_id_and_contacts_survive_a_restart(tmp_path) -> None:
+    a = await start_gateway(tmp_path / "a", **{"gateway.domains": "a.example"})
+    host, port = a.overlay.address
+    b = await start_gateway(tmp_path / "b", **{"gateway.domains": "b.example",
+                                               "overlay.bootstrap": f"{host}:{port}"})
+    try:
+        await _until(lambda: b.overlay.joined and b.overlay.node.contact_count() > 0)
+        node_id = b.overlay.node.node.id
+        await b.stopService()
+        # No bootstrap configured this time: the node cache in the registry is enough.
+        b = await start_gateway(tmp_path / "b", **{"gateway.domains": "b.example"})
+        assert b.overlay.node.node.id == node_id
+        await _until(lambda: b.overlay.joined and b.overlay.node.contact_count() > 0)
+        assert (host, port) in b.overlay.node.neighbors()
+    finally:
+        await b.stopService()
+        await a.stopService()

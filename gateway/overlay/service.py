@@ -86,6 +86,7 @@ class OverlayService:
         self.node.transport, self.node.protocol = await loop.create_datagram_endpoint(
             self.node._create_protocol, sock=self._sock)  # noqa: SLF001 - the node's factory
         assert isinstance(self.node.protocol, OverlayProtocol)
+        self.node.refresh_table()  # the package's hourly bucket refresh and re-publish
         if self._runner is not None:
             self._runner.start()
             try:
@@ -171,7 +172,8 @@ class OverlayService:
                          aor=aor, signer=record.signer[:16], why=reason)
                 continue
             self._seen_seq[key] = record.seq
-            if record.live(now) and record.signer != self.signer.signer_id:
+            if (record.live(now) and record.signer != self.signer.signer_id
+                    and any(c.expires > now for c in record.contacts)):
                 accepted.append(record)
         if len(self._seen_seq) > 100_000:
             self._seen_seq.clear()  # bounded; the DHT's own merge still orders by seq
