@@ -483,7 +483,9 @@ def running(targets: list[Target]) -> Iterator[list[Target]]:
 def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Summary], list[Step]]:
     """Start the targets, measure idle latency, then step the rate through all of them."""
     targets = [
-        Target(name, DESCRIPTIONS[name], workdir / name, args.kamailio_shm_mb)
+        Target(name, DESCRIPTIONS[name], workdir / name, args.kamailio_shm_mb,
+               gateway_args=("--config", str(args.gateway_config))
+               if args.gateway_config else ())
         for name in args.targets
     ]
     steps: dict[str, list[Step]] = {target.name: [] for target in targets}
@@ -587,6 +589,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kamailio-shm-mb", type=int, default=2048,
                         help="Kamailio shared memory, MiB (usrloc: ~1 KiB a binding)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write all results to this JSON file")
+    parser.add_argument("--gateway-config", type=Path,
+                        help="configuration file for the gateway (e.g. [overlay] enabled = no)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (logs, SIPp traces)")  # fmt: skip
     args = parser.parse_args(argv)

@@ -136,6 +136,7 @@ class OverlaySection:
     record_lifetime: float = 3600.0
     cache: float = 5.0
     route: str = ""
+    publish_rate: float = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +419,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "record_lifetime": ("3600", _seconds(60, 86400)),
         "cache": ("5", _seconds(0, 3600)),
         "route": ("", _sip_uri),
+        "publish_rate": ("1000", _seconds(1, 1000000)),
     },
     "registrar": {
         "min_expires": ("60", _int_range(0, 2**31 - 1)),

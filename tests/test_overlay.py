@@ -118,9 +118,7 @@ async def test_unregister_makes_the_record_vanish_from_lookups(pair) -> None:
     bob = UA("bob", port_b, domain="b.example")
     try:
         assert (await deferToThread(bob.register)).status == 200
-        await _until(lambda: bool(b.overlay.node.storage.records(_key("sip:bob@b.example"))))
-        found = await a.overlay.lookup("sip:bob@b.example")
-        assert found
+        assert await _found(a, "sip:bob@b.example")
         assert (await deferToThread(bob.register, 0)).status == 200
         deadline = time.monotonic() + 5
         while await a.overlay.lookup("sip:bob@b.example"):
@@ -141,10 +139,6 @@ async def _found(gateway: GatewayService, aor: str, timeout: float = 5.0) -> lis
         await _sleep(0.1)
 
 
-def _key(aor: str) -> bytes:
-    from gateway.overlay.node import key_for
-
-    return key_for(aor)
 
 
 @pytest_twisted.ensureDeferred

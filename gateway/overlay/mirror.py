@@ -1,19 +1,27 @@
 """Publishes the registry into the DHT: every binding change of an AoR becomes a new
 signed record (or a tombstone) within ``delay`` seconds, and every live AoR is
-re-published before its record expires and after the node (re)joins."""
+re-published before its record expires and after the node (re)joins.
+
+Records are signed in a worker thread, in batches (an ECDSA signature costs ~50 µs and
+OpenSSL releases the GIL while it works), and at most ``max_rate`` records a second are
+signed: under a burst of registrations SIP keeps the CPU, and the AoRs waiting are
+published (once each, with their latest bindings) as the budget allows."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from gateway.location.binding import Binding
 from gateway.log import get_logger
-from gateway.overlay.record import Contact, Record, Signer, decode_bundle
+from gateway.overlay.record import Contact, Record, Signer
 
 log = get_logger("gateway.overlay.mirror")
 
@@ -26,7 +34,8 @@ class RegistrationMirror:
     """Keeps this gateway's records in the DHT equal to its registry."""
 
     def __init__(self, location: Any, publish: Publish, signer: Signer, route: str,
-                 reactor: Any, *, lifetime: float = 3600.0, delay: float = 0.1) -> None:
+                 reactor: Any, *, lifetime: float = 3600.0, delay: float = 0.1,
+                 max_rate: float = 1000.0) -> None:
         self.location = location
         self.publish = publish
         self.signer = signer
@@ -34,17 +43,20 @@ class RegistrationMirror:
         self.reactor = reactor
         self.lifetime = lifetime
         self.delay = delay
-        self._dirty: set[str] = set()
+        self.max_rate = max_rate
+        self._dirty: dict[str, None] = {}  # insertion-ordered: oldest change first
         self._call: IDelayedCall | None = None
         self._republish: IDelayedCall | None = None
         self._running = False
         self._semaphore: asyncio.Semaphore | None = None
+        self._pool = ThreadPool(1, 1, name="overlay-signer")
         #: Publications done and failed (for status and tests).
         self.published = 0
         self.failures = 0
 
     def start(self) -> None:
         """Follow registry changes and re-publish everything periodically."""
+        self._pool.start()
         self._running = True
         self._semaphore = asyncio.Semaphore(CONCURRENCY)
         self.location.watchers.append(self.changed)
@@ -53,6 +65,7 @@ class RegistrationMirror:
     def stop(self) -> None:
         """Stop following changes (nothing is withdrawn: records expire on their own)."""
         self._running = False
+        self._pool.stop()
         if self.changed in self.location.watchers:
             self.location.watchers.remove(self.changed)
         for call in (self._call, self._republish):
@@ -63,24 +76,42 @@ class RegistrationMirror:
         """The bindings of ``aor`` changed: publish soon."""
         if not self._running:
             return
-        self._dirty.add(aor)
-        if self._call is None or not self._call.active():
+        self._dirty[aor] = None
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._running and self._dirty and (self._call is None or not self._call.active()):
             self._call = self.reactor.callLater(self.delay, self._flush)
 
-    def republish_all(self) -> Deferred[None]:
-        """:meth:`publish_all` as a Deferred."""
-        return Deferred.fromFuture(asyncio.ensure_future(self.publish_all()))
+    @property
+    def backlog(self) -> int:
+        """AoRs whose change is not published yet."""
+        return len(self._dirty)
 
-    async def publish_all(self) -> None:
-        """Publish every AoR with live bindings now (after a join, and periodically)."""
+    def republish_all(self) -> None:
+        """Queue every AoR with live bindings for publication (after a join, and
+        periodically); they go out at ``max_rate``."""
         aors = list(self.location.snapshot())
         log.info("overlay: publishing {n} AoR(s)", n=len(aors))
-        await self._publish_many(aors)
+        for aor in aors:
+            self._dirty[aor] = None
+        self._schedule_flush()
 
     def _flush(self) -> None:
-        aors, self._dirty = list(self._dirty), set()
-        d = Deferred.fromFuture(asyncio.ensure_future(self._publish_many(aors)))
+        budget = max(1, int(self.max_rate * self.delay))
+        aors = list(itertools.islice(self._dirty, budget))
+        for aor in aors:
+            del self._dirty[aor]
+        d = self._publish_aors(aors)
         d.addErrback(lambda f: log.failure("overlay publication failed", f))
+        d.addBoth(lambda _: self._schedule_flush())
+
+    def _publish_aors(self, aors: list[str]) -> Deferred[None]:
+        jobs = [(aor, self._contacts(aor)) for aor in aors]
+        d = deferToThreadPool(self.reactor, self._pool, self._sign_all, jobs)
+        d.addCallback(lambda records: Deferred.fromFuture(
+            asyncio.ensure_future(self._publish_many(records))))
+        return d
 
     def _schedule_republish(self) -> None:
         if not self._running:
@@ -88,31 +119,39 @@ class RegistrationMirror:
         self._republish = self.reactor.callLater(self.lifetime / 2, self._periodic)
 
     def _periodic(self) -> None:
-        d = self.republish_all()
-        d.addErrback(lambda f: log.failure("overlay re-publication failed", f))
-        d.addBoth(lambda _: self._schedule_republish())
+        self.republish_all()
+        self._schedule_republish()
+
+    def _contacts(self, aor: str) -> list[Contact]:
+        # Each contact carries its own expiry, so readers drop it on time; the record
+        # lives ``lifetime`` and is re-published at half of it.
+        return [Contact(b.contact, b.q, b.expires) for b in self.location.lookup(aor)]
 
     def record_for(self, aor: str, bindings: list[Binding]) -> Record:
         """The signed record (a tombstone when no binding is live) of ``aor``."""
-        # Each contact carries its own expiry, so readers drop it on time; the record
-        # lives ``lifetime`` and is re-published at half of it.
-        contacts = [Contact(b.contact, b.q, b.expires) for b in bindings]
-        data = self.signer.sign(aor, contacts, self.route, self.lifetime if contacts else 0)
-        return decode_bundle(data)[0]
+        return self._sign(aor, [Contact(b.contact, b.q, b.expires) for b in bindings])
 
-    async def _publish_many(self, aors: list[str]) -> None:
-        await asyncio.gather(*(self._publish_one(aor) for aor in aors))
+    def _sign(self, aor: str, contacts: list[Contact]) -> Record:
+        return self.signer.sign_record(aor, contacts, self.route,
+                                       self.lifetime if contacts else 0)
 
-    async def _publish_one(self, aor: str) -> None:
+    def _sign_all(self, jobs: list[tuple[str, list[Contact]]]) -> list[Record]:
+        """Runs in the signer thread."""
+        return [self._sign(aor, contacts) for aor, contacts in jobs]
+
+    async def _publish_many(self, records: list[Record]) -> None:
+        await asyncio.gather(*(self._publish_one(record) for record in records))
+
+    async def _publish_one(self, record: Record) -> None:
         assert self._semaphore is not None
         async with self._semaphore:
-            record = self.record_for(aor, self.location.lookup(aor))
             try:
-                stored = await self.publish(aor, [record])
+                stored = await self.publish(record.aor, [record])
             except Exception as exc:  # an overlay fault must not stop the mirror
                 self.failures += 1
-                log.warn("overlay: cannot publish {aor}: {error}", aor=aor, error=str(exc))
+                log.warn("overlay: cannot publish {aor}: {error}", aor=record.aor,
+                         error=str(exc))
                 return
             self.published += 1
-            log.debug("overlay: published {aor} ({kind}) on {n} node(s)", aor=aor,
+            log.debug("overlay: published {aor} ({kind}) on {n} node(s)", aor=record.aor,
                       kind="tombstone" if record.is_tombstone else "record", n=stored)

@@ -27,6 +27,7 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from cryptography import x509
@@ -54,7 +55,9 @@ class Contact:
 
 @dataclass(frozen=True)
 class Record:
-    """A verified (signature-checked) record; ``raw`` is its JSON object as received."""
+    """A record whose signature verified (or that we signed); ``raw`` is its JSON object.
+    The certificate and key are parsed only when asked for (trust checks), so a node
+    storing many records keeps little more than their JSON."""
 
     aor: str
     contacts: tuple[Contact, ...]
@@ -63,8 +66,6 @@ class Record:
     issued: float
     expires: float
     signer: str  # SHA-256 hex of the certificate (or key) DER
-    certificate: x509.Certificate | None
-    public_key_der: bytes
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @property
@@ -75,6 +76,24 @@ class Record:
     def live(self, now: float) -> bool:
         """Not expired and not a tombstone."""
         return not self.is_tombstone and self.expires > now
+
+    @cached_property
+    def certificate(self) -> x509.Certificate | None:
+        """The signer's certificate (None for a bare-key record)."""
+        if "cert" not in self.raw:
+            return None
+        return x509.load_der_x509_certificate(base64.b64decode(self.raw["cert"]))
+
+    @cached_property
+    def public_key_der(self) -> bytes:
+        """The signer's SubjectPublicKeyInfo, DER."""
+        if "cert" in self.raw:
+            assert self.certificate is not None
+            key = self.certificate.public_key()
+        else:
+            key = serialization.load_der_public_key(base64.b64decode(self.raw["key"]))
+        return key.public_bytes(serialization.Encoding.DER,
+                                serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def canonical(obj: dict[str, Any]) -> bytes:
@@ -104,6 +123,11 @@ class Signer:
     def sign(self, aor: str, contacts: list[Contact], route: str, lifetime: float,
              now: float | None = None) -> bytes:
         """A signed record (JSON bytes); ``lifetime`` 0 makes a tombstone."""
+        return canonical(self.sign_record(aor, contacts, route, lifetime, now).raw)
+
+    def sign_record(self, aor: str, contacts: list[Contact], route: str, lifetime: float,
+                    now: float | None = None) -> Record:
+        """:meth:`sign` as a :class:`Record` (no need to verify what we just signed)."""
         now = time.time() if now is None else now
         obj: dict[str, Any] = {
             "v": VERSION, "aor": aor, "route": route, "seq": self.next_seq(),
@@ -113,7 +137,9 @@ class Signer:
             self._identity[0]: base64.b64encode(self._identity[1]).decode("ascii"),
         }
         obj["sig"] = base64.b64encode(_sign(self.private_key, canonical(obj))).decode("ascii")
-        return canonical(obj)
+        return Record(aor, tuple(Contact(c["uri"], float(c["q"]), float(c["expires"]))
+                                 for c in obj["contacts"]), route, obj["seq"],
+                      float(obj["issued"]), float(obj["expires"]), self.signer_id, obj)
 
 
 def _sign(key: Any, data: bytes) -> bytes:
@@ -175,11 +201,9 @@ def _verify_record(obj: dict[str, Any]) -> Record:
         signature = base64.b64decode(obj["sig"], validate=True)
         if "cert" in obj:
             der = base64.b64decode(obj["cert"], validate=True)
-            certificate = x509.load_der_x509_certificate(der)
-            public_key = certificate.public_key()
+            public_key = x509.load_der_x509_certificate(der).public_key()
         else:
             der = base64.b64decode(obj["key"], validate=True)
-            certificate = None
             public_key = serialization.load_der_public_key(der)
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"malformed record: {exc}") from None
@@ -187,10 +211,8 @@ def _verify_record(obj: dict[str, Any]) -> Record:
         raise RecordError("too many contacts")
     unsigned = {k: v for k, v in obj.items() if k != "sig"}
     _verify(public_key, signature, canonical(unsigned))
-    public_der = public_key.public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     return Record(aor, contacts, route, seq, issued, expires, hashlib.sha256(der).hexdigest(),
-                  certificate, public_der, obj)
+                  obj)
 
 
 def decode_bundle(value: Any) -> list[Record]:

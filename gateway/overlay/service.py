@@ -44,6 +44,7 @@ class OverlaySettings:
     negative_cache_seconds: float = 2.0
     join_retry: float = 30.0
     node_id: bytes | None = None
+    publish_rate: float = 1000.0
 
 
 class OverlayService:
@@ -61,7 +62,8 @@ class OverlayService:
         self.node = OverlayNode(settings.k, settings.alpha, settings.node_id,
                                 settings.rpc_timeout)
         self.mirror = RegistrationMirror(location, self.node.publish, signer, route, reactor,
-                                         lifetime=settings.record_lifetime)
+                                         lifetime=settings.record_lifetime,
+                                         max_rate=settings.publish_rate)
         self._store = store
         self._runner = ThreadStoreRunner(store, reactor) if store is not None else None
         self.pins = PinDirectory(self._runner)
@@ -120,14 +122,14 @@ class OverlayService:
             if not self.joined:
                 log.info("overlay: no bootstrap peers; this node starts the overlay")
                 self.joined = True
-                await self.mirror.publish_all()
+                self.mirror.republish_all()
             return
         answered = await self.node.join(peers)
         if answered:
             log.info("overlay joined: {n} of {m} bootstrap peer(s) answered, {c} contacts",
                      n=answered, m=len(peers), c=self.node.contact_count())
             self.joined = True
-            await self.mirror.publish_all()
+            self.mirror.republish_all()
             await self._save_nodes()
         else:
             log.warn("overlay: no bootstrap peer answered ({peers}); serving locally, "
