@@ -183,3 +183,39 @@ async def test_node_id_and_contacts_survive_a_restart(tmp_path) -> None:
     finally:
         await b.stopService()
         await a.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_forged_records_in_the_dht_are_rejected_by_the_reader(pair, tmp_path) -> None:
+    from tls_certs import TestCA
+
+    from gateway.overlay.record import Contact
+    from gateway.overlay.service import run_async
+
+    a, b = pair
+    bob = UA("bob", ports(b)["udp"], domain="b.example")
+    try:
+        assert (await deferToThread(bob.register)).status == 200
+        (genuine,) = await _found(a, "sip:bob@b.example")  # pins B's certificate
+        rogue_ca = TestCA(tmp_path / "rogue", "rogue CA")
+        rogue = _signer(rogue_ca.issue("b-forged", dns=["b.example"]))
+        stranger = _signer(rogue_ca.issue("c", dns=["c.example"]))
+        contacts = [Contact("sip:bob@127.0.0.66:5060", 1.0, time.time() + 600)]
+        for signer in (rogue, stranger):
+            record = signer.sign_record("sip:bob@b.example", contacts,
+                                        "sip:127.0.0.66:5060;lr", 600)
+            await run_async(a.overlay.node.publish("sip:bob@b.example", [record]))
+        assert (await a.overlay.lookup("sip:bob@b.example")) == [genuine]
+        assert a.overlay.rejected >= 2
+    finally:
+        bob.close()
+
+
+def _signer(issued):  # noqa: ANN001, ANN202 - tls_certs.Issued -> Signer
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.overlay.record import Signer
+
+    key = serialization.load_pem_private_key(issued.key.read_bytes(), password=None)
+    return Signer(key, x509.load_pem_x509_certificate(issued.cert.read_bytes()))
