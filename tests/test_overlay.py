@@ -219,3 +219,39 @@ def _signer(issued):  # noqa: ANN001, ANN202 - tls_certs.Issued -> Signer
 
     key = serialization.load_pem_private_key(issued.key.read_bytes(), password=None)
     return Signer(key, x509.load_pem_x509_certificate(issued.cert.read_bytes()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_bootstrap_leaves_the_gateway_serving_locally(tmp_path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never answers
+        service = await start_gateway(tmp_path / "d", **{
+            "overlay.bootstrap": f"127.0.0.1:{silent.getsockname()[1]}"})
+        try:
+            await _sleep(1.5)  # one join attempt has timed out by now
+            assert not service.overlay.joined
+            ua = UA("alice", ports(service)["udp"])
+            try:
+                assert (await deferToThread(ua.register)).status == 200
+            finally:
+                ua.close()
+        finally:
+            await service.stopService()
+
+
+def test_an_overlay_port_in_use_is_a_one_line_error(tmp_path) -> None:
+    import socket
+
+    import pytest
+
+    from gateway.service import StartupError, prepare
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        with pytest.raises(StartupError, match=r"^overlay\.listen: cannot listen on udp"):
+            prepare(None, {"gateway.data_dir": str(tmp_path / "d"),
+                           "sip.listen_udp": "127.0.0.1:0", "sip.listen_tcp": "",
+                           "tls.listen": "", "overlay.listen": f"127.0.0.1:{port}"})
