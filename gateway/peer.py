@@ -41,7 +41,7 @@ from gateway.config import TlsSection
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
-from gateway.overlay.trust import RecordTrust
+from gateway.overlay.trust import MemoryPins, RecordTrust
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, parse_message
@@ -139,7 +139,7 @@ class Peer:
         self.reject = reject
         self.endpoint = SipEndpoint(self._answer)
         self.calls_answered = 0
-        self.trust = RecordTrust("tofu", pin_store=_RunPins())
+        self.trust = RecordTrust("tofu", pin_store=MemoryPins())  # pins for this run
 
     @property
     def contact(self) -> str:
@@ -261,19 +261,6 @@ class Peer:
         for name, value in headers:
             request.add_header(name, value)
         return request
-
-
-class _RunPins:
-    """TOFU pins for one run of the peer (in memory)."""
-
-    def __init__(self) -> None:
-        self._pins: dict[str, str] = {}
-
-    def get(self, domain: str) -> str | None:
-        return self._pins.get(domain)
-
-    def pin(self, domain: str, fingerprint: str) -> None:
-        self._pins.setdefault(domain, fingerprint)
 
 
 def _user(aor: str) -> str:

@@ -24,7 +24,7 @@ from gateway.overlay.record import (
     verify_record,
 )
 from gateway.overlay.storage import RecordStorage
-from gateway.overlay.trust import RecordTrust, fingerprint
+from gateway.overlay.trust import MemoryPins, RecordTrust, fingerprint
 
 CONTACT = [Contact("sip:bob@127.0.0.1:5090", 1.0, time.time() + 600)]
 ROUTE = "sip:127.0.0.1:5060;lr"
@@ -34,17 +34,6 @@ def signer_for(ca: TestCA, stem: str, domain: str) -> Signer:
     issued = ca.issue(stem, dns=[domain])
     key = serialization.load_pem_private_key(issued.key.read_bytes(), password=None)
     return Signer(key, x509.load_pem_x509_certificate(issued.cert.read_bytes()))
-
-
-class MemoryPins:
-    def __init__(self) -> None:
-        self.pins: dict[str, str] = {}
-
-    def get(self, domain: str) -> str | None:
-        return self.pins.get(domain)
-
-    def pin(self, domain: str, value: str) -> None:
-        self.pins.setdefault(domain, value)
 
 
 def one(data: bytes):  # noqa: ANN201 - a Record

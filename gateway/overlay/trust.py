@@ -45,6 +45,21 @@ class PinStore(Protocol):
         """Remember ``fingerprint`` for ``domain`` (first sight)."""
 
 
+class MemoryPins:
+    """TOFU pins kept in memory only (``p2psip-peer``, tests)."""
+
+    def __init__(self) -> None:
+        self.pins: dict[str, str] = {}
+
+    def get(self, domain: str) -> str | None:
+        """The pinned fingerprint of ``domain``."""
+        return self.pins.get(domain)
+
+    def pin(self, domain: str, fingerprint: str) -> None:
+        """Pin on first sight."""
+        self.pins.setdefault(domain, fingerprint)
+
+
 def fingerprint(certificate: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lower-case hex without separators."""
     return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
