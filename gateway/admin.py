@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from gateway.auth.users import UserError, UserStore, canonical_aor, domain_part, user_part
 from gateway.location.binding import Binding
 from gateway.location.store import LocationStore, RegistryUnavailable
+from gateway.overlay.service import OVERLAY_STATUS_FILE
 
 PROG = "p2psip-admin"
 EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -80,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     list_users = users_commands.add_parser("list", help="show users (never passwords)")
     list_users.add_argument("--json", action="store_true", help="print a JSON list of objects")
     list_users.set_defaults(handler=cmd_users_list)
+
+    overlay = commands.add_parser("overlay", help="the running gateway's overlay node")
+    overlay_commands = overlay.add_subparsers(dest="action", metavar="ACTION", required=True)
+    overlay_status = overlay_commands.add_parser(
+        "status", help="joined/joining/alone, neighbours, last error (from the data dir)")
+    overlay_status.add_argument("--json", action="store_true", help="print the raw JSON")
+    overlay_status.set_defaults(handler=cmd_overlay_status, needs_store=False)
 
     db = commands.add_parser("db", help="manage the registry schema")
     db_commands = db.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -295,6 +303,59 @@ def cmd_users_list(store: LocationStore, args: argparse.Namespace, out: TextIO) 
     return EXIT_OK
 
 
+def data_dir_of(args: argparse.Namespace) -> Path:
+    """``--data-dir``, else the configuration's ``gateway.data_dir``, else ``./data``."""
+    if args.data_dir:
+        return Path(args.data_dir)
+    if args.config:
+        from gateway.config import load_config
+
+        try:
+            return Path(load_config(args.config).data_dir)
+        except Exception as exc:  # ConfigError: its message names the key
+            raise AdminError(str(exc)) from exc
+    return Path(DEFAULT_DATA_DIR)
+
+
+def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
+                       out: TextIO) -> int:
+    """``overlay status [--json]``: what the gateway last wrote about its overlay node."""
+    path = data_dir_of(args) / OVERLAY_STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdminError(f"no overlay status in {path.parent} (the gateway has not run "
+                         "there, or [overlay] is disabled)") from None
+    except (OSError, ValueError) as exc:
+        raise AdminError(f"cannot read {path}: {exc}") from None
+    age = time.time() - float(status.get("updated", 0))
+    stale = status.get("state") != "stopped" and age > 30
+    if args.json:
+        json.dump(status | {"age_seconds": round(age, 1), "stale": stale}, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    state = status.get("state", "?")
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(status.get("since", 0))))
+    rows = [
+        ("state", f"{state} since {since}" + (f" (status {age:.0f} s old: is the gateway "
+                                              "running?)" if stale else "")),
+        ("node", f"{status.get('node_id', '')[:16]} on udp {status.get('listen', '')}"),
+        ("neighbours", str(status.get("contacts", 0))),
+        ("last error", status.get("last_error") or "-"),
+        ("records", f"{status.get('published', 0)} published, "
+                    f"{status.get('backlog', 0)} waiting, "
+                    f"{status.get('publish_failures', 0)} failed; "
+                    f"{status.get('stored_keys', 0)} keys stored here"),
+        ("lookups", f"{status.get('lookups', 0)}, {status.get('rejected_records', 0)} "
+                    "records rejected"),
+        ("route", status.get("route") or "-"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        out.write(f"{name.ljust(width)}  {value}\n")
+    return EXIT_OK
+
+
 def cmd_db_upgrade(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
     """``db upgrade``."""
     store.upgrade_schema()
@@ -307,8 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     store = None
     try:
-        store = open_store(args, must_exist=args.handler not in (cmd_db_upgrade,
-                                                                 cmd_users_add))
+        if getattr(args, "needs_store", True):
+            store = open_store(args, must_exist=args.handler not in (cmd_db_upgrade,
+                                                                     cmd_users_add))
         return args.handler(store, args, sys.stdout)
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)

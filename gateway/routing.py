@@ -41,12 +41,15 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """A resolver's answer: ``targets`` to try, or (none) a final ``status``."""
+    """A resolver's answer: ``targets`` to try, or (none) a final ``status``. A
+    resolution that is not ``final`` (e.g. "the overlay is unreachable") lets the rest of
+    the chain try; it is the answer only when no later resolver has one."""
 
     targets: tuple[Target, ...] = ()
     status: int = 404
     reason: str = ""
     headers: tuple[tuple[str, str], ...] = field(default=())
+    final: bool = True
 
 
 class ITargetResolver(Interface):
@@ -76,17 +79,21 @@ class ResolverChain:
         self.resolvers = list(resolvers)
 
     def resolve(self, uri: SipUri, request: Request) -> Deferred[Resolution]:
-        """The first answer of the chain."""
-        return self._ask(0, uri, request)
+        """The first final answer of the chain (or the first non-final one, or 404)."""
+        return self._ask(0, uri, request, None)
 
-    def _ask(self, index: int, uri: SipUri, request: Request) -> Deferred[Resolution]:
+    def _ask(self, index: int, uri: SipUri, request: Request,
+             fallback: Resolution | None) -> Deferred[Resolution]:
         if index >= len(self.resolvers):
-            return succeed(Resolution(status=404, reason="Not Found (domain not served here)"))
+            return succeed(fallback or Resolution(
+                status=404, reason="Not Found (domain not served here)"))
         d = maybeDeferred(self.resolvers[index].resolve, uri, request)
 
         def next_or_answer(result: Resolution | None) -> Resolution | Deferred[Resolution]:
             if result is None:
-                return self._ask(index + 1, uri, request)
+                return self._ask(index + 1, uri, request, fallback)
+            if not result.final:
+                return self._ask(index + 1, uri, request, fallback or result)
             return result
 
         return d.addCallback(next_or_answer)

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -33,7 +34,12 @@ from gateway.log import get_logger, set_log_level
 from gateway.myself import LocalDomains, Myself
 from gateway.overlay.identity import load_node_id
 from gateway.overlay.record import Signer
-from gateway.overlay.service import OverlayService, OverlaySettings, run_async
+from gateway.overlay.service import (
+    OVERLAY_STATUS_FILE,
+    OverlayService,
+    OverlaySettings,
+    run_async,
+)
 from gateway.overlay.store import OverlayStore
 from gateway.overlay.trust import RecordTrust
 from gateway.proxy import Proxy
@@ -323,8 +329,10 @@ def _overlay_service(prepared: Prepared, location: LocationService,
         record_lifetime=overlay.record_lifetime, cache_seconds=overlay.cache,
         negative_cache_seconds=min(overlay.cache, 2.0),
         node_id=load_node_id(config.data_dir), publish_rate=overlay.publish_rate)
-    return OverlayService(settings, prepared.overlay_socket, signer, trust, location, "",
-                          reactor, store)
+    service = OverlayService(settings, prepared.overlay_socket, signer, trust, location, "",
+                             reactor, store)
+    service.status_path = Path(config.data_dir) / OVERLAY_STATUS_FILE
+    return service
 
 
 def _store_runner(prepared: Prepared, reactor: Any) -> StoreRunner:

@@ -30,12 +30,20 @@ class OverlayResolver:
     def __init__(self, overlay: Any) -> None:
         self.overlay = overlay
 
-    def resolve(self, uri: SipUri, request: Request) -> Deferred[Resolution | None] | None:
-        """See :class:`gateway.routing.ITargetResolver`."""
+    def resolve(self, uri: SipUri, request: Request,
+                ) -> Deferred[Resolution | None] | Resolution | None:
+        """See :class:`gateway.routing.ITargetResolver`. While the overlay is not joined,
+        or when a lookup fails, the answer is a non-final 480 (a later resolver, e.g.
+        ``upstream``, may still know the user): fast, never a hang."""
         if self.overlay is None or not uri.user:
             return None
+        if not self.overlay.joined:
+            return _unreachable(self.overlay.last_error or "not joined yet")
         aor = uri.aor()
-        return self.overlay.lookup(aor).addCallback(self._targets, uri)
+        d = self.overlay.lookup(aor).addCallback(self._targets, uri)
+        d.addErrback(lambda failure: _unreachable(
+            f"lookup failed: {failure.getErrorMessage() or failure.type.__name__}"))
+        return d
 
     def _targets(self, records: list[Record], uri: SipUri) -> Resolution | None:
         targets = []
@@ -52,6 +60,13 @@ class OverlayResolver:
             else:
                 targets.append(Target(str(uri), q, path=(f"<{record.route}>",)))
         return Resolution(targets=tuple(targets)) if targets else None
+
+
+def _unreachable(detail: str) -> Resolution:
+    text = "".join(ch for ch in detail if ch.isprintable() and ch not in '"\\')[:120]
+    return Resolution(status=480, reason="Temporarily Unavailable (overlay unreachable)",
+                      headers=(("Warning", f'399 p2psip-gateway "overlay unreachable: '
+                                           f'{text}"'),), final=False)
 
 
 @implementer(IPlugin, IResolverFactory)

@@ -3,6 +3,9 @@ on one loopback overlay find each other's users through the DHT and proxy calls.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +16,7 @@ from sip_ua import UA, in_dialog
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
+from gateway.admin import main as admin_main
 from gateway.service import GatewayService
 from gateway.sip.message import Request, Response
 
@@ -232,11 +236,31 @@ async def test_an_unreachable_bootstrap_leaves_the_gateway_serving_locally(tmp_p
         try:
             await _sleep(1.5)  # one join attempt has timed out by now
             assert not service.overlay.joined
+            assert service.overlay.state == "joining"
+            assert "no bootstrap peer answered" in service.overlay.last_error
             ua = UA("alice", ports(service)["udp"])
+
+            def call_elsewhere() -> tuple[Response, float]:
+                started = time.monotonic()
+                ua.send(ua.request("INVITE", "sip:bob@b.example"))
+                return ua.expect(480), time.monotonic() - started
+
             try:
                 assert (await deferToThread(ua.register)).status == 200
+                refused, seconds = await deferToThread(call_elsewhere)
             finally:
                 ua.close()
+            assert seconds < 1.0
+            assert "overlay unreachable" in refused.reason
+            assert "overlay unreachable" in (refused.header("warning") or "")
+            status = json.loads((tmp_path / "d" / "overlay-status.json").read_text())
+            assert status["state"] == "joining" and status["last_error"]
+            shown = io.StringIO()
+            with contextlib.redirect_stdout(shown):
+                assert admin_main(["--data-dir", str(tmp_path / "d"), "overlay",
+                                   "status"]) == 0
+            assert "joining" in shown.getvalue()
+            assert "no bootstrap peer answered" in shown.getvalue()
         finally:
             await service.stopService()
 

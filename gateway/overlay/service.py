@@ -2,22 +2,27 @@
 and a short cache, and the registration mirror.
 
 The node is joined in the background: until some bootstrap peer answers, the gateway
-serves locally and lookups find nothing; once joined (and every time it re-joins) every
-live binding is re-published. ``join_retry`` seconds apart, the join is tried again while
-the node knows no other node.
+serves locally and overlay lookups fail fast (480); once joined (and every time it
+re-joins) every live binding is re-published. Failed joins are retried with jittered
+exponential back-off (1 s doubling up to ``join_retry``); a joined node that loses
+every neighbour joins again. The state is logged and written to
+``<data_dir>/overlay-status.json`` for ``p2psip-admin overlay status``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import random
 import socket
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 
 from gateway.location.runner import ThreadStoreRunner
 from gateway.log import get_logger
@@ -29,6 +34,8 @@ from gateway.overlay.trust import RecordTrust
 
 log = get_logger("gateway.overlay")
 T = TypeVar("T")
+#: Written in the data dir, read by ``p2psip-admin overlay status``.
+OVERLAY_STATUS_FILE = "overlay-status.json"
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,10 @@ class OverlaySettings:
     record_lifetime: float = 3600.0
     cache_seconds: float = 5.0
     negative_cache_seconds: float = 2.0
-    join_retry: float = 30.0
+    join_retry: float = 60.0  # longest wait between join attempts
+    join_backoff: float = 1.0  # first wait; doubles up to join_retry
+    health_interval: float = 10.0
+    lookup_timeout: float = 4.0
     node_id: bytes | None = None
     publish_rate: float = 1000.0
 
@@ -70,7 +80,19 @@ class OverlayService:
         if trust.pin_store is None:
             trust.pin_store = self.pins
         self.joined = False
-        self._join_loop: LoopingCall | None = None
+        #: joining (no peer answered yet), joined, or alone (no peer known: this node
+        #: started an overlay).
+        self.state = "joining"
+        self.state_since = time.time()
+        self.last_error = ""
+        self._attempt = 0
+        self._stopping = False
+        self._join_call: Any = None
+        self._health_call: Any = None
+        #: Extra bootstrap peers from DNS (set by the gateway when configured).
+        self.dns_bootstrap: Callable[[], Deferred[list[tuple[str, int]]]] | None = None
+        #: Where :meth:`write_status` writes (``<data_dir>/overlay-status.json``).
+        self.status_path: Path | None = None
         self._cache: dict[str, tuple[float, list[Record]]] = {}
         # Highest seq accepted per (AoR, signer): an older record is a replay.
         self._seen_seq: dict[tuple[str, str], int] = {}
@@ -100,41 +122,131 @@ class OverlayService:
         host, port = self.node.address or ("?", 0)
         log.info("overlay node {id} listening on udp {host}:{port}",
                  id=self.node.node.id.hex()[:16], host=host, port=port)
-        self._join_loop = LoopingCall(self._try_join)
-        self._join_loop.clock = self.reactor
-        self._join_loop.start(self.settings.join_retry, now=True).addErrback(
-            lambda f: log.failure("overlay join loop stopped", f))
+        self._set_state("joining")
+        self._schedule_join(0.0)
 
-    def _try_join(self) -> Deferred[None] | None:
-        if self.joined and self.node.contact_count() > 0:
-            return None
-        return run_async(self._join())
+    # --- joining, with back-off -------------------------------------------------------
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        if error is not None:
+            self.last_error = error
+        if state != self.state:
+            self.state = state
+            self.state_since = time.time()
+            log.info("overlay state: {state}", state=state)
+        self.joined = state in ("joined", "alone")
+        self.write_status()
+
+    def _schedule_join(self, delay: float) -> None:
+        if self._stopping:
+            return
+        self._join_call = self.reactor.callLater(delay, self._join_now)
+
+    def _join_now(self) -> None:
+        self._join_call = None
+        d = run_async(self._join())
+        d.addErrback(lambda f: self._join_failed(f.getErrorMessage()))
+        d.addBoth(lambda _: self._after_join())
+
+    def _join_failed(self, error: str) -> None:
+        log.warn("overlay: join failed: {error}", error=error)
+        self._set_state("joining", error)
+
+    def _after_join(self) -> None:
+        if self._stopping:
+            return
+        if self.joined:
+            self._attempt = 0
+            self._health_call = self.reactor.callLater(self.settings.health_interval,
+                                                       self._check_health)
+            return
+        self._attempt += 1
+        delay = min(self.settings.join_retry,
+                    self.settings.join_backoff * 2 ** (self._attempt - 1))
+        delay *= random.uniform(0.8, 1.2)  # jitter: gateways restarted together spread out
+        log.info("overlay: next join attempt in {s:.1f} s", s=delay)
+        self._schedule_join(delay)
+
+    def _check_health(self) -> None:
+        self._health_call = None
+        if self._stopping:
+            return
+        self.write_status()
+        if self.state == "joined" and self.node.contact_count() == 0:
+            log.warn("overlay: every neighbour is gone; joining again")
+            self._set_state("joining", "every neighbour vanished")
+            self._schedule_join(0.0)
+            return
+        if self.state == "alone" and (self.settings.bootstrap or self.node.contact_count()):
+            self._schedule_join(0.0)  # someone may be there now
+            return
+        self._health_call = self.reactor.callLater(self.settings.health_interval,
+                                                   self._check_health)
 
     async def _join(self) -> None:
-        cached: list[tuple[str, int]] = []
-        if self._runner is not None:
-            try:
-                _, cached = await _wait(self._runner.call("load_nodes"))
-            except Exception as exc:
-                log.warn("overlay: cannot read the node cache: {error}", error=str(exc))
-        peers = list(dict.fromkeys([*self.settings.bootstrap, *cached]))
+        peers = await self._bootstrap_peers()
         if not peers:
-            if not self.joined:
+            if self.state != "alone":
                 log.info("overlay: no bootstrap peers; this node starts the overlay")
-                self.joined = True
+                self._set_state("alone", "")
                 self.mirror.republish_all()
             return
         answered = await self.node.join(peers)
         if answered:
             log.info("overlay joined: {n} of {m} bootstrap peer(s) answered, {c} contacts",
                      n=answered, m=len(peers), c=self.node.contact_count())
-            self.joined = True
+            self._set_state("joined", "")
             self.mirror.republish_all()
             await self._save_nodes()
+        elif self.state == "alone" and self.node.contact_count():
+            return  # nodes joined us meanwhile; nothing to do
         else:
-            log.warn("overlay: no bootstrap peer answered ({peers}); serving locally, "
-                     "retrying in {s:g} s", peers=", ".join(f"{h}:{p}" for h, p in peers),
-                     s=self.settings.join_retry)
+            error = ("no bootstrap peer answered (" + ", ".join(f"{h}:{p}" for h, p in peers)
+                     + ")")
+            log.warn("overlay: {error}; serving locally", error=error)
+            self._set_state("joining", error)
+
+    async def _bootstrap_peers(self) -> list[tuple[str, int]]:
+        """Static peers, then DNS, then the node cache: combined, in that order."""
+        found: list[tuple[str, int]] = list(self.settings.bootstrap)
+        if self.dns_bootstrap is not None:
+            try:
+                found += await _wait(self.dns_bootstrap())
+            except Exception as exc:
+                log.warn("overlay: DNS bootstrap failed: {error}", error=str(exc))
+        if self._runner is not None:
+            try:
+                found += (await _wait(self._runner.call("load_nodes")))[1]
+            except Exception as exc:
+                log.warn("overlay: cannot read the node cache: {error}", error=str(exc))
+        own = self.node.address
+        return [p for p in dict.fromkeys(found) if p != own]
+
+    def status(self) -> dict[str, Any]:
+        """What ``p2psip-admin overlay status`` shows."""
+        address = self.node.address
+        return {
+            "state": self.state, "since": self.state_since, "last_error": self.last_error,
+            "node_id": self.node.node.id.hex(),
+            "listen": f"{address[0]}:{address[1]}" if address else "",
+            "contacts": self.node.contact_count(), "stored_keys": len(self.node.storage),
+            "published": self.mirror.published, "publish_failures": self.mirror.failures,
+            "backlog": self.mirror.backlog, "lookups": self.lookups,
+            "rejected_records": self.rejected, "route": self.route,
+            "updated": time.time(), "pid": os.getpid(),
+        }
+
+    def write_status(self) -> None:
+        """Write :meth:`status` to the status file (atomically), if there is one."""
+        if self.status_path is None:
+            return
+        try:
+            temporary = self.status_path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.status(), indent=1))
+            os.replace(temporary, self.status_path)
+        except OSError as exc:
+            log.warn("cannot write {path}: {error}", path=str(self.status_path),
+                     error=exc.strerror)
 
     async def _save_nodes(self) -> None:
         if self._runner is None or self.node.protocol is None:
@@ -154,7 +266,8 @@ class OverlayService:
         if cached is not None and cached[0] > now:
             return Deferred.fromFuture(_done(cached[1]))
         self.lookups += 1
-        d = Deferred.fromFuture(asyncio.ensure_future(self.node.lookup(aor)))
+        d = Deferred.fromFuture(asyncio.ensure_future(asyncio.wait_for(
+            self.node.lookup(aor), self.settings.lookup_timeout)))
         d.addCallback(self._accept, aor)
         return d
 
@@ -192,9 +305,13 @@ class OverlayService:
 
     async def stop(self) -> None:
         """Save the node cache and close the node."""
+        self._stopping = True
         self.mirror.stop()
-        if self._join_loop is not None and self._join_loop.running:
-            self._join_loop.stop()
+        for call in (self._join_call, self._health_call):
+            if call is not None and call.active():
+                call.cancel()
+        self.state = "stopped"
+        self.write_status()
         await self._save_nodes()
         self.node.stop()
         if self._runner is not None:
