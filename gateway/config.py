@@ -89,7 +89,7 @@ class DatabaseSection:
 class ProxySection:
     """``[proxy]``: target resolution and Timer C."""
 
-    resolvers: tuple[str, ...] = ("local", "overlay")
+    resolvers: tuple[str, ...] = ("local", "overlay", "upstream")
     timer_c: float = 180.0
 
 
@@ -140,6 +140,18 @@ class OverlaySection:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamSection:
+    """``[upstream]``: a conventional SIP registrar/proxy next to the overlay."""
+
+    uri: str = ""
+    domain: str = ""
+    register: bool = True
+    username: str = ""
+    password: str = ""
+    expires: int = 600
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole validated configuration."""
 
@@ -152,6 +164,7 @@ class GatewayConfig:
     tls: TlsSection = TlsSection()
     auth: AuthSection = AuthSection()
     overlay: OverlaySection = OverlaySection()
+    upstream: UpstreamSection = UpstreamSection()
 
     @property
     def data_dir(self) -> str:
@@ -316,6 +329,17 @@ def _sip_uri(raw: str) -> str:
     return value
 
 
+def _upstream_uri(raw: str) -> str:
+    value = _sip_uri(raw)
+    if value:
+        host = value.split(":", 1)[1].split(";", 1)[0].rsplit("@", 1)[-1]
+        host = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0][1:]
+        if not _is_ip(host) and host.lower() != "localhost":
+            raise ValueError(f"{value!r}: the host must be an IP address (DNS resolution "
+                             "of the upstream server is not supported yet)")
+    return value
+
+
 def _path(raw: str) -> str:
     value = raw.strip()
     return os.path.abspath(os.path.expanduser(value)) if value else ""
@@ -384,7 +408,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "advertised_address": ("", _advertised),
     },
     "proxy": {
-        "resolvers": ("local, overlay", _resolvers),
+        "resolvers": ("local, overlay, upstream", _resolvers),
         "timer_c": ("180", _seconds(1, 86400)),
     },
     "tls": {
@@ -420,6 +444,14 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "cache": ("5", _seconds(0, 3600)),
         "route": ("", _sip_uri),
         "publish_rate": ("1000", _seconds(1, 1000000)),
+    },
+    "upstream": {
+        "uri": ("", _upstream_uri),
+        "domain": ("", _text),
+        "register": ("yes", _bool),
+        "username": ("", _text),
+        "password": ("", _text),
+        "expires": ("600", _int_range(60, 86400)),
     },
     "registrar": {
         "min_expires": ("60", _int_range(0, 2**31 - 1)),
@@ -519,4 +551,6 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
         raise ConfigError("overlay.listen: needed when overlay.enabled is on")
     if overlay.enabled and overlay.trust == "ca" and not overlay.ca_file:
         raise ConfigError("overlay.ca_file: needed when overlay.trust is ca")
-    return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay)
+    upstream = UpstreamSection(**values["upstream"])
+    return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay,
+                         upstream)

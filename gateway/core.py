@@ -180,12 +180,17 @@ class SipCore:
 
     def _dispatch_client_events(self) -> None:
         for event, txn, response in self.clients.take_events():
-            if self.proxy is None:
+            # A transaction's owner that handles its own events (the upstream
+            # registrations) gets them; the proxy gets the rest.
+            handler = getattr(txn.owner, "client_event", None)
+            if handler is None and self.proxy is not None:
+                handler = self.proxy.client_event
+            if handler is None:
                 continue
             try:
-                self.proxy.client_event(event, txn, response)
+                handler(event, txn, response)
             except Exception:
-                log.failure("proxy failed on {event} of {key}", event=event, key=txn.key)
+                log.failure("failed on {event} of {key}", event=event, key=txn.key)
 
     # --- methods --------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from gateway.sip.tls import TlsContexts, TlsMaterial, TlsSetupError, load_materi
 from gateway.sip.transaction import Address, TransactionLayer
 from gateway.sip.transport import ListenError, TransportManager, bind_socket
 from gateway.sip.uri import bracketed
+from gateway.upstream import UpstreamRegistrations, UpstreamSettings
 
 log = get_logger("gateway.service")
 
@@ -211,6 +212,12 @@ class GatewayService(service.Service):
         self.overlay: OverlayService | None = None
         if prepared.overlay_socket is not None and prepared.material is not None:
             self.overlay = _overlay_service(prepared, self.location, reactor)
+        self.upstream: UpstreamRegistrations | None = None
+        if config.upstream.uri:
+            up = config.upstream
+            self.upstream = UpstreamRegistrations(
+                UpstreamSettings(up.uri, up.domain, up.register, up.username, up.password,
+                                 up.expires), self.core, self.location, reactor)
         self.proxy = Proxy(self.core, build_chain(config.proxy.resolvers, self), reactor,
                            timer_c=config.proxy.timer_c)
         self.core.proxy = self.proxy
@@ -225,8 +232,11 @@ class GatewayService(service.Service):
 
     def _trusted_peer(self, source: Address) -> bool:
         # Mutual TLS: every TLS connection proved its certificate in the handshake.
-        return (source.transport == "tls" and self.prepared.tls is not None
-                and self.prepared.tls.require_client_cert)
+        if (source.transport == "tls" and self.prepared.tls is not None
+                and self.prepared.tls.require_client_cert):
+            return True
+        # The configured upstream server relays its own users' requests.
+        return self.upstream is not None and self.upstream.is_upstream(source.host, source.port)
 
     def startService(self) -> None:  # noqa: N802 - Twisted API
         """Load the registry and the users, then open the listeners."""
@@ -253,6 +263,10 @@ class GatewayService(service.Service):
                  users=len(self.users), domains=", ".join(sorted(self.local_domains.names)))
         if self.tune_gc:
             tune_garbage_collector()
+        if self.upstream is not None:
+            self.upstream.start()
+            log.info("upstream server {uri}: registering local users as {domain}",
+                     uri=self.upstream.settings.uri, domain=self.upstream.domain)
         if self.overlay is None:
             return None
         self.overlay.route = self.overlay.mirror.route = (
@@ -272,6 +286,8 @@ class GatewayService(service.Service):
     def stopService(self) -> Deferred[Any]:  # noqa: N802 - Twisted API
         """Stop listening, then flush pending registry writes."""
         super().stopService()
+        if self.upstream is not None:
+            self.upstream.stop()
         self.core.stop()
         for _, sock in self.prepared.sockets:
             sock.close()

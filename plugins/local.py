@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -12,6 +13,7 @@ from gateway.routing import IResolverFactory, ITargetResolver, Resolution, Targe
 from gateway.sip.forwarding import received_address
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri
+from gateway.upstream import GW_AOR_PARAM
 
 
 @implementer(ITargetResolver)
@@ -35,6 +37,11 @@ class LocalResolver:
         if not uri.user:
             return Resolution(status=404, reason="Not Found (no user part)")
         aor = uri.aor()
+        registered_as = uri.param(GW_AOR_PARAM)
+        if registered_as:
+            # A Contact this gateway registered at the upstream server on behalf of one
+            # of its AoRs (gateway.upstream): the request is for that AoR.
+            aor = unquote(registered_as)
         live = self.location.lookup(aor)
         if live:
             return Resolution(targets=tuple(_target(b) for b in live))

@@ -119,6 +119,40 @@ def _auth_params(text: str) -> dict[str, str]:
     return params
 
 
+def parse_challenge(value: str) -> dict[str, str]:
+    """The parameters of a ``WWW-Authenticate``/``Proxy-Authenticate`` Digest value
+    (names lower-cased); raises :class:`SipSyntaxError` for other schemes."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise SipSyntaxError(f"not a Digest challenge ({scheme[:20]!r})")
+    return _auth_params(rest)
+
+
+def client_credentials(challenge: dict[str, str], *, method: str, uri: str, username: str,
+                       password: str, nc: int, cnonce: str) -> str | None:
+    """Our answer to ``challenge`` as a UAC (qop=auth when offered, else RFC 2069 style);
+    None when its algorithm is not one we support."""
+    algorithm = canonical_algorithm(challenge.get("algorithm", "MD5"))
+    if algorithm is None:
+        return None
+    realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
+    secret = ha1(algorithm, username, realm, password)
+    ha2 = digest(algorithm, f"{method}:{uri}")
+    qops = [q.strip() for q in challenge.get("qop", "").split(",") if q.strip()]
+    parts = [f"username={_quote(username)}", f"realm={_quote(realm)}",
+             f"nonce={_quote(nonce)}", f"uri={_quote(uri)}", f"algorithm={algorithm}"]
+    if "auth" in qops:
+        count = f"{nc:08x}"
+        response = digest(algorithm, f"{secret}:{nonce}:{count}:{cnonce}:auth:{ha2}")
+        parts += [f"response={_quote(response)}", f"cnonce={_quote(cnonce)}", "qop=auth",
+                  f"nc={count}"]
+    else:
+        parts.append(f"response={_quote(digest(algorithm, f'{secret}:{nonce}:{ha2}'))}")
+    if "opaque" in challenge:
+        parts.append(f"opaque={_quote(challenge['opaque'])}")
+    return "Digest " + ", ".join(parts)
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

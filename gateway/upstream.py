@@ -1,0 +1,243 @@
+"""The upstream conventional SIP server: third-party registration of local users there.
+
+For every AoR with live bindings the gateway REGISTERs ``sip:<user>@<upstream domain>``
+at the upstream registrar with the gateway itself as Contact, so users of the old
+infrastructure reach local phones through the gateway. The Contact carries the local
+AoR in a ``gw-aor`` URI parameter; a request the upstream sends to that Contact is then
+routed by the local resolver to the AoR's bindings (``plugins/local.py``). When an AoR
+loses its last binding it is unregistered upstream (Expires: 0). Registrations are
+refreshed at half of ``expires``; a 401/407 is answered once with the configured digest
+credentials.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet.interfaces import IDelayedCall
+
+from gateway.log import get_logger
+from gateway.sip.client_transaction import ClientEvent, ClientTransaction
+from gateway.sip.digest import client_credentials, parse_challenge
+from gateway.sip.errors import SipSyntaxError
+from gateway.sip.forwarding import uri_address, via_value
+from gateway.sip.message import Request, Response
+from gateway.sip.responses import new_tag
+from gateway.sip.transaction import Address
+from gateway.sip.uri import SipUri, bracketed, parse_uri
+
+log = get_logger("gateway.upstream")
+GW_AOR_PARAM = "gw-aor"
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """``[upstream]``."""
+
+    uri: str
+    domain: str = ""
+    register: bool = True
+    username: str = ""
+    password: str = ""
+    expires: int = 600
+
+
+@dataclass
+class _Registration:
+    """One AoR's registration at the upstream server."""
+
+    aor: str
+    call_id: str
+    from_tag: str
+    cseq: int = 0
+    registered: bool = False
+    nc: int = 0
+    challenge_tried: bool = False
+
+
+class UpstreamRegistrations:
+    """Keeps the upstream registrar's bindings for our AoRs equal to our registry.
+
+    ``io`` is the SIP core (``start_client``, ``local_address``); ``location`` the
+    location service (``lookup``, ``snapshot``, ``watchers``)."""
+
+    def __init__(self, settings: UpstreamSettings, io: Any, location: Any,
+                 reactor: Any) -> None:
+        self.settings = settings
+        self.io = io
+        self.location = location
+        self.reactor = reactor
+        uri = parse_uri(settings.uri)
+        if not isinstance(uri, SipUri):
+            raise ValueError(f"upstream.uri: {settings.uri!r} is not a SIP URI")
+        address = uri_address(uri)
+        if address is None:
+            raise ValueError(f"upstream.uri: {settings.uri!r} needs an IP address (DNS "
+                             "resolution is not supported yet)")
+        self.destination: Address = address
+        self.domain = settings.domain or uri.host
+        #: The Route value that sends a request to the upstream server (loose routing).
+        self.route = (f"sip:{bracketed(address.host)}:{address.port}"
+                      + ("" if address.transport == "udp" else f";transport={address.transport}")
+                      + ";lr")
+        self._registrations: dict[str, _Registration] = {}
+        self._dirty: set[str] = set()
+        self._flush_call: IDelayedCall | None = None
+        self._refresh_call: IDelayedCall | None = None
+        self._serial = itertools.count(1)
+        self.running = False
+        #: REGISTERs answered 2xx and failed (for status and tests).
+        self.ok = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        """Register every AoR now and follow changes."""
+        self.running = True
+        self.location.watchers.append(self._changed)
+        for aor in self.location.snapshot():
+            self._changed(aor)
+        self._schedule_refresh()
+
+    def stop(self) -> None:
+        """Stop following changes (registrations expire upstream on their own)."""
+        self.running = False
+        if self._changed in self.location.watchers:
+            self.location.watchers.remove(self._changed)
+        for call in (self._flush_call, self._refresh_call):
+            if call is not None and call.active():
+                call.cancel()
+
+    def is_upstream(self, host: str, port: int | None) -> bool:
+        """Whether ``host``/``port`` (a source address or a Via's sent-by) is the
+        upstream server (port 5060 when None)."""
+        return host == self.destination.host and (port or 5060) == self.destination.port
+
+    # --- changes and refreshes --------------------------------------------------------
+
+    def _changed(self, aor: str) -> None:
+        if not self.running or not self.settings.register:
+            return
+        self._dirty.add(aor)
+        if self._flush_call is None or not self._flush_call.active():
+            self._flush_call = self.reactor.callLater(0.1, self._flush)
+
+    def _flush(self) -> None:
+        aors, self._dirty = sorted(self._dirty), set()
+        for aor in aors:
+            self._send(aor)
+
+    def _schedule_refresh(self) -> None:
+        if self.running:
+            self._refresh_call = self.reactor.callLater(self.settings.expires / 2,
+                                                        self._refresh)
+
+    def _refresh(self) -> None:
+        for aor, registration in list(self._registrations.items()):
+            if registration.registered:
+                self._dirty.add(aor)
+        self._flush()
+        self._schedule_refresh()
+
+    # --- REGISTER ---------------------------------------------------------------------
+
+    def _send(self, aor: str, authorization: tuple[str, str] | None = None) -> None:
+        live = bool(self.location.lookup(aor))
+        registration = self._registrations.get(aor)
+        if registration is None:
+            if not live:
+                return  # never registered upstream: nothing to withdraw
+            registration = self._registrations[aor] = _Registration(
+                aor, f"{uuid.uuid4().hex}@p2psip-gateway", new_tag())
+        local = self.io.local_address(self.destination.transport)
+        if local is None:
+            log.warn("upstream: no {t} transport to reach {uri}",
+                     t=self.destination.transport, uri=self.settings.uri)
+            return
+        if authorization is None:
+            registration.challenge_tried = False
+        registration.cseq += 1
+        user = aor[len("sip:"):].rsplit("@", 1)[0]
+        upstream_aor = f"sip:{user}@{self.domain}"
+        contact = (f"<sip:{user}@{bracketed(local[0])}:{local[1]}"
+                   + ("" if self.destination.transport == "udp"
+                      else f";transport={self.destination.transport}")
+                   + f";{GW_AOR_PARAM}={quote(aor, safe='')}>")
+        branch = f"z9hG4bK{next(self._serial):x}u{uuid.uuid4().hex[:12]}"
+        request = Request("REGISTER", parse_uri(f"sip:{self.domain}"), [])
+        for name, value in (
+                ("Via", via_value(self.destination.transport, *local, branch)),
+                ("Max-Forwards", "70"), ("From", f"<{upstream_aor}>;tag={registration.from_tag}"),
+                ("To", f"<{upstream_aor}>"), ("Call-ID", registration.call_id),
+                ("CSeq", f"{registration.cseq} REGISTER"), ("Contact", contact),
+                ("Expires", str(self.settings.expires if live else 0))):
+            request.add_header(name, value)
+        if authorization is not None:
+            request.add_header(*authorization)
+        request.add_header("Content-Length", "0")
+        self.io.start_client(request, self.destination, _Owner(self, aor, live), branch)
+
+    def client_event(self, owner: _Owner, event: ClientEvent, txn: ClientTransaction,
+                     response: Response | None) -> None:
+        """A response (or timeout) of one of our REGISTERs."""
+        registration = self._registrations.get(owner.aor)
+        if registration is None:
+            return
+        if event is not ClientEvent.RESPONSE or response is None:
+            self.failed += 1
+            log.warn("upstream: REGISTER of {aor} failed ({event})", aor=owner.aor,
+                     event=event.name.lower())
+            return
+        if response.status < 200:
+            return
+        if response.status < 300:
+            self.ok += 1
+            registration.registered = owner.live
+            if not owner.live:
+                del self._registrations[owner.aor]
+            return
+        if response.status in (401, 407) and not registration.challenge_tried:
+            answer = self._answer(response, registration)
+            if answer is not None:
+                registration.challenge_tried = True
+                header = "Authorization" if response.status == 401 else "Proxy-Authorization"
+                self._send(owner.aor, (header, answer))
+                return
+        self.failed += 1
+        log.warn("upstream: REGISTER of {aor} got {status} {reason}", aor=owner.aor,
+                 status=response.status, reason=response.reason)
+
+    def _answer(self, response: Response, registration: _Registration) -> str | None:
+        if not self.settings.username:
+            return None
+        name = "www-authenticate" if response.status == 401 else "proxy-authenticate"
+        for value in response.header_values(name):
+            try:
+                challenge = parse_challenge(value)
+            except SipSyntaxError:
+                continue
+            registration.nc += 1
+            answer = client_credentials(challenge, method="REGISTER", uri=f"sip:{self.domain}",
+                                        username=self.settings.username,
+                                        password=self.settings.password, nc=registration.nc,
+                                        cnonce=uuid.uuid4().hex[:16])
+            if answer is not None:
+                return answer
+        return None
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """The transaction user of one upstream REGISTER."""
+
+    registrations: UpstreamRegistrations
+    aor: str
+    live: bool
+
+    def client_event(self, event: ClientEvent, txn: ClientTransaction,
+                     response: Response | None) -> None:
+        """Passed on to :meth:`UpstreamRegistrations.client_event`."""
+        self.registrations.client_event(self, event, txn, response)

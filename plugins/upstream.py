@@ -1,0 +1,47 @@
+"""The ``upstream`` resolver: requests nobody else could place go to the configured
+conventional SIP server ([upstream] uri), which may know the user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from gateway.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.sip.message import Request
+from gateway.sip.uri import SipUri
+
+
+@implementer(ITargetResolver)
+class UpstreamResolver:
+    """Forward to the upstream server, keeping the Request-URI (it is the authority for
+    its own users). Requests that came from the upstream itself pass (no ping-pong)."""
+
+    name = "upstream"
+
+    def __init__(self, upstream: Any) -> None:
+        self.upstream = upstream
+
+    def resolve(self, uri: SipUri, request: Request) -> Resolution | None:
+        """See :class:`gateway.routing.ITargetResolver`."""
+        if self.upstream is None:
+            return None
+        top = request.vias[0]
+        if self.upstream.is_upstream(top.host.strip("[]"), top.port):
+            return None
+        return Resolution(targets=(Target(str(uri), path=(f"<{self.upstream.route}>",)),))
+
+
+@implementer(IPlugin, IResolverFactory)
+class UpstreamResolverFactory:
+    """Plugin: builds :class:`UpstreamResolver` for a gateway."""
+
+    name = "upstream"
+
+    def build(self, gateway: Any) -> UpstreamResolver:
+        """The resolver over ``gateway.upstream`` (None when no upstream is set)."""
+        return UpstreamResolver(getattr(gateway, "upstream", None))
+
+
+upstream_resolver = UpstreamResolverFactory()
