@@ -137,6 +137,8 @@ class OverlaySection:
     cache: float = 5.0
     route: str = ""
     publish_rate: float = 1000.0
+    bootstrap_dns: tuple[str, ...] = ()
+    dns_servers: tuple[ListenAddress, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +312,10 @@ def _peers(raw: str) -> tuple[ListenAddress, ...]:
     return tuple(parse_listen_address(item, 6084) for item in _items(raw))
 
 
+def _dns_servers(raw: str) -> tuple[ListenAddress, ...]:
+    return tuple(parse_listen_address(item, 53) for item in _items(raw))
+
+
 def _pins(raw: str) -> tuple[tuple[str, str], ...]:
     pins = []
     for item in _items(raw):
@@ -444,6 +450,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "cache": ("5", _seconds(0, 3600)),
         "route": ("", _sip_uri),
         "publish_rate": ("1000", _seconds(1, 1000000)),
+        "bootstrap_dns": ("", _domains),
+        "dns_servers": ("", _dns_servers),
     },
     "upstream": {
         "uri": ("", _upstream_uri),

@@ -32,6 +32,7 @@ from gateway.location.service import LocationService
 from gateway.location.store import LocationStore
 from gateway.log import get_logger, set_log_level
 from gateway.myself import LocalDomains, Myself
+from gateway.overlay.dns_bootstrap import DnsBootstrap
 from gateway.overlay.identity import load_node_id
 from gateway.overlay.record import Signer
 from gateway.overlay.service import (
@@ -348,6 +349,9 @@ def _overlay_service(prepared: Prepared, location: LocationService,
     service = OverlayService(settings, prepared.overlay_socket, signer, trust, location, "",
                              reactor, store)
     service.status_path = Path(config.data_dir) / OVERLAY_STATUS_FILE
+    if overlay.bootstrap_dns:
+        servers = [(a.host, a.port) for a in overlay.dns_servers] or None
+        service.dns_bootstrap = DnsBootstrap(overlay.bootstrap_dns, servers)
     return service
 
 

@@ -177,7 +177,8 @@ class OverlayService:
             self._set_state("joining", "every neighbour vanished")
             self._schedule_join(0.0)
             return
-        if self.state == "alone" and (self.settings.bootstrap or self.node.contact_count()):
+        if self.state == "alone" and (self.settings.bootstrap or self.dns_bootstrap
+                                      or self.node.contact_count()):
             self._schedule_join(0.0)  # someone may be there now
             return
         self._health_call = self.reactor.callLater(self.settings.health_interval,
