@@ -137,6 +137,7 @@ class OverlaySection:
     cache: float = 5.0
     route: str = ""
     publish_rate: float = 1000.0
+    health_interval: float = 10.0
     bootstrap_dns: tuple[str, ...] = ()
     dns_servers: tuple[ListenAddress, ...] = ()
 
@@ -450,6 +451,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "cache": ("5", _seconds(0, 3600)),
         "route": ("", _sip_uri),
         "publish_rate": ("1000", _seconds(1, 1000000)),
+        "health_interval": ("10", _seconds(0.1, 3600)),
         "bootstrap_dns": ("", _domains),
         "dns_servers": ("", _dns_servers),
     },

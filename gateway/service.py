@@ -345,7 +345,8 @@ def _overlay_service(prepared: Prepared, location: LocationService,
         alpha=overlay.alpha, rpc_timeout=overlay.rpc_timeout,
         record_lifetime=overlay.record_lifetime, cache_seconds=overlay.cache,
         negative_cache_seconds=min(overlay.cache, 2.0),
-        node_id=load_node_id(config.data_dir), publish_rate=overlay.publish_rate)
+        node_id=load_node_id(config.data_dir), publish_rate=overlay.publish_rate,
+        health_interval=overlay.health_interval)
     service = OverlayService(settings, prepared.overlay_socket, signer, trust, location, "",
                              reactor, store)
     service.status_path = Path(config.data_dir) / OVERLAY_STATUS_FILE

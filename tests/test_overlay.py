@@ -279,3 +279,24 @@ def test_an_overlay_port_in_use_is_a_one_line_error(tmp_path) -> None:
             prepare(None, {"gateway.data_dir": str(tmp_path / "d"),
                            "sip.listen_udp": "127.0.0.1:0", "sip.listen_tcp": "",
                            "tls.listen": "", "overlay.listen": f"127.0.0.1:{port}"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_whose_neighbours_vanish_joins_again_and_republishes(tmp_path) -> None:
+    a = await start_gateway(tmp_path / "a", **{"gateway.domains": "a.example"})
+    host, port = a.overlay.address
+    settings = {"gateway.domains": "b.example", "overlay.bootstrap": f"{host}:{port}",
+                "overlay.health_interval": "0.3"}
+    b = await start_gateway(tmp_path / "b", **settings)
+    try:
+        await _until(lambda: b.overlay.state == "joined")
+        await a.stopService()  # B's only neighbour is gone
+        await _until(lambda: b.overlay.state == "joining", timeout=10)
+        assert b.overlay.last_error
+        # A comes back on the same overlay port: B joins again by itself.
+        a = await start_gateway(tmp_path / "a", **{"gateway.domains": "a.example",
+                                                   "overlay.listen": f"{host}:{port}"})
+        await _until(lambda: b.overlay.state == "joined", timeout=30)
+    finally:
+        await b.stopService()
+        await a.stopService()

@@ -171,18 +171,36 @@ class OverlayService:
         self._health_call = None
         if self._stopping:
             return
+        d = run_async(self._probe())
+        d.addErrback(lambda f: log.failure("overlay health check failed", f))
+        d.addCallback(lambda rejoining: None if rejoining else self._reschedule_health())
+
+    def _reschedule_health(self) -> None:
+        if not self._stopping:
+            self._health_call = self.reactor.callLater(self.settings.health_interval,
+                                                       self._check_health)
+
+    async def _probe(self) -> bool:
+        """Ping a few neighbours (the unanswered ones leave the routing table); True
+        when the node has to join again."""
+        if self.node.protocol is not None:
+            known = [n for b in self.node.protocol.router.buckets for n in b.get_nodes()]
+            sample = random.sample(known, min(3, len(known)))
+            await asyncio.gather(*(self.node.protocol.call_ping(n) for n in sample),
+                                 return_exceptions=True)
+        count = self.node.contact_count()
         self.write_status()
-        if self.state == "joined" and self.node.contact_count() == 0:
+        if self.state == "alone" and count:
+            self._set_state("joined", "")  # other nodes joined through us
+        elif self.state == "joined" and count == 0:
             log.warn("overlay: every neighbour is gone; joining again")
             self._set_state("joining", "every neighbour vanished")
             self._schedule_join(0.0)
-            return
-        if self.state == "alone" and (self.settings.bootstrap or self.dns_bootstrap
-                                      or self.node.contact_count()):
-            self._schedule_join(0.0)  # someone may be there now
-            return
-        self._health_call = self.reactor.callLater(self.settings.health_interval,
-                                                   self._check_health)
+            return True
+        elif self.state == "alone" and (self.settings.bootstrap or self.dns_bootstrap):
+            self._schedule_join(0.0)  # a bootstrap peer may be up by now
+            return True
+        return False
 
     async def _join(self) -> None:
         peers = await self._bootstrap_peers()
