@@ -329,7 +329,7 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
     except (OSError, ValueError) as exc:
         raise AdminError(f"cannot read {path}: {exc}") from None
     age = time.time() - float(status.get("updated", 0))
-    stale = status.get("state") != "stopped" and age > 30
+    stale = status.get("state") not in ("stopped", "disabled") and age > 30
     if args.json:
         json.dump(status | {"age_seconds": round(age, 1), "stale": stale}, out, indent=2)
         out.write("\n")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,6 +271,7 @@ class GatewayService(service.Service):
             log.info("upstream server {uri}: registering local users as {domain}",
                      uri=self.upstream.settings.uri, domain=self.upstream.domain)
         if self.overlay is None:
+            _write_disabled_status(Path(self.prepared.config.data_dir))
             return None
         self.overlay.route = self.overlay.mirror.route = (
             self.prepared.config.overlay.route or _own_route(self.myself))
@@ -301,6 +304,16 @@ class GatewayService(service.Service):
         stopped.addCallback(lambda _: self.users.stop())
         stopped.addCallback(lambda _: self.location.stop())
         return stopped
+
+
+def _write_disabled_status(data_dir: Path) -> None:
+    """Tell ``p2psip-admin overlay status`` that the overlay is off here."""
+    try:
+        (data_dir / OVERLAY_STATUS_FILE).write_text(json.dumps(
+            {"state": "disabled", "since": time.time(), "updated": time.time(),
+             "pid": os.getpid()}))
+    except OSError as exc:
+        log.warn("cannot write the overlay status: {error}", error=exc.strerror)
 
 
 def _certificates(path: str, key: str) -> list[Any]:

@@ -300,3 +300,16 @@ async def test_a_node_whose_neighbours_vanish_joins_again_and_republishes(tmp_pa
     finally:
         await b.stopService()
         await a.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_overlay_status_says_disabled_when_the_overlay_is_off(tmp_path) -> None:
+    service = await start_gateway(tmp_path / "d", **{"overlay.enabled": "no"})
+    try:
+        assert service.overlay is None
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown):
+            assert admin_main(["--data-dir", str(tmp_path / "d"), "overlay", "status"]) == 0
+        assert shown.getvalue().startswith("state") and "disabled" in shown.getvalue()
+    finally:
+        await service.stopService()
