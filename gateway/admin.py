@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     list_users.add_argument("--json", action="store_true", help="print a JSON list of objects")
     list_users.set_defaults(handler=cmd_users_list)
 
+    status = commands.add_parser("status", help="the running gateway's state (from the "
+                                                "data dir)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(handler=cmd_status, needs_store=False)
+
     overlay = commands.add_parser("overlay", help="the running gateway's overlay node")
     overlay_commands = overlay.add_subparsers(dest="action", metavar="ACTION", required=True)
     overlay_status = overlay_commands.add_parser(
@@ -354,6 +359,57 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
     for name, value in rows:
         out.write(f"{name.ljust(width)}  {value}\n")
     return EXIT_OK
+
+
+def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextIO) -> int:
+    """``status [--json]``: what the gateway last wrote to ``<data_dir>/status.json``
+    (every 5 s; the same as its ``/status`` endpoint)."""
+    path = data_dir_of(args) / "status.json"
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdminError(f"no status in {path.parent} (the gateway has not run there)") from None
+    except (OSError, ValueError) as exc:
+        raise AdminError(f"cannot read {path}: {exc}") from None
+    age = time.time() - float(status.get("updated", 0))
+    if args.json:
+        json.dump(status | {"age_seconds": round(age, 1)}, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    registry, overlay = status.get("registry", {}), status.get("overlay", {})
+    transactions = status.get("transactions", {})
+    rows = [
+        ("gateway", f"p2psip-gateway {status.get('version', '?')}, pid {status.get('pid')}, "
+                    f"up {_duration(status.get('uptime_seconds', 0))}"
+                    + (f" (status {age:.0f} s old: is it running?)" if age > 30 else "")),
+        ("listening", ", ".join(status.get("listeners", [])) or "-"),
+        ("registry", f"{registry.get('state', '?')}: {registry.get('bindings', 0)} bindings "
+                     f"of {registry.get('aors', 0)} AoRs, {registry.get('commits', 0)} "
+                     f"commits, {registry.get('commit_failures', 0)} failed"
+                     + (f" ({registry['last_error']})" if registry.get("last_error") else "")),
+        ("overlay", f"{overlay.get('state', '?')}, {overlay.get('contacts', 0)} neighbours"
+                    + (f" ({overlay['last_error']})" if overlay.get("last_error") else "")),
+        ("transactions", f"{transactions.get('server', 0)} server, "
+                         f"{transactions.get('client', 0)} client, "
+                         f"{transactions.get('proxied', 0)} being proxied"),
+        ("requests", ", ".join(f"{m} {n}" for m, n in sorted(
+            status.get("requests", {}).items())) or "-"),
+        ("auth", f"{status.get('auth', {}).get('users', 0)} users, "
+                 f"{status.get('auth', {}).get('failures', 0)} failures; "
+                 f"{status.get('rate_limited', 0)} requests rate-limited"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        out.write(f"{name.ljust(width)}  {value}\n")
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
 def cmd_db_upgrade(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:

@@ -155,6 +155,23 @@ class UpstreamSection:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusSection:
+    """``[status]``: the HTTP status endpoint."""
+
+    enabled: bool = False
+    listen: ListenAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSection:
+    """``[limits]``: per-source request rate."""
+
+    source_rate: float = 200.0
+    source_burst: float = 400.0
+    exempt_trusted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole validated configuration."""
 
@@ -168,6 +185,8 @@ class GatewayConfig:
     auth: AuthSection = AuthSection()
     overlay: OverlaySection = OverlaySection()
     upstream: UpstreamSection = UpstreamSection()
+    status: StatusSection = StatusSection()
+    limits: LimitsSection = LimitsSection()
 
     @property
     def data_dir(self) -> str:
@@ -463,6 +482,15 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "password": ("", _text),
         "expires": ("600", _int_range(60, 86400)),
     },
+    "status": {
+        "enabled": ("no", _bool),
+        "listen": ("127.0.0.1:9060", lambda raw: parse_listen_address(raw.strip(), 9060)),
+    },
+    "limits": {
+        "source_rate": ("200", _seconds(0, 1000000)),
+        "source_burst": ("400", _seconds(1, 1000000)),
+        "exempt_trusted": ("yes", _bool),
+    },
     "registrar": {
         "min_expires": ("60", _int_range(0, 2**31 - 1)),
         "max_expires": ("3600", _int_range(1, 2**31 - 1)),
@@ -563,4 +591,5 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
         raise ConfigError("overlay.ca_file: needed when overlay.trust is ca")
     upstream = UpstreamSection(**values["upstream"])
     return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay,
-                         upstream)
+                         upstream, StatusSection(**values["status"]),
+                         LimitsSection(**values["limits"]))

@@ -20,7 +20,9 @@ from twisted.python.failure import Failure
 from gateway.auth.authenticator import Authenticator
 from gateway.location.binding import Binding
 from gateway.log import get_logger
+from gateway.metrics import Metrics
 from gateway.myself import Myself
+from gateway.ratelimit import SourceRateLimiter
 from gateway.registrar import SUPPORTED_EXTENSIONS, Registrar
 from gateway.sip.client_transaction import ClientTransaction, ClientTransactionLayer
 from gateway.sip.errors import SipSyntaxError
@@ -69,7 +71,8 @@ class SipCore:
                  clients: ClientTransactionLayer | None = None,
                  myself: Myself | None = None,
                  authenticator: Authenticator | None = None,
-                 trusted_peer: Callable[[Address], bool] | None = None) -> None:
+                 trusted_peer: Callable[[Address], bool] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.registrar = registrar
         self.location = location
         self.transactions = transactions
@@ -84,6 +87,9 @@ class SipCore:
         self.authenticator = authenticator
         #: Whether a source proved its identity at the transport (mutual TLS).
         self.trusted_peer = trusted_peer or (lambda _source: False)
+        self.metrics = metrics or Metrics()
+        #: Per-source request rate limit (set by the service).
+        self.rate_limit: SourceRateLimiter | None = None
         #: The transaction user for everything not answered here (set by the service).
         self.proxy: Proxy | None = None
         #: Tells whether a stream connection to an address is open (set by the service).
@@ -127,9 +133,18 @@ class SipCore:
                 self._send_all([(build_response(request, 400, f"Bad Request ({exc})")
                                  .serialize(), source)])
             return
+        method = request.method
+        if (self.rate_limit is not None and method != "ACK"
+                and not self.rate_limit.allow(source.host)):
+            self.metrics.rate_limited += 1
+            self._send_all([(build_response(request, 503, "Service Unavailable (too many "
+                                            "requests from this address)", headers=[
+                ("Retry-After", str(self.rate_limit.retry_after(source.host)))]).serialize(),
+                self._response_address(request, source))])
+            return
         reply_to = self._stamp_via(request, source)
         now = self.reactor.seconds()
-        method = request.method
+        self.metrics.request(method)
         if method == "ACK":
             absorbed = self.transactions.absorb_ack(request, source, now)
             if not absorbed and self.proxy is not None:
@@ -209,6 +224,7 @@ class SipCore:
             return
 
         def committed(_: object) -> None:
+            self.metrics.registrations += 1
             self._respond(txn, self.registrar.ok_response(request, bindings,
                                                           self.wall_clock()))
 
@@ -286,6 +302,7 @@ class SipCore:
     # --- sending and timers ---------------------------------------------------------------
 
     def _respond(self, txn: ServerTransaction, response: Response) -> None:
+        self.metrics.response(response.status)
         self._send_all(self.transactions.respond(txn, response, self.reactor.seconds()))
         self._arm_timer()
 
@@ -330,6 +347,10 @@ class SipCore:
             self.proxy.stop()
 
     # --- Via handling (RFC 3261 §18.2.1, RFC 3581) -----------------------------------------
+
+    def _response_address(self, request: Request, source: Address) -> Address:
+        """Where a stateless response goes: as for a stamped request (RFC 3581)."""
+        return self._stamp_via(request, source)
 
     def _stamp_via(self, request: Request, source: Address) -> Address:
         """Add ``received``/``rport`` to the top Via and return where responses go."""

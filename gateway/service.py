@@ -22,7 +22,9 @@ from typing import Any
 from cryptography import x509
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
 
+from gateway import __version__
 from gateway.auth.authenticator import Authenticator, AuthPolicy
 from gateway.auth.secret import load_secret
 from gateway.auth.users import UserDirectory, UserStore
@@ -33,6 +35,7 @@ from gateway.location.runner import ProcessStoreRunner, StoreRunner, ThreadStore
 from gateway.location.service import LocationService
 from gateway.location.store import LocationStore
 from gateway.log import get_logger, set_log_level
+from gateway.metrics import Metrics
 from gateway.myself import LocalDomains, Myself
 from gateway.overlay.dns_bootstrap import DnsBootstrap
 from gateway.overlay.identity import load_node_id
@@ -46,6 +49,7 @@ from gateway.overlay.service import (
 from gateway.overlay.store import OverlayStore
 from gateway.overlay.trust import RecordTrust
 from gateway.proxy import Proxy
+from gateway.ratelimit import SourceRateLimiter
 from gateway.registrar import Registrar, RegistrarPolicy
 from gateway.routing import available_resolvers, build_chain
 from gateway.sip.client_transaction import ClientTransactionLayer
@@ -53,9 +57,12 @@ from gateway.sip.tls import TlsContexts, TlsMaterial, TlsSetupError, load_materi
 from gateway.sip.transaction import Address, TransactionLayer
 from gateway.sip.transport import ListenError, TransportManager, bind_socket
 from gateway.sip.uri import bracketed
+from gateway.status_http import status_site
 from gateway.upstream import UpstreamRegistrations, UpstreamSettings
 
 log = get_logger("gateway.service")
+#: The gateway's status, rewritten every 5 s, for ``p2psip-admin status``.
+STATUS_FILE = "status.json"
 
 
 class StartupError(Exception):
@@ -74,6 +81,7 @@ class Prepared:
     material: TlsMaterial | None = None
     overlay_socket: socket.socket | None = None
     overlay_ca: list[Any] = field(default_factory=list)
+    status_socket: socket.socket | None = None
 
 
 def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
@@ -132,9 +140,16 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
                 prepared.overlay_socket = bind_socket("udp", config.overlay.listen)
             except ListenError as exc:
                 raise ListenError(f"overlay.listen: {exc}") from None
+        if config.status.enabled and config.status.listen is not None:
+            try:
+                prepared.status_socket = bind_socket("tcp", config.status.listen)
+            except ListenError as exc:
+                raise ListenError(f"status.listen: {exc}") from None
     except ListenError as exc:
         for _, sock in prepared.sockets:
             sock.close()
+        if prepared.overlay_socket is not None:
+            prepared.overlay_socket.close()
         raise StartupError(str(exc)) from None
     return prepared
 
@@ -207,14 +222,26 @@ class GatewayService(service.Service):
             AuthPolicy(auth.trusted_networks, auth.realm, auth.algorithms, auth.methods,
                        auth.nonce_lifetime, auth.max_failures, auth.lockout),
             self.users, prepared.secret, self.myself)
+        self.metrics = Metrics()
+        self.location.on_commit = self.metrics.db_write.observe
         self.core = SipCore(Registrar(policy, self.local_domains), self.location,
                             self.transactions, self.transports.send, reactor,
                             force_rport=config.sip.force_rport, clients=self.clients,
                             myself=self.myself, authenticator=self.authenticator,
-                            trusted_peer=self._trusted_peer)
+                            trusted_peer=self._trusted_peer, metrics=self.metrics)
+        limits = config.limits
+        if limits.source_rate > 0:
+            exempt = self.authenticator.is_trusted if limits.exempt_trusted else (
+                lambda _host: False)
+            self.core.rate_limit = SourceRateLimiter(limits.source_rate, limits.source_burst,
+                                                     reactor.seconds, exempt)
         self.overlay: OverlayService | None = None
         if prepared.overlay_socket is not None and prepared.material is not None:
             self.overlay = _overlay_service(prepared, self.location, reactor)
+            self.overlay.metrics = self.metrics
+        self._status_port: Any = None
+        self._status_loop = LoopingCall(self.write_status)
+        self._status_loop.clock = reactor
         self.upstream: UpstreamRegistrations | None = None
         if config.upstream.uri:
             up = config.upstream
@@ -241,6 +268,45 @@ class GatewayService(service.Service):
         # The configured upstream server relays its own users' requests.
         return self.upstream is not None and self.upstream.is_upstream(source.host, source.port)
 
+    def status(self) -> dict[str, Any]:
+        """What ``/status``, ``status.json`` and ``p2psip-admin status`` show."""
+        location = self.location
+        return {
+            "version": __version__, "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - self.metrics.started, 1),
+            "updated": time.time(),
+            "listeners": self.transports.listening_descriptions(),
+            "domains": sorted(self.local_domains.names),
+            "registry": {
+                "database": self.prepared.store.safe_url,
+                "state": "failing" if location.last_error else "ok",
+                "last_error": location.last_error, "bindings": location.binding_count(),
+                "aors": location.aor_count(), "commits": location.commits,
+                "commit_failures": location.commit_failures,
+                "last_commit_ms": round(1000 * location.last_commit_seconds, 2)},
+            "transactions": {"server": len(self.transactions), "client": len(self.clients),
+                             "proxied": len(self.proxy)},
+            "overlay": self.overlay.status() if self.overlay is not None
+            else {"state": "disabled"},
+            "upstream": {"uri": self.upstream.settings.uri, "registered_ok": self.upstream.ok,
+                         "failed": self.upstream.failed} if self.upstream is not None else None,
+            "auth": {"users": len(self.users), "failures": self.authenticator.failures},
+            "requests": dict(self.metrics.requests),
+            "responses": dict(self.metrics.responses),
+            "registrations": self.metrics.registrations,
+            "rate_limited": self.metrics.rate_limited,
+        }
+
+    def write_status(self) -> None:
+        """Write :meth:`status` to ``<data_dir>/status.json`` (atomically)."""
+        path = Path(self.prepared.config.data_dir) / STATUS_FILE
+        try:
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.status(), indent=1))
+            os.replace(temporary, path)
+        except OSError as exc:
+            log.warn("cannot write {path}: {error}", path=str(path), error=exc.strerror)
+
     def startService(self) -> None:  # noqa: N802 - Twisted API
         """Load the registry and the users, then open the listeners."""
         super().startService()
@@ -266,6 +332,17 @@ class GatewayService(service.Service):
                  users=len(self.users), domains=", ".join(sorted(self.local_domains.names)))
         if self.tune_gc:
             tune_garbage_collector()
+        if self.prepared.status_socket is not None:
+            sock = self.prepared.status_socket
+            self._status_port = self.reactor.adoptStreamPort(
+                sock.fileno(), sock.family, status_site(self.metrics, self.status))
+            sock.close()
+            self.prepared.status_socket = None
+            address = self._status_port.getHost()
+            log.info("status endpoint on http://{host}:{port}/status and /metrics",
+                     host=address.host, port=address.port)
+        self._status_loop.start(5.0, now=True).addErrback(
+            lambda f: log.failure("status file writer stopped", f))
         if self.upstream is not None:
             self.upstream.start()
             log.info("upstream server {uri}: registering local users as {domain}",
@@ -290,6 +367,11 @@ class GatewayService(service.Service):
     def stopService(self) -> Deferred[Any]:  # noqa: N802 - Twisted API
         """Stop listening, then flush pending registry writes."""
         super().stopService()
+        if self._status_loop.running:
+            self._status_loop.stop()
+        if self._status_port is not None:
+            self._status_port.stopListening()
+            self._status_port = None
         if self.upstream is not None:
             self.upstream.stop()
         self.core.stop()

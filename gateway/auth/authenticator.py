@@ -102,6 +102,8 @@ class Authenticator:
         self.counts = NonceCounts(policy.nonce_lifetime)
         self.limiter = FailureLimiter(policy.max_failures, policy.lockout)
         self._trusted_hosts: dict[str, bool] = {}
+        #: Failed checks so far (wrong password or unknown user), for metrics.
+        self.failures = 0
 
     # --- policy ---------------------------------------------------------------------------
 
@@ -202,6 +204,7 @@ class Authenticator:
         if not (hmac.compare_digest(expected, credentials.response) and stored):
             log.info("authentication failed for {username} in {realm} from {source}",
                      username=username, realm=realm, source=source.host)
+            self.failures += 1
             if self.limiter.failed(source.host, username, now):
                 log.warn("{username} from {source} locked out for {seconds:g} s after "
                          "{n} failed attempts", username=username, source=source.host,

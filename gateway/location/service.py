@@ -121,6 +121,10 @@ class LocationService:
         #: Called with an AoR whenever its committed bindings change (the overlay mirror).
         self.watchers: list[Callable[[str], None]] = []
         #: Transactions committed and failed so far (for status reporting).
+        self.last_commit_seconds = 0.0
+        self.last_error = ""
+        #: Called with each transaction's duration (seconds) once it committed.
+        self.on_commit: Callable[[float], None] | None = None
         self.commits = 0
         self.commit_failures = 0
 
@@ -235,6 +239,10 @@ class LocationService:
         if self._committed_during_sync is not None:
             self._committed_during_sync.update(dict.fromkeys(batch, stamped[0]))
         self.commits += 1
+        self.last_commit_seconds = self._reactor.seconds() - self._last_flush
+        if self.on_commit is not None:
+            self.on_commit(self.last_commit_seconds)
+        self.last_error = ""
         self._inflight, self._writing = {}, False
         for waiter in waiters:
             waiter.callback(None)
@@ -245,6 +253,7 @@ class LocationService:
     ) -> None:
         self.commit_failures += 1
         error = failure.value
+        self.last_error = failure.getErrorMessage()
         if isinstance(error, RegistryUnavailable):
             self.log.error(
                 "Registry write of {aors} AoR(s) failed: {error}", aors=len(batch), error=error

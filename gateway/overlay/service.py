@@ -93,6 +93,8 @@ class OverlayService:
         self.dns_bootstrap: Callable[[], Deferred[list[tuple[str, int]]]] | None = None
         #: Where :meth:`write_status` writes (``<data_dir>/overlay-status.json``).
         self.status_path: Path | None = None
+        #: The gateway's metrics (lookup latency and results), when it has some.
+        self.metrics: Any = None
         self._cache: dict[str, tuple[float, list[Record]]] = {}
         # Highest seq accepted per (AoR, signer): an older record is a replay.
         self._seen_seq: dict[tuple[str, str], int] = {}
@@ -285,10 +287,20 @@ class OverlayService:
         if cached is not None and cached[0] > now:
             return Deferred.fromFuture(_done(cached[1]))
         self.lookups += 1
+        started = time.monotonic()
         d = Deferred.fromFuture(asyncio.ensure_future(asyncio.wait_for(
             self.node.lookup(aor), self.settings.lookup_timeout)))
         d.addCallback(self._accept, aor)
-        return d
+
+        def measured(result: Any) -> Any:
+            if self.metrics is not None:
+                self.metrics.overlay_lookup.observe(time.monotonic() - started)
+                outcome = ("error" if not isinstance(result, list)
+                           else "found" if result else "not_found")
+                self.metrics.overlay_lookup_results[outcome] += 1
+            return result
+
+        return d.addBoth(measured)
 
     def _accept(self, records: list[Record], aor: str) -> list[Record]:
         now = time.time()

@@ -1,0 +1,148 @@
+"""What the gateway counts, and how it is shown: Prometheus text (``/metrics``) and a
+JSON status (``/status``, ``<data_dir>/status.json``, ``p2psip-admin status``).
+
+Hot-path counters are plain integers and ``collections.Counter`` increments; the
+Prometheus exposition is built at scrape time by a collector that reads them, so
+counting costs the SIP path almost nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+from gateway import __version__
+
+KNOWN_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK",
+                           "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE",
+                           "UPDATE"})
+
+
+class Histogram:
+    """Fixed-bucket latency histogram (seconds)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        """Count one observation."""
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` pairs, ``+Inf`` last (Prometheus order)."""
+        result, running = [], 0
+        for bound, count in zip((*map(str, self.buckets), "+Inf"), self.counts, strict=True):
+            running += count
+            result.append((bound, running))
+        return result
+
+
+class Metrics:
+    """Counters the SIP core, the registry and the overlay update."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.requests: Counter[str] = Counter()
+        self.responses: Counter[str] = Counter()
+        self.registrations = 0
+        self.rate_limited = 0
+        self.db_write = Histogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                   1.0, 2.5))
+        self.overlay_lookup = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                                         5.0))
+        self.overlay_lookup_results: Counter[str] = Counter()
+
+    def request(self, method: str) -> None:
+        """A request arrived (unknown methods are counted as OTHER)."""
+        self.requests[method if method in KNOWN_METHODS else "OTHER"] += 1
+
+    def response(self, status: int) -> None:
+        """A response was sent."""
+        self.responses[str(status)] += 1
+
+
+class GatewayCollector:
+    """Prometheus collector over a running gateway's counters and state."""
+
+    def __init__(self, metrics: Metrics, state: Callable[[], dict[str, Any]]) -> None:
+        self.metrics = metrics
+        self.state = state
+
+    def collect(self) -> Iterator[Any]:
+        """The metric families, read now."""
+        m = self.metrics
+        status = self.state()
+        requests = CounterMetricFamily("sip_requests", "SIP requests received",
+                                       labels=["method"])
+        for method, count in sorted(m.requests.items()):
+            requests.add_metric([method], count)
+        yield requests
+        responses = CounterMetricFamily("sip_responses", "SIP responses sent",
+                                        labels=["status"])
+        for code, count in sorted(m.responses.items()):
+            responses.add_metric([code], count)
+        yield responses
+        yield CounterMetricFamily("sip_registrations", "REGISTERs answered 200",
+                                  value=m.registrations)
+        yield CounterMetricFamily("sip_rate_limited", "requests refused by the per-source "
+                                  "rate limit (503)", value=m.rate_limited)
+        yield CounterMetricFamily("sip_auth_failures", "failed digest authentications",
+                                  value=status["auth"]["failures"])
+        yield GaugeMetricFamily("sip_server_transactions", "live server transactions",
+                                value=status["transactions"]["server"])
+        yield GaugeMetricFamily("sip_client_transactions", "live client transactions",
+                                value=status["transactions"]["client"])
+        yield GaugeMetricFamily("sip_proxy_contexts", "requests being proxied",
+                                value=status["transactions"]["proxied"])
+        yield GaugeMetricFamily("registry_bindings", "live bindings",
+                                value=status["registry"]["bindings"])
+        yield GaugeMetricFamily("registry_aors", "AoRs with bindings",
+                                value=status["registry"]["aors"])
+        yield CounterMetricFamily("registry_commit_failures", "registry transactions that "
+                                  "failed", value=status["registry"]["commit_failures"])
+        yield _histogram("registry_write_seconds", "registry transaction duration",
+                         m.db_write)
+        overlay = status["overlay"]
+        yield GaugeMetricFamily("overlay_joined", "1 when the overlay node is joined",
+                                value=1 if overlay.get("state") in ("joined", "alone") else 0)
+        yield GaugeMetricFamily("overlay_neighbours", "nodes in the routing table",
+                                value=overlay.get("contacts", 0))
+        lookups = CounterMetricFamily("overlay_lookups", "overlay lookups",
+                                      labels=["result"])
+        for result, count in sorted(m.overlay_lookup_results.items()):
+            lookups.add_metric([result], count)
+        yield lookups
+        yield _histogram("overlay_lookup_seconds", "overlay lookup duration",
+                         m.overlay_lookup)
+        yield GaugeMetricFamily("gateway_uptime_seconds", "seconds since start",
+                                value=time.time() - m.started)
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, documentation, buckets=histogram.cumulative(),
+                                 sum_value=histogram.total)
+
+
+def prometheus_text(metrics: Metrics, state: Callable[[], dict[str, Any]]) -> bytes:
+    """The Prometheus text exposition of the gateway."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(metrics, state))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+VERSION = __version__

@@ -1,0 +1,96 @@
+"""Operations: the HTTP status endpoint, the status file and `p2psip-admin status`, and
+the per-source rate limit, against the in-process gateway over real sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest_twisted
+from conftest import ports, start_gateway
+from sip_ua import UA
+from twisted.internet.threads import deferToThread
+
+from gateway.admin import main as admin_main
+
+
+def _get(port: int, path: str) -> tuple[str, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+        return answer.headers.get("content-type", ""), answer.read()
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_endpoint_and_metrics_count_what_happened(tmp_path: Path) -> None:
+    service = await start_gateway(tmp_path / "d", **{"status.enabled": "yes",
+                                                     "status.listen": "127.0.0.1:0"})
+    try:
+        http_port = service._status_port.getHost().port
+        ua = UA("alice", ports(service)["udp"])
+        try:
+            assert (await deferToThread(ua.register)).status == 200
+        finally:
+            ua.close()
+        kind, body = await deferToThread(_get, http_port, "/status")
+        status = json.loads(body)
+        assert kind.startswith("application/json")
+        assert status["registry"]["bindings"] == 1 and status["registry"]["state"] == "ok"
+        assert status["overlay"]["state"] in ("alone", "joined")
+        assert any(item.startswith("udp 127.0.0.1:") for item in status["listeners"])
+        kind, text = await deferToThread(_get, http_port, "/metrics")
+        metrics = text.decode()
+        assert kind.startswith("text/plain")
+        assert 'sip_requests_total{method="REGISTER"} 1.0' in metrics
+        assert 'sip_responses_total{status="200"} 1.0' in metrics
+        assert "sip_registrations_total 1.0" in metrics
+        assert "registry_bindings 1.0" in metrics
+        assert 'registry_write_seconds_bucket{le="+Inf"} 1.0' in metrics
+        assert "overlay_neighbours" in metrics
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_status_reads_the_status_file(tmp_path: Path) -> None:
+    service = await start_gateway(tmp_path / "d")
+    try:
+        service.write_status()
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown):
+            assert admin_main(["--data-dir", str(tmp_path / "d"), "status"]) == 0
+        text = shown.getvalue()
+        assert text.startswith("gateway") and "registry" in text and "ok: 0 bindings" in text
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_source_over_its_rate_gets_503_with_retry_after(tmp_path: Path) -> None:
+    service = await start_gateway(tmp_path / "d", **{
+        "limits.source_rate": "5", "limits.source_burst": "5",
+        "auth.trusted_networks": "127.0.0.9/32"})
+    try:
+        port = ports(service)["udp"]
+
+        def flood(local_host: str) -> list:
+            ua = UA("alice", port, local_host=local_host)
+            try:
+                answers = []
+                for _ in range(12):
+                    ua.send(ua.request("OPTIONS", f"sip:127.0.0.1:{port}"))
+                    answers.append(ua.expect(200, 503))
+                return answers
+            finally:
+                ua.close()
+
+        limited = await deferToThread(flood, "127.0.0.2")
+        trusted = await deferToThread(flood, "127.0.0.9")
+        assert [r.status for r in limited[:5]] == [200] * 5
+        refused = [r for r in limited[5:] if r.status == 503]
+        assert refused and all(int(r.header("retry-after")) >= 1 for r in refused)
+        assert [r.status for r in trusted] == [200] * 12  # trusted: exempt by default
+        assert service.metrics.rate_limited >= 1
+    finally:
+        await service.stopService()
