@@ -61,6 +61,7 @@ class SipSection:
     t2: float
     t4: float
     advertised_address: str = ""
+    shutdown_grace: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +433,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "t2": ("4", _seconds(0.01, 600)),
         "t4": ("5", _seconds(0.01, 600)),
         "advertised_address": ("", _advertised),
+        "shutdown_grace": ("5", _seconds(0, 600)),
     },
     "proxy": {
         "resolvers": ("local, overlay, upstream", _resolvers),

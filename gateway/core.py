@@ -90,6 +90,8 @@ class SipCore:
         self.metrics = metrics or Metrics()
         #: Per-source request rate limit (set by the service).
         self.rate_limit: SourceRateLimiter | None = None
+        #: Set while the gateway shuts down: new dialogs and registrations get 503.
+        self.draining = False
         #: The transaction user for everything not answered here (set by the service).
         self.proxy: Proxy | None = None
         #: Tells whether a stream connection to an address is open (set by the service).
@@ -141,6 +143,11 @@ class SipCore:
                                             "requests from this address)", headers=[
                 ("Retry-After", str(self.rate_limit.retry_after(source.host)))]).serialize(),
                 self._response_address(request, source))])
+            return
+        if self.draining and method not in ("ACK", "CANCEL") and not request.to.tag:
+            self._send_all([(build_response(request, 503, "Service Unavailable (shutting "
+                                            "down)", headers=[("Retry-After", "5")])
+                             .serialize(), self._response_address(request, source))])
             return
         reply_to = self._stamp_via(request, source)
         now = self.reactor.seconds()

@@ -365,15 +365,38 @@ class GatewayService(service.Service):
             self.reactor.stop()
 
     def stopService(self) -> Deferred[Any]:  # noqa: N802 - Twisted API
-        """Stop listening, then flush pending registry writes."""
+        """Graceful stop: refuse new calls and registrations (503), let the requests
+        being proxied and the registry writes under way finish for at most
+        ``sip.shutdown_grace`` seconds, then close the listeners and flush the registry."""
         super().stopService()
         if self._status_loop.running:
             self._status_loop.stop()
+        if self.overlay is not None:
+            self.overlay.mirror.stop()  # publish nothing more while going down
+        if self.upstream is not None:
+            self.upstream.stop()
+        self.core.draining = True
+        grace = self.prepared.config.sip.shutdown_grace
+        log.info("stopping: refusing new requests, up to {s:g} s for {n} request(s) "
+                 "under way", s=grace, n=len(self.proxy))
+        drained = Deferred.fromCoroutine(self._drain(grace))
+        drained.addCallback(lambda _: self._close())
+        return drained
+
+    async def _drain(self, grace: float) -> None:
+        deadline = self.reactor.seconds() + grace
+        while self.reactor.seconds() < deadline and (len(self.proxy)
+                                                     or self.location.pending_writes()):
+            d: Deferred[None] = Deferred()
+            self.reactor.callLater(0.05, d.callback, None)
+            await d
+        if len(self.proxy):
+            log.warn("stopping with {n} request(s) still being proxied", n=len(self.proxy))
+
+    def _close(self) -> Deferred[Any]:
         if self._status_port is not None:
             self._status_port.stopListening()
             self._status_port = None
-        if self.upstream is not None:
-            self.upstream.stop()
         self.core.stop()
         for _, sock in self.prepared.sockets:
             sock.close()
@@ -385,6 +408,7 @@ class GatewayService(service.Service):
             stopped.addErrback(lambda f: log.failure("overlay stop failed", f))
         stopped.addCallback(lambda _: self.users.stop())
         stopped.addCallback(lambda _: self.location.stop())
+        stopped.addCallback(lambda _: self.write_status())
         return stopped
 
 

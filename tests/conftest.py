@@ -22,7 +22,7 @@ async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:
     """
     settings = {"gateway.data_dir": str(data_dir), "sip.listen_udp": "127.0.0.1:0",
                 "sip.listen_tcp": "127.0.0.1:0", "tls.listen": "127.0.0.1:0",
-                "overlay.listen": "127.0.0.1:0",
+                "overlay.listen": "127.0.0.1:0", "sip.shutdown_grace": "2",
                 "database.sweep_interval": "1",
                 "database.sync_interval": "0.5", "database.worker": "thread"}
     settings.update(overrides)

@@ -154,7 +154,7 @@ class UA:
                                extra=[("Contact", f"<{self.contact}>"),
                                       ("Expires", str(expires)), *(extra or [])])
         self.send(request)
-        return self.expect(200, 400, 401, 403, 404, 423, 500)
+        return self.expect(200, 400, 401, 403, 404, 423, 500, 503)
 
     def request(self, method: str, uri: str, *, to: str | None = None,
                 call_id: str | None = None, cseq: int = 1, from_tag: str | None = None,

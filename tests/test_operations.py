@@ -94,3 +94,26 @@ async def test_a_source_over_its_rate_gets_503_with_retry_after(tmp_path: Path) 
         assert service.metrics.rate_limited >= 1
     finally:
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_refuses_new_requests_but_lets_a_ringing_call_finish(tmp_path: Path) -> None:
+    service = await start_gateway(tmp_path / "d", **{"sip.shutdown_grace": "10"})
+    port = ports(service)["udp"]
+    alice, bob, carol = UA("alice", port), UA("bob", port), UA("carol", port)
+    try:
+        assert (await deferToThread(bob.register)).status == 200
+        invite = alice.request("INVITE", bob.uri)
+        alice.send(invite)
+        incoming = await deferToThread(bob.expect_request, "INVITE")
+        stopped = service.stopService()  # the call is ringing at bob
+        assert not stopped.called
+        refused = await deferToThread(carol.register)
+        assert refused.status == 503 and refused.header("retry-after")
+        bob.answer(incoming, 200)
+        answered = await deferToThread(alice.expect, 200)
+        await stopped
+        assert answered.status == 200
+    finally:
+        for ua in (alice, bob, carol):
+            ua.close()

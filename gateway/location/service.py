@@ -166,6 +166,10 @@ class LocationService:
                 result[aor] = live
         return result
 
+    def pending_writes(self) -> int:
+        """AoRs queued or being written (0 when the registry is idle)."""
+        return len(self._queued) + len(self._inflight)
+
     def binding_count(self) -> int:
         """Committed bindings held in memory (expired ones leave at the next sweep)."""
         return self._count

@@ -64,8 +64,9 @@ class RegistrationMirror:
 
     def stop(self) -> None:
         """Stop following changes (nothing is withdrawn: records expire on their own)."""
-        self._running = False
-        self._pool.stop()
+        was_running, self._running = self._running, False
+        if was_running:  # stop() may come twice (service stop, then overlay stop)
+            self._pool.stop()
         if self.changed in self.location.watchers:
             self.location.watchers.remove(self.changed)
         for call in (self._call, self._republish):
