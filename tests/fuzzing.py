@@ -5,6 +5,7 @@ loopback whatever a mutated message asks for."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
 import socket
@@ -91,24 +92,42 @@ def messages(seed: int, count: int, port: int) -> Iterator[bytes]:
         yield data if rng.random() < 0.1 else mutate(rng, data)
 
 
-def send_udp(port: int, items: Iterator[bytes]) -> int:
-    """Send every item as a datagram to 127.0.0.1:port (answers are read and dropped)."""
+def send_udp(port: int, items: Iterator[bytes], sync_every: int = 200) -> int:
+    """Send every item as a datagram to 127.0.0.1:port. Every ``sync_every`` datagrams
+    an OPTIONS is sent and its answer awaited (bounded), so the gateway has read what
+    came before it rather than the kernel dropping it."""
     sent = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        local = sock.getsockname()[1]
         for data in items:
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendto(data[:65000], ("127.0.0.1", port))
                 sent += 1
-            except (BlockingIOError, OSError):
-                pass
-            while True:
-                try:
-                    sock.recv(65535)
-                except (BlockingIOError, OSError):
-                    break
+            if sent % sync_every == 0:
+                _sync(sock, port, local, sent)
+        _sync(sock, port, local, sent)
     return sent
+
+
+def _sync(sock: socket.socket, port: int, local: int, serial: int) -> bool:
+    """OPTIONS with a unique branch; wait up to 2 s for its answer."""
+    branch = f"z9hG4bKsync{serial}x{random.getrandbits(32):x}".encode()
+    sock.sendto(b"OPTIONS sip:127.0.0.1:%d SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=%s"
+                b"\r\nMax-Forwards: 70\r\nFrom: <sip:s@127.0.0.1>;tag=s\r\n"
+                b"To: <sip:127.0.0.1>\r\nCall-ID: %s\r\nCSeq: 1 OPTIONS\r\n"
+                b"Content-Length: 0\r\n\r\n" % (port, local, branch, branch),
+                ("127.0.0.1", port))
+    sock.settimeout(2)
+    try:
+        while True:
+            if branch in sock.recv(65535):
+                return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(None)
 
 
 def send_tcp(port: int, items: Iterator[bytes], rng: random.Random) -> int:
