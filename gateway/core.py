@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from gateway.auth.authenticator import Authenticator
 from gateway.location.binding import Binding
-from gateway.log import get_logger
+from gateway.log import debug_enabled, get_logger
 from gateway.metrics import Metrics
 from gateway.myself import Myself
 from gateway.ratelimit import SourceRateLimiter
@@ -139,12 +139,14 @@ class SipCore:
         if (self.rate_limit is not None and method != "ACK"
                 and not self.rate_limit.allow(source.host)):
             self.metrics.rate_limited += 1
+            self.metrics.response(503)
             self._send_all([(build_response(request, 503, "Service Unavailable (too many "
                                             "requests from this address)", headers=[
                 ("Retry-After", str(self.rate_limit.retry_after(source.host)))]).serialize(),
                 self._response_address(request, source))])
             return
         if self.draining and method not in ("ACK", "CANCEL") and not request.to.tag:
+            self.metrics.response(503)
             self._send_all([(build_response(request, 503, "Service Unavailable (shutting "
                                             "down)", headers=[("Retry-After", "5")])
                              .serialize(), self._response_address(request, source))])
@@ -152,6 +154,10 @@ class SipCore:
         reply_to = self._stamp_via(request, source)
         now = self.reactor.seconds()
         self.metrics.request(method)
+        if debug_enabled():
+            log.debug("{method} {uri} from {transport} {host}:{port} (Call-ID {call_id})",
+                      method=method, uri=str(request.uri), transport=source.transport,
+                      host=source.host, port=source.port, call_id=request.call_id)
         if method == "ACK":
             absorbed = self.transactions.absorb_ack(request, source, now)
             if not absorbed and self.proxy is not None:

@@ -23,3 +23,8 @@ def set_log_level(name: str) -> None:
     """Set the level below which gateway events are dropped (``debug`` … ``critical``)."""
     _predicate.setLogLevelForNamespace("", LogLevel.levelWithName(name))
     _predicate.defaultLogLevel = LogLevel.levelWithName(name)
+
+
+def debug_enabled() -> bool:
+    """Whether debug events pass (a cheap check before building one on a hot path)."""
+    return _predicate.defaultLogLevel <= LogLevel.debug

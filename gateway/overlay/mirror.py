@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -133,8 +134,14 @@ class RegistrationMirror:
         return self._sign(aor, [Contact(b.contact, b.q, b.expires) for b in bindings])
 
     def _sign(self, aor: str, contacts: list[Contact]) -> Record:
-        return self.signer.sign_record(aor, contacts, self.route,
-                                       self.lifetime if contacts else 0)
+        # The record lives as long as its longest-lived contact (at most ``lifetime``):
+        # a phone that stops refreshing disappears from the DHT with its binding, and
+        # a node keeps a superseded record no longer than that.
+        lifetime = 0.0
+        if contacts:
+            remaining = max(c.expires for c in contacts) - time.time()
+            lifetime = max(1.0, min(self.lifetime, remaining))
+        return self.signer.sign_record(aor, contacts, self.route, lifetime)
 
     def _sign_all(self, jobs: list[tuple[str, list[Contact]]]) -> list[Record]:
         """Runs in the signer thread."""

@@ -113,6 +113,8 @@ class Signer:
             self._identity = ("key", private_key.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
         self.signer_id = hashlib.sha256(self._identity[1]).hexdigest()
+        # One string shared by every record we sign (a certificate is ~700 characters).
+        self._identity_text = base64.b64encode(self._identity[1]).decode("ascii")
         self._last_seq = 0
 
     def next_seq(self) -> int:
@@ -134,7 +136,7 @@ class Signer:
             "contacts": [{"uri": c.uri, "q": c.q, "expires": int(c.expires)}
                          for c in contacts[:MAX_CONTACTS]],
             "issued": int(now), "expires": int(now + lifetime) if contacts else int(now),
-            self._identity[0]: base64.b64encode(self._identity[1]).decode("ascii"),
+            self._identity[0]: self._identity_text,
         }
         obj["sig"] = base64.b64encode(_sign(self.private_key, canonical(obj))).decode("ascii")
         return Record(aor, tuple(Contact(c["uri"], float(c["q"]), float(c["expires"]))

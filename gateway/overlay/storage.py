@@ -5,6 +5,7 @@ for a week and lets any node overwrite it: see OVERLAY-NOTES.md)."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,10 +23,14 @@ class RecordStorage(IStorage):
     refused (``accepts`` tells the protocol). Reading gives the merged bundle."""
 
     def __init__(self, clock: Callable[[], float] = time.time,
-                 tombstone_grace: float = 3600.0) -> None:
+                 tombstone_grace: float = 60.0) -> None:
         self.clock = clock
+        #: Least time a tombstone is kept; longer while a record it replaced could
+        #: still be alive elsewhere (until that record's own expiry).
         self.tombstone_grace = tombstone_grace
-        self._data: dict[bytes, tuple[float, list[Record]]] = {}  # key -> (stored at, records)
+        # key -> (stored at, records); oldest change first, so eviction is cheap.
+        self._data: OrderedDict[bytes, tuple[float, list[Record]]] = OrderedDict()
+        self._tombstone_until: dict[bytes, dict[str, float]] = {}  # key -> signer -> until
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` holds at least one record whose signature verifies."""
@@ -35,26 +40,51 @@ class RecordStorage(IStorage):
         """Merge ``records`` into ``key``; True when something changed."""
         now = self.clock()
         current = self._data.get(key, (now, []))[1]
-        merged = merge([*current, *records], now, self.tombstone_grace)
+        for record in records:
+            if record.is_tombstone:
+                replaced = [r.expires for r in current
+                            if r.signer == record.signer and r.seq < record.seq]
+                until = max([record.issued + self.tombstone_grace, *replaced])
+                slots = self._tombstone_until.setdefault(key, {})
+                slots[record.signer] = max(until, slots.get(record.signer, 0.0))
+        merged = self._live(key, merge([*current, *records], now, float("inf")), now)
         if not merged:
             self._data.pop(key, None)
             return bool(current)
         changed = {(r.signer, r.seq) for r in merged} != {(r.signer, r.seq) for r in current}
         stamp = now if changed else self._data.get(key, (now, []))[0]
         self._data[key] = (stamp, merged)
-        if len(self._data) > MAX_KEYS:
-            oldest = min(self._data, key=lambda k: self._data[k][0])
-            del self._data[oldest]
+        self._data.move_to_end(key)
+        while len(self._data) > MAX_KEYS:
+            oldest, _ = self._data.popitem(last=False)
+            self._forget_tombstones(oldest)
         return changed
+
+    def _live(self, key: bytes, records: list[Record], now: float) -> list[Record]:
+        kept = []
+        for record in records:
+            if record.is_tombstone:
+                slots = self._tombstone_until.get(key, {})
+                until = slots.get(record.signer, record.issued + self.tombstone_grace)
+                if until <= now:
+                    slots.pop(record.signer, None)
+                    continue
+            kept.append(record)
+        return kept
+
+    def _forget_tombstones(self, key: bytes) -> None:
+        self._tombstone_until.pop(key, None)
 
     def records(self, key: bytes) -> list[Record]:
         """The live merged records of ``key`` (tombstones included)."""
         entry = self._data.get(key)
         if entry is None:
             return []
-        merged = merge(entry[1], self.clock(), self.tombstone_grace)
+        now = self.clock()
+        merged = self._live(key, merge(entry[1], now, float("inf")), now)
         if not merged:
             del self._data[key]
+            self._forget_tombstones(key)
         return merged
 
     def __setitem__(self, key: bytes, value: Any) -> None:
