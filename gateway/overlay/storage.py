@@ -58,7 +58,17 @@ class RecordStorage(IStorage):
         while len(self._data) > MAX_KEYS:
             oldest, _ = self._data.popitem(last=False)
             self._forget_tombstones(oldest)
+        self._cull(2)
         return changed
+
+    def _cull(self, count: int) -> None:
+        """Look at the ``count`` entries at the front: drop them when nothing in them is
+        live any more, else send them to the back. Amortised over the stores, every
+        entry is looked at again and expired ones do not pile up between lookups."""
+        for _ in range(min(count, len(self._data))):
+            key = next(iter(self._data))
+            if self.records(key):  # deletes the entry when nothing is left
+                self._data.move_to_end(key)
 
     def _live(self, key: bytes, records: list[Record], now: float) -> list[Record]:
         kept = []
