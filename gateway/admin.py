@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from gateway.auth.users import UserError, UserStore, canonical_aor, domain_part, user_part
 from gateway.location.binding import Binding
 from gateway.location.store import LocationStore, RegistryUnavailable
-from gateway.overlay.service import OVERLAY_STATUS_FILE
+from gateway.status_file import OVERLAY_STATUS_FILE, STATUS_FILE
 
 PROG = "p2psip-admin"
 EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -322,17 +322,29 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     return Path(DEFAULT_DATA_DIR)
 
 
+def _read_status(path: Path, missing: str) -> dict[str, Any]:
+    """A status file the gateway wrote; ``missing`` (with ``{dir}``) when there is none."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise AdminError(missing.format(dir=path.parent)) from None
+    except (OSError, ValueError) as exc:
+        raise AdminError(f"cannot read {path}: {exc}") from None
+
+
+def _labelled(rows: list[tuple[str, str]], out: TextIO) -> None:
+    """``name  value`` lines, the values aligned."""
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        out.write(f"{name.ljust(width)}  {value}\n")
+
+
 def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
                        out: TextIO) -> int:
     """``overlay status [--json]``: what the gateway last wrote about its overlay node."""
-    path = data_dir_of(args) / OVERLAY_STATUS_FILE
-    try:
-        status = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AdminError(f"no overlay status in {path.parent} (the gateway has not run "
-                         "there, or [overlay] is disabled)") from None
-    except (OSError, ValueError) as exc:
-        raise AdminError(f"cannot read {path}: {exc}") from None
+    status = _read_status(data_dir_of(args) / OVERLAY_STATUS_FILE,
+                          "no overlay status in {dir} (the gateway has not run there, or "
+                          "[overlay] is disabled)")
     age = time.time() - float(status.get("updated", 0))
     stale = status.get("state") not in ("stopped", "disabled") and age > 30
     if args.json:
@@ -355,22 +367,15 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
                     "records rejected"),
         ("route", status.get("route") or "-"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        out.write(f"{name.ljust(width)}  {value}\n")
+    _labelled(rows, out)
     return EXIT_OK
 
 
 def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextIO) -> int:
     """``status [--json]``: what the gateway last wrote to ``<data_dir>/status.json``
     (every 5 s; the same as its ``/status`` endpoint)."""
-    path = data_dir_of(args) / "status.json"
-    try:
-        status = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AdminError(f"no status in {path.parent} (the gateway has not run there)") from None
-    except (OSError, ValueError) as exc:
-        raise AdminError(f"cannot read {path}: {exc}") from None
+    status = _read_status(data_dir_of(args) / STATUS_FILE,
+                          "no status in {dir} (the gateway has not run there)")
     age = time.time() - float(status.get("updated", 0))
     if args.json:
         json.dump(status | {"age_seconds": round(age, 1)}, out, indent=2)
@@ -398,9 +403,7 @@ def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextI
                  f"{status.get('auth', {}).get('failures', 0)} failures; "
                  f"{status.get('rate_limited', 0)} requests rate-limited"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        out.write(f"{name.ljust(width)}  {value}\n")
+    _labelled(rows, out)
     return EXIT_OK
 
 

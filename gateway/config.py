@@ -257,13 +257,14 @@ def _domains(raw: str) -> tuple[str, ...]:
         name = item.lower().rstrip(".")
         labels = name.split(".")
         if not all(label and len(label) <= 63 and label.replace("-", "").isalnum()
-                   for label in labels) and not _is_ip(name):
+                   for label in labels) and not is_ip_literal(name):
             raise ValueError(f"{item!r} is not a domain name")
         domains.append(name)
     return tuple(domains)
 
 
-def _is_ip(text: str) -> bool:
+def is_ip_literal(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (IPv6 possibly in brackets)."""
     try:
         ipaddress.ip_address(text.strip("[]"))
     except ValueError:
@@ -361,7 +362,7 @@ def _upstream_uri(raw: str) -> str:
     if value:
         host = value.split(":", 1)[1].split(";", 1)[0].rsplit("@", 1)[-1]
         host = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0][1:]
-        if not _is_ip(host) and host.lower() != "localhost":
+        if not is_ip_literal(host) and host.lower() != "localhost":
             raise ValueError(f"{value!r}: the host must be an IP address (DNS resolution "
                              "of the upstream server is not supported yet)")
     return value

@@ -139,17 +139,11 @@ class SipCore:
         if (self.rate_limit is not None and method != "ACK"
                 and not self.rate_limit.allow(source.host)):
             self.metrics.rate_limited += 1
-            self.metrics.response(503)
-            self._send_all([(build_response(request, 503, "Service Unavailable (too many "
-                                            "requests from this address)", headers=[
-                ("Retry-After", str(self.rate_limit.retry_after(source.host)))]).serialize(),
-                self._response_address(request, source))])
+            self._unavailable(request, source, "too many requests from this address",
+                              self.rate_limit.retry_after(source.host))
             return
         if self.draining and method not in ("ACK", "CANCEL") and not request.to.tag:
-            self.metrics.response(503)
-            self._send_all([(build_response(request, 503, "Service Unavailable (shutting "
-                                            "down)", headers=[("Retry-After", "5")])
-                             .serialize(), self._response_address(request, source))])
+            self._unavailable(request, source, "shutting down", 5)
             return
         reply_to = self._stamp_via(request, source)
         now = self.reactor.seconds()
@@ -361,9 +355,14 @@ class SipCore:
 
     # --- Via handling (RFC 3261 §18.2.1, RFC 3581) -----------------------------------------
 
-    def _response_address(self, request: Request, source: Address) -> Address:
-        """Where a stateless response goes: as for a stamped request (RFC 3581)."""
-        return self._stamp_via(request, source)
+    def _unavailable(self, request: Request, source: Address, why: str,
+                     retry_after: int) -> None:
+        """A stateless 503 with Retry-After (no transaction is created), sent where a
+        response to ``request`` goes (RFC 3581)."""
+        self.metrics.response(503)
+        response = build_response(request, 503, f"Service Unavailable ({why})",
+                                  headers=[("Retry-After", str(retry_after))])
+        self._send_all([(response.serialize(), self._stamp_via(request, source))])
 
     def _stamp_via(self, request: Request, source: Address) -> Address:
         """Add ``received``/``rport`` to the top Via and return where responses go."""

@@ -21,8 +21,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from gateway import __version__
-
 KNOWN_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK",
                            "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE",
                            "UPDATE"})
@@ -144,5 +142,3 @@ def prometheus_text(metrics: Metrics, state: Callable[[], dict[str, Any]]) -> by
     registry.register(GatewayCollector(metrics, state))  # type: ignore[arg-type]
     return generate_latest(registry)
 
-
-VERSION = __version__

@@ -9,8 +9,6 @@ failure is one line and a non-zero exit. :class:`GatewayService` then loads the 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import os
 import socket
 import sys
@@ -28,7 +26,7 @@ from gateway import __version__
 from gateway.auth.authenticator import Authenticator, AuthPolicy
 from gateway.auth.secret import load_secret
 from gateway.auth.users import UserDirectory, UserStore
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, is_ip_literal, load_config
 from gateway.core import SipCore
 from gateway.gc_policy import tune_garbage_collector
 from gateway.location.runner import ProcessStoreRunner, StoreRunner, ThreadStoreRunner
@@ -40,12 +38,7 @@ from gateway.myself import LocalDomains, Myself
 from gateway.overlay.dns_bootstrap import DnsBootstrap
 from gateway.overlay.identity import load_node_id
 from gateway.overlay.record import Signer
-from gateway.overlay.service import (
-    OVERLAY_STATUS_FILE,
-    OverlayService,
-    OverlaySettings,
-    run_async,
-)
+from gateway.overlay.service import OverlayService, OverlaySettings, run_async
 from gateway.overlay.store import OverlayStore
 from gateway.overlay.trust import RecordTrust
 from gateway.proxy import Proxy
@@ -57,12 +50,11 @@ from gateway.sip.tls import TlsContexts, TlsMaterial, TlsSetupError, load_materi
 from gateway.sip.transaction import Address, TransactionLayer
 from gateway.sip.transport import ListenError, TransportManager, bind_socket
 from gateway.sip.uri import bracketed
+from gateway.status_file import OVERLAY_STATUS_FILE, STATUS_FILE, write_status_file
 from gateway.status_http import status_site
 from gateway.upstream import UpstreamRegistrations, UpstreamSettings
 
 log = get_logger("gateway.service")
-#: The gateway's status, rewritten every 5 s, for ``p2psip-admin status``.
-STATUS_FILE = "status.json"
 
 
 class StartupError(Exception):
@@ -162,7 +154,7 @@ def _tls_material(config: GatewayConfig) -> TlsMaterial:
     addresses: list[str] = ["127.0.0.1", "::1"]
     for name in (*config.gateway.domains, socket.getfqdn(), socket.gethostname()):
         name = name.lower().rstrip(".")
-        target = addresses if _is_ip(name) else names
+        target = addresses if is_ip_literal(name) else names
         if name and name != "localhost" and name not in target:
             target.append(name)
     names.append("localhost")  # last: never the common name when there is another
@@ -174,14 +166,6 @@ def _tls_material(config: GatewayConfig) -> TlsMaterial:
             hosts.append(socket.gethostbyname(socket.gethostname()))  # what we advertise
     addresses += [h for h in hosts if h not in addresses]
     return load_material(config.tls, config.data_dir, names, addresses)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class GatewayService(service.Service):
@@ -299,13 +283,7 @@ class GatewayService(service.Service):
 
     def write_status(self) -> None:
         """Write :meth:`status` to ``<data_dir>/status.json`` (atomically)."""
-        path = Path(self.prepared.config.data_dir) / STATUS_FILE
-        try:
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(self.status(), indent=1))
-            os.replace(temporary, path)
-        except OSError as exc:
-            log.warn("cannot write {path}: {error}", path=str(path), error=exc.strerror)
+        write_status_file(Path(self.prepared.config.data_dir) / STATUS_FILE, self.status())
 
     def startService(self) -> None:  # noqa: N802 - Twisted API
         """Load the registry and the users, then open the listeners."""
@@ -414,12 +392,9 @@ class GatewayService(service.Service):
 
 def _write_disabled_status(data_dir: Path) -> None:
     """Tell ``p2psip-admin overlay status`` that the overlay is off here."""
-    try:
-        (data_dir / OVERLAY_STATUS_FILE).write_text(json.dumps(
-            {"state": "disabled", "since": time.time(), "updated": time.time(),
-             "pid": os.getpid()}))
-    except OSError as exc:
-        log.warn("cannot write the overlay status: {error}", error=exc.strerror)
+    write_status_file(data_dir / OVERLAY_STATUS_FILE, {
+        "state": "disabled", "since": time.time(), "updated": time.time(),
+        "pid": os.getpid()})
 
 
 def _certificates(path: str, key: str) -> list[Any]:

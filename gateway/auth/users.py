@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, delete, func, insert, select, update
-from sqlalchemy import exc as sa_exc
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from gateway.location.models import UserRow
 from gateway.location.runner import ThreadStoreRunner
-from gateway.location.store import RegistryUnavailable, create_registry_engine
+from gateway.location.store import (
+    RegistryUnavailable,
+    create_registry_engine,
+    guard_database,
+)
 from gateway.log import get_logger
 from gateway.sip.digest import ha1
 from gateway.sip.uri import SipUri, parse_uri
@@ -81,11 +84,8 @@ class UserStore:
         self._owns_engine = engine is None
 
     def _guard(self, what: str, work: Callable[[], T]) -> T:
-        try:
-            return work()
-        except sa_exc.SQLAlchemyError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RegistryUnavailable(f"cannot {what}: {first}") from None
+        return guard_database(self._engine.url.render_as_string(hide_password=True), what,
+                              work)
 
     def add(self, aor: str, username: str, realm: str, password: str) -> None:
         """Create credentials; :class:`UserError` when ``username`` already has some in

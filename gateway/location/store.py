@@ -31,6 +31,7 @@ from gateway.location.models import PATH_SEPARATOR, BindingRow, RegistryChangeRo
 
 __all__ = [
     "LocationStore",
+    "guard_database",
     "RegistryUnavailable",
     "create_registry_engine",
     "migrations_directory",
@@ -189,6 +190,30 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
 _BINDING_COLUMNS = [c for c in _bindings.c if c.name not in ("id", "updated_at")]
 
 
+def guard_database(safe_url: str, what: str, work: Callable[[], T]) -> T:
+    """Run ``work``; a database failure becomes :class:`RegistryUnavailable` with one
+    line saying what could not be done (and a hint when the schema is missing)."""
+    try:
+        return work()
+    except CommandError as exc:
+        raise RegistryUnavailable(
+            f"registry database {safe_url}: cannot {what}: {exc}"
+        ) from exc
+    except sa_exc.SQLAlchemyError as exc:
+        detail = getattr(exc, "orig", None) or exc
+        message = str(detail).strip().splitlines()[0] if str(detail).strip() else ""
+        hint = ""
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.ProgrammingError) and (
+            "no such table" in message
+            or ("relation" in message and "does not exist" in message)
+        ):
+            hint = " (is the schema installed? run 'p2psip-admin db upgrade')"
+        raise RegistryUnavailable(
+            f"registry database {safe_url}: cannot {what}: "
+            f"{type(detail).__name__}: {message}{hint}"
+        ) from exc
+
+
 class LocationStore:
     """The registry tables behind a blocking API (run it in a worker thread).
 
@@ -231,25 +256,7 @@ class LocationStore:
     # -- plumbing --------------------------------------------------------------------
 
     def _guard(self, what: str, work: Callable[[], T]) -> T:
-        try:
-            return work()
-        except CommandError as exc:
-            raise RegistryUnavailable(
-                f"registry database {self.safe_url}: cannot {what}: {exc}"
-            ) from exc
-        except sa_exc.SQLAlchemyError as exc:
-            detail = getattr(exc, "orig", None) or exc
-            message = str(detail).strip().splitlines()[0] if str(detail).strip() else ""
-            hint = ""
-            if isinstance(exc, sa_exc.OperationalError | sa_exc.ProgrammingError) and (
-                "no such table" in message
-                or ("relation" in message and "does not exist" in message)
-            ):
-                hint = " (is the schema installed? run 'p2psip-admin db upgrade')"
-            raise RegistryUnavailable(
-                f"registry database {self.safe_url}: cannot {what}: "
-                f"{type(detail).__name__}: {message}{hint}"
-            ) from exc
+        return guard_database(self.safe_url, what, work)
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

@@ -15,6 +15,7 @@ merging; the closest answered node that lacked the value is named for read repai
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from kademlia.crawling import RPCFindResponse
 from kademlia.node import Node
 
 from gateway.overlay.record import Record, decode_bundle
+
+log = logging.getLogger("gateway.overlay.node")
 
 
 @dataclass
@@ -111,7 +114,7 @@ class IterativeLookup:
             self.result.without_value = min(
                 self._no_value, key=lambda n: n.distance_to(self.target))
         for task in self._tasks:  # stragglers end by their own RPC timeout
-            task.add_done_callback(_ignore)
+            task.add_done_callback(consume_exception)
         return self.result
 
     def _ask(self, node_id: bytes) -> None:
@@ -151,6 +154,8 @@ class IterativeLookup:
             pass  # a malformed node list: that node's answer is ignored
 
 
-def _ignore(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+def consume_exception(task: asyncio.Future[Any]) -> None:
+    """Done-callback for tasks nobody awaits: retrieve (and drop) their exception, so
+    asyncio does not report it as never retrieved."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("overlay task failed: %s", task.exception())

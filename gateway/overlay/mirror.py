@@ -20,7 +20,6 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from gateway.location.binding import Binding
 from gateway.log import get_logger
 from gateway.overlay.record import Contact, Record, Signer
 
@@ -128,10 +127,6 @@ class RegistrationMirror:
         # Each contact carries its own expiry, so readers drop it on time; the record
         # lives ``lifetime`` and is re-published at half of it.
         return [Contact(b.contact, b.q, b.expires) for b in self.location.lookup(aor)]
-
-    def record_for(self, aor: str, bindings: list[Binding]) -> Record:
-        """The signed record (a tombstone when no binding is live) of ``aor``."""
-        return self._sign(aor, [Contact(b.contact, b.q, b.expires) for b in bindings])
 
     def _sign(self, aor: str, contacts: list[Contact]) -> Record:
         # The record lives as long as its longest-lived contact (at most ``lifetime``):

@@ -34,7 +34,7 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from kademlia.utils import digest
 
-from gateway.overlay.lookup import IterativeLookup, LookupResult
+from gateway.overlay.lookup import IterativeLookup, LookupResult, consume_exception
 from gateway.overlay.record import Record, decode_bundle, encode_bundle, merge
 from gateway.overlay.storage import RecordStorage
 
@@ -96,7 +96,7 @@ class OverlayProtocol(KademliaProtocol):
                 payload[1], list | tuple):
             return
         task = asyncio.ensure_future(self._guarded_request(msg_id, payload, addr))
-        task.add_done_callback(_consume_exception)
+        task.add_done_callback(consume_exception)
 
     async def _guarded_request(self, msg_id: bytes, payload: list[Any], addr: Any) -> None:
         try:
@@ -145,13 +145,8 @@ class OverlayProtocol(KademliaProtocol):
                 this_closest = self.source_node.distance_to(keynode) < first
             if not neighbors or (new_node_close and this_closest):
                 task = asyncio.ensure_future(self.call_store(node, key, value))
-                task.add_done_callback(_consume_exception)
+                task.add_done_callback(consume_exception)
         self.router.add_contact(node)
-
-
-def _consume_exception(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("overlay task failed: %s", task.exception())
 
 
 class OverlayNode(Server):
@@ -237,7 +232,7 @@ class OverlayNode(Server):
             # Read repair: the closest node that answered without the value gets it.
             task = asyncio.ensure_future(self.protocol.call_store(
                 result.without_value, key, encode_bundle(merged)))
-            task.add_done_callback(_consume_exception)
+            task.add_done_callback(consume_exception)
         return [r for r in merged if r.aor == aor], result
 
     async def _lookup(self, target: Node, seeds: list[Node], *, values: bool) -> LookupResult:

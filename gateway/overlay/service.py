@@ -12,7 +12,6 @@ every neighbour joins again. The state is logged and written to
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import socket
@@ -31,11 +30,10 @@ from gateway.overlay.node import OverlayNode, OverlayProtocol
 from gateway.overlay.record import Record, Signer
 from gateway.overlay.store import OverlayStore, PinDirectory
 from gateway.overlay.trust import RecordTrust
+from gateway.status_file import write_status_file
 
 log = get_logger("gateway.overlay")
 T = TypeVar("T")
-#: Written in the data dir, read by ``p2psip-admin overlay status``.
-OVERLAY_STATUS_FILE = "overlay-status.json"
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,6 @@ class OverlayService:
         self.pins = PinDirectory(self._runner)
         if trust.pin_store is None:
             trust.pin_store = self.pins
-        self.joined = False
         #: joining (no peer answered yet), joined, or alone (no peer known: this node
         #: started an overlay).
         self.state = "joining"
@@ -100,6 +97,11 @@ class OverlayService:
         self._seen_seq: dict[tuple[str, str], int] = {}
         self.lookups = 0
         self.rejected = 0
+
+    @property
+    def joined(self) -> bool:
+        """Lookups can be answered: joined, or alone (this node started the overlay)."""
+        return self.state in ("joined", "alone")
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -136,7 +138,6 @@ class OverlayService:
             self.state = state
             self.state_since = time.time()
             log.info("overlay state: {state}", state=state)
-        self.joined = state in ("joined", "alone")
         self.write_status()
 
     def _schedule_join(self, delay: float) -> None:
@@ -259,15 +260,8 @@ class OverlayService:
 
     def write_status(self) -> None:
         """Write :meth:`status` to the status file (atomically), if there is one."""
-        if self.status_path is None:
-            return
-        try:
-            temporary = self.status_path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(self.status(), indent=1))
-            os.replace(temporary, self.status_path)
-        except OSError as exc:
-            log.warn("cannot write {path}: {error}", path=str(self.status_path),
-                     error=exc.strerror)
+        if self.status_path is not None:
+            write_status_file(self.status_path, self.status())
 
     async def _save_nodes(self) -> None:
         if self._runner is None or self.node.protocol is None:
@@ -329,10 +323,6 @@ class OverlayService:
             self._cache.clear()
         self._cache[aor] = (time.monotonic() + ttl, accepted)
         return accepted
-
-    def forget(self, aor: str) -> None:
-        """Drop ``aor`` from the lookup cache."""
-        self._cache.pop(aor, None)
 
     async def stop(self) -> None:
         """Save the node cache and close the node."""

@@ -8,12 +8,14 @@ import time
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select
-from sqlalchemy import exc as sa_exc
 from twisted.internet.defer import Deferred
 
 from gateway.location.models import OverlayNodeRow, OverlayPinRow
 from gateway.location.runner import ThreadStoreRunner
-from gateway.location.store import RegistryUnavailable, create_registry_engine
+from gateway.location.store import (
+    create_registry_engine,
+    guard_database,
+)
 from gateway.log import get_logger
 
 log = get_logger("gateway.overlay.store")
@@ -30,11 +32,8 @@ class OverlayStore:
         self._owns_engine = engine is None
 
     def _guard(self, what: str, work: Any) -> Any:
-        try:
-            return work()
-        except sa_exc.SQLAlchemyError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RegistryUnavailable(f"cannot {what}: {first}") from None
+        return guard_database(self._engine.url.render_as_string(hide_password=True), what,
+                              work)
 
     def load_nodes(self) -> list[tuple[str, int]]:
         """Cached node addresses, most recently seen first."""
