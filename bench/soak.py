@@ -2,6 +2,15 @@
 (``twistd``); reports failed calls (target 0) and the gateway's memory over the run
 (target: flat once the registry reaches its steady size).
 
+Memory is sampled every 10 s: the resident size (``/proc``) and the number of blocks
+Python's allocator has handed out (the gateway's ``status.json``), i.e. its live
+objects. After ``--warmup`` seconds (the registry, the lingering transactions and the
+allocator reach their steady size), no one-minute mean of either may exceed its first
+one-minute mean by more than ``--tolerance`` (5 %); means, so that a single sample
+taken while the allocator holds an extra arena does not decide. The exit status is 0
+only when no call failed and memory did not grow (a run too short for a verdict
+gives none and is judged on its calls alone).
+
 SIPp registers new users (``register.xml``, Expires 60, so the registry reaches a
 steady size after a minute) at ``--register-rate`` and places calls (``uac_call.xml``
 to a SIPp uas) at ``--call-rate`` for ``--minutes``. The defaults (500 registrations/s
@@ -12,7 +21,7 @@ both kinds of load together; 1 000/s + 300/s together was already beyond it
 Usage::
 
     python bench/soak.py [--minutes 10] [--register-rate 500] [--call-rate 150]
-        [--json out.json]
+        [--warmup 180] [--tolerance 0.05] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,18 +52,52 @@ def sipp(args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
         start_new_session=True)
 
 
+def heap_blocks(data_dir: Path) -> int | None:
+    """Python heap blocks from the gateway's ``status.json`` (written every 5 s)."""
+    try:
+        return int(json.loads((data_dir / "status.json").read_text())["memory"]["python_blocks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def memory_verdict(samples: list[tuple[float, float, int | None]], warmup: float,
+                   tolerance: float) -> dict[str, object]:
+    """Whether memory stayed flat after ``warmup``: the one-minute means of RSS and of
+    the live blocks never rose more than ``tolerance`` above the first such mean."""
+    after = [s for s in samples if s[0] >= warmup]
+    if len(after) < 12:
+        return {"flat": None, "why": "run too short for a verdict after the warm-up"}
+    def minute_means(index: int) -> list[float]:
+        values = [s[index] for s in after if s[index] is not None]
+        return [statistics.fmean(values[i:i + 6]) for i in range(0, len(values) - 5)]
+    rss, blocks = minute_means(1), minute_means(2)
+    rss_growth = max(rss) / rss[0] - 1
+    block_growth = max(blocks) / blocks[0] - 1 if blocks else None
+    flat = rss_growth <= tolerance and (block_growth is None or block_growth <= tolerance)
+    return {"flat": flat, "rss_mib_after_warmup": round(rss[0], 1),
+            "rss_mib_peak_after": round(max(rss), 1), "rss_growth": round(rss_growth, 3),
+            "blocks_after_warmup": round(blocks[0]) if blocks else None,
+            "blocks_peak_after": round(max(blocks)) if blocks else None,
+            "block_growth": None if block_growth is None else round(block_growth, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the soak and print the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--register-rate", type=int, default=500)
     parser.add_argument("--call-rate", type=int, default=150)
+    parser.add_argument("--warmup", type=float, default=180.0,
+                        help="seconds before memory must stay flat (default 180)")
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="allowed rise of the memory means after the warm-up")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     seconds = int(args.minutes * 60)
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     target = Target("gateway", "gateway", workdir / "gateway")
-    samples: list[tuple[float, float]] = []
+    data_dir = workdir / "gateway" / "data"
+    samples: list[tuple[float, float, int | None]] = []
     procs: list[subprocess.Popen[bytes]] = []
     try:
         target.start()
@@ -61,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         uas = start_uas(target, workdir)
         procs.append(uas)
         started = time.monotonic()
-        samples.append((0.0, rss_mb(target.process.pid)))
+        samples.append((0.0, rss_mb(target.process.pid), heap_blocks(data_dir)))
         run_id = uuid.uuid4().hex[:6]
         gateway = f"{HOST}:{target.udp_port}"
         register = sipp(["-sf", str(SCENARIO), "-key", "user_prefix", f"soak{run_id}u",
@@ -74,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             if register.poll() is not None and calls.poll() is not None:
                 break
             time.sleep(10)
-            samples.append((time.monotonic() - started, rss_mb(target.process.pid)))
-            print(f"  {samples[-1][0]:6.0f} s  gateway RSS {samples[-1][1]:7.1f} MiB",
-                  flush=True)
+            samples.append((time.monotonic() - started, rss_mb(target.process.pid),
+                            heap_blocks(data_dir)))
+            print(f"  {samples[-1][0]:6.0f} s  gateway RSS {samples[-1][1]:7.1f} MiB, "
+                  f"{samples[-1][2]} Python heap blocks", flush=True)
         alive = target.alive()
     finally:
         for proc in procs:
@@ -87,21 +132,19 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         target.stop()
+    load_samples = [s for s in samples if s[0] <= seconds]  # not the drain at the end
     report = {"command": sys.argv, "seconds": seconds, "gateway_alive": alive,
-              "rss_mb": samples}
+              "memory": memory_verdict(load_samples, args.warmup, args.tolerance),
+              "samples": samples}
     for name in ("register", "calls"):
         stats = read_final_stats(workdir / f"{name}.csv")
         report[name] = {key: stats.get(f"{key}(C)") for key in
                         ("SuccessfulCall", "FailedCall", "Retransmissions")}
-    print(json.dumps({k: v for k, v in report.items() if k != "rss_mb"}, indent=1))
-    steady = [rss for at, rss in samples if at >= 90]
-    if steady:
-        print(f"RSS after the first 90 s: {steady[0]:.0f} MiB -> {steady[-1]:.0f} MiB "
-              f"(start {samples[0][1]:.0f} MiB)")
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     failed = sum(int(report[n]["FailedCall"] or 0) for n in ("register", "calls"))
-    return 0 if alive and failed == 0 else 1
+    return 0 if alive and failed == 0 and report["memory"]["flat"] is not False else 1
 
 
 if __name__ == "__main__":

@@ -382,7 +382,7 @@ def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextI
         out.write("\n")
         return EXIT_OK
     registry, overlay = status.get("registry", {}), status.get("overlay", {})
-    transactions = status.get("transactions", {})
+    transactions, memory = status.get("transactions", {}), status.get("memory", {})
     rows = [
         ("gateway", f"p2psip-gateway {status.get('version', '?')}, pid {status.get('pid')}, "
                     f"up {_duration(status.get('uptime_seconds', 0))}"
@@ -399,6 +399,9 @@ def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextI
                          f"{transactions.get('proxied', 0)} being proxied"),
         ("requests", ", ".join(f"{m} {n}" for m, n in sorted(
             status.get("requests", {}).items())) or "-"),
+        ("malformed", f"{status.get('malformed', 0)} messages (answered 400/505 or dropped)"),
+        ("memory", f"{memory.get('rss_mib', '?')} MiB resident, "
+                   f"{memory.get('python_blocks', '?')} Python heap blocks"),
         ("auth", f"{status.get('auth', {}).get('users', 0)} users, "
                  f"{status.get('auth', {}).get('failures', 0)} failures; "
                  f"{status.get('rate_limited', 0)} requests rate-limited"),

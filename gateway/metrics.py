@@ -9,12 +9,14 @@ counting costs the SIP path almost nothing.
 from __future__ import annotations
 
 import bisect
+import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -59,6 +61,7 @@ class Metrics:
         self.responses: Counter[str] = Counter()
         self.registrations = 0
         self.rate_limited = 0
+        self.malformed = 0  # messages the transports could not parse (or too big)
         self.db_write = Histogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                    1.0, 2.5))
         self.overlay_lookup = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -72,6 +75,13 @@ class Metrics:
     def response(self, status: int) -> None:
         """A response was sent."""
         self.responses[str(status)] += 1
+
+    def rejected(self, status: int) -> None:
+        """A transport could not parse a message: answered with ``status``, or dropped
+        (0)."""
+        self.malformed += 1
+        if status:
+            self.response(status)
 
 
 class GatewayCollector:
@@ -99,6 +109,9 @@ class GatewayCollector:
                                   value=m.registrations)
         yield CounterMetricFamily("sip_rate_limited", "requests refused by the per-source "
                                   "rate limit (503)", value=m.rate_limited)
+        yield CounterMetricFamily("sip_malformed_messages", "messages that could not be "
+                                  "parsed or were too big (answered 400/505, or dropped)",
+                                  value=m.malformed)
         yield CounterMetricFamily("sip_auth_failures", "failed digest authentications",
                                   value=status["auth"]["failures"])
         yield GaugeMetricFamily("sip_server_transactions", "live server transactions",
@@ -129,6 +142,22 @@ class GatewayCollector:
                          m.overlay_lookup)
         yield GaugeMetricFamily("gateway_uptime_seconds", "seconds since start",
                                 value=time.time() - m.started)
+        yield GaugeMetricFamily("python_allocated_blocks", "memory blocks Python's "
+                                "allocator has handed out (live objects; a steady value "
+                                "with a growing RSS is fragmentation, not a leak)",
+                                value=status["memory"]["python_blocks"])
+
+
+def process_memory() -> dict[str, float | int | None]:
+    """This process' resident memory (MiB; None where /proc is missing) and the number
+    of blocks Python's allocator has handed out."""
+    try:
+        with open("/proc/self/statm") as statm:
+            resident_pages = int(statm.read().split()[1])
+        rss: float | None = round(resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        rss = None
+    return {"rss_mib": rss, "python_blocks": sys.getallocatedblocks()}
 
 
 def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
@@ -140,5 +169,6 @@ def prometheus_text(metrics: Metrics, state: Callable[[], dict[str, Any]]) -> by
     """The Prometheus text exposition of the gateway."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(metrics, state))  # type: ignore[arg-type]
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU, open fds
     return generate_latest(registry)
 

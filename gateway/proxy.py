@@ -66,13 +66,16 @@ class ProxyIO(Protocol):
 
 @dataclass(eq=False)
 class Branch:
-    """One forwarded copy of a request (RFC 3261 §16.6)."""
+    """One forwarded copy of a request (RFC 3261 §16.6): the owner of its client
+    transaction. It points at its context, and the context points back only while the
+    branch is pending, so a finished context and its branches hold no reference cycle
+    and are freed by reference counting when their transactions end (cycles here piled
+    up between the rare full garbage collections, see gateway/gc_policy.py)."""
 
     context: ResponseContext
-    request: Request | None  # dropped once the branch is over (see _settled)
+    request: Request | None  # dropped once the branch has its final response
     destination: Address
     method: str = ""
-    txn: ClientTransaction | None = None
     final: int = 0  # final status received (or synthesised), 0 while pending
     provisional: bool = False
     cancel_when_provisional: bool = False
@@ -92,7 +95,8 @@ class ResponseContext:
     request: Request | None  # as received, Via stamped; dropped once answered
     loop_id: str  # its loop hash as received, carried in every branch (§16.3 step 4)
     groups: list[list[Target]]
-    branches: list[Branch] = field(default_factory=list)
+    pending: list[Branch] = field(default_factory=list)  # branches without a final
+    starting: bool = False  # branches being started: do not finish yet
     best: Response | None = None
     best_is_ours: bool = False  # ``best`` was made here (no next hop answered it)
     answered: bool = False  # a final response went upstream
@@ -174,8 +178,12 @@ class Proxy:
 
     def _forward_all(self, context: ResponseContext, targets: list[Target]) -> None:
         self._contexts[id(context.server)] = context
+        # A branch can fail while it starts (a transport error): the context must not
+        # finish before the other targets of the group have their branches.
+        context.starting = True
         for target in targets:
             self._forward(context, target)
+        context.starting = False
         self._maybe_finish(context)
 
     def _forward(self, context: ResponseContext, target: Target) -> None:
@@ -212,10 +220,10 @@ class Proxy:
         request.add_header("Via", forwarding.via_value(destination.transport, *local,
                                                        branch_id), first=True)
         branch = Branch(context, request, destination, method=request.method)
-        context.branches.append(branch)
-        branch.txn = self.io.start_client(request, destination, branch, branch_id)
+        context.pending.append(branch)
         if request.method == "INVITE":
             self._start_timer_c(branch)
+        self.io.start_client(request, destination, branch, branch_id)
 
     def _routed_target(self, request: Request) -> Target:
         """The target of a request routed by its Route set or Request-URI: when no Route
@@ -297,14 +305,13 @@ class Proxy:
             return False
         context.cancelled = True
         context.groups = []
-        for branch in context.branches:
-            if branch.pending:
-                self._cancel_branch(branch)
+        for branch in list(context.pending):
+            self._cancel_branch(branch)
         self._maybe_finish(context)
         return True
 
     def _cancel_branch(self, branch: Branch) -> None:
-        if branch.txn is None or branch.method != "INVITE" or branch.request is None:
+        if branch.method != "INVITE" or branch.request is None:
             return
         if branch.provisional:
             cancel = build_cancel(branch.request)
@@ -314,7 +321,7 @@ class Proxy:
             # RFC 3261 §9.1: no CANCEL before a provisional response; send it if one
             # comes. Upstream does not wait for this branch any longer.
             branch.cancel_when_provisional = True
-            branch.final = 487
+            self._settle(branch, 487)
             self._stop_timer_c(branch)
 
     # --- responses ------------------------------------------------------------------------
@@ -355,7 +362,7 @@ class Proxy:
             return
         self._stop_timer_c(branch)
         if status < 300:
-            branch.final = status
+            self._settle(branch, status)
             context.got_2xx = True
             context.answered = True
             self.io.respond(context.server, forwarding.without_top_via(response))
@@ -366,7 +373,7 @@ class Proxy:
             return
         if branch.final and branch.cancel_when_provisional:
             return  # this branch was given up on already
-        branch.final = status
+        self._settle(branch, status)
         branch.request = None
         self._consider(context, forwarding.without_top_via(response))
         if status >= 600:
@@ -383,9 +390,16 @@ class Proxy:
             context.best_is_ours = ours
 
     def _cancel_others(self, context: ResponseContext, winner: Branch) -> None:
-        for branch in context.branches:
-            if branch is not winner and branch.pending:
+        for branch in list(context.pending):
+            if branch is not winner:
                 self._cancel_branch(branch)
+
+    @staticmethod
+    def _settle(branch: Branch, status: int) -> None:
+        """``branch`` has its final status (received, synthesised or given up on)."""
+        if branch.final == 0:
+            branch.context.pending.remove(branch)
+        branch.final = status
 
     def _branch_failed(self, branch: Branch, status: int, reason: str) -> None:
         self._stop_timer_c(branch)
@@ -399,12 +413,12 @@ class Proxy:
         """A final response of our own for a branch (timeout, transport error, bad
         target), considered like a received one."""
         if branch is not None:
-            branch.final = status
+            self._settle(branch, status)
         if context.request is not None:
             self._consider(context, build_response(context.request, status, reason), ours=True)
 
     def _maybe_finish(self, context: ResponseContext) -> None:
-        if any(branch.pending for branch in context.branches):
+        if context.pending or context.starting:
             return
         if context.groups and not context.cancelled and not context.got_2xx:
             self._forward_all_group(context)
@@ -424,10 +438,7 @@ class Proxy:
         self.io.respond(context.server, response)
 
     def _forward_all_group(self, context: ResponseContext) -> None:
-        group = context.groups.pop(0)
-        for target in group:
-            self._forward(context, target)
-        self._maybe_finish(context)
+        self._forward_all(context, context.groups.pop(0))
 
     # --- Timer C (RFC 3261 §16.8) ---------------------------------------------------------
 
@@ -452,7 +463,7 @@ class Proxy:
     def stop(self) -> None:
         """Cancel every Timer C (on shutdown)."""
         for context in self._contexts.values():
-            for branch in context.branches:
+            for branch in context.pending:
                 self._stop_timer_c(branch)
 
 

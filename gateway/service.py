@@ -33,7 +33,7 @@ from gateway.location.runner import ProcessStoreRunner, StoreRunner, ThreadStore
 from gateway.location.service import LocationService
 from gateway.location.store import LocationStore
 from gateway.log import get_logger, set_log_level
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, process_memory
 from gateway.myself import LocalDomains, Myself
 from gateway.overlay.dns_bootstrap import DnsBootstrap
 from gateway.overlay.identity import load_node_id
@@ -194,10 +194,12 @@ class GatewayService(service.Service):
             invite_lifetime=config.proxy.timer_c + 64 * t1 + 32)
         self.clients = ClientTransactionLayer(t1, config.sip.t2, config.sip.t4)
         self.myself = Myself(self.local_domains, advertised_host=config.sip.advertised_address)
+        self.metrics = Metrics()
         self.transports = TransportManager(reactor, self._receive, config.sip.max_message_size,
                                            config.sip.max_tcp_connections,
                                            config.sip.tcp_idle_timeout,
-                                           absorb=self._absorb, tls=prepared.tls)
+                                           absorb=self._absorb, tls=prepared.tls,
+                                           rejected=self.metrics.rejected)
         user_store = UserStore(config.database.url, engine=prepared.store.engine
                                if prepared.store.in_memory else None)
         self.users = UserDirectory(user_store, reactor, config.database.sync_interval)
@@ -206,7 +208,6 @@ class GatewayService(service.Service):
             AuthPolicy(auth.trusted_networks, auth.realm, auth.algorithms, auth.methods,
                        auth.nonce_lifetime, auth.max_failures, auth.lockout),
             self.users, prepared.secret, self.myself)
-        self.metrics = Metrics()
         self.location.on_commit = self.metrics.db_write.observe
         self.core = SipCore(Registrar(policy, self.local_domains), self.location,
                             self.transactions, self.transports.send, reactor,
@@ -279,6 +280,8 @@ class GatewayService(service.Service):
             "responses": dict(self.metrics.responses),
             "registrations": self.metrics.registrations,
             "rate_limited": self.metrics.rate_limited,
+            "malformed": self.metrics.malformed,
+            "memory": process_memory(),
         }
 
     def write_status(self) -> None:

@@ -1,12 +1,14 @@
-"""A PostgreSQL outage during a run: the real server is stopped and started again with
-pg_ctlcluster. While it is down REGISTERs that must write get 500 with Retry-After and
-everything already registered keeps being served from memory; once it is back the
-gateway writes again by itself."""
+"""Registry outages during a run: a real PostgreSQL stopped and started again with
+pg_ctlcluster, and an SQLite registry whose write lock another process holds. While
+writes cannot be committed, REGISTERs that must write get 500 with Retry-After and
+everything already registered keeps being served from memory; once the database is
+back the gateway writes again by itself."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -85,17 +87,44 @@ async def test_registry_outage_gives_500_then_recovers(postgres_url, cluster,  #
         await deferToThread(_pg, "start", cluster)
         stopped = False
         await deferToThread(_wait_ready)
-        deadline = time.monotonic() + 30
-        cseq = 2
-        while True:
-            status = (await deferToThread(_status, port, "bob", cseq=cseq))[0]
-            if status == 200:
-                break
-            assert time.monotonic() < deadline, f"writes did not resume (last {status})"
-            cseq += 1
+        await _until_registered(port, "bob", 2)
         assert [b.aor for b in service.location.lookup("sip:bob@127.0.0.1")]
     finally:
         if stopped:
             await deferToThread(_pg, "start", cluster)
             await deferToThread(_wait_ready)
+        await service.stopService()
+
+
+async def _until_registered(port: int, user: str, first_cseq: int) -> None:
+    deadline = time.monotonic() + 30
+    cseq = first_cseq
+    while True:
+        status = (await deferToThread(_status, port, user, cseq=cseq))[0]
+        if status == 200:
+            return
+        assert time.monotonic() < deadline, f"writes did not resume (last {status})"
+        cseq += 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_locked_gives_500_then_recovers(tmp_path: Path) -> None:
+    """Another process (an admin's sqlite3 shell, a backup) holds the write lock for
+    longer than the busy timeout: REGISTER gets 500 + Retry-After instead of waiting
+    forever, lookups go on, and writes resume once the lock is released."""
+    service = await start_gateway(tmp_path / "d")
+    port = ports(service)["udp"]
+    holder = sqlite3.connect(tmp_path / "d" / "registry.sqlite3", isolation_level=None)
+    try:
+        assert (await deferToThread(_status, port, "alice"))[0] == 200
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, until COMMIT/ROLLBACK
+        status, retry_after, _ = await deferToThread(_status, port, "bob")
+        assert status == 500 and retry_after is not None
+        query = await deferToThread(_status, port, "alice", contact="", cseq=2)
+        assert query[0] == 200 and query[2] == 1
+        holder.execute("ROLLBACK")
+        await _until_registered(port, "bob", 2)
+        assert [b.aor for b in service.location.lookup("sip:bob@127.0.0.1")]
+    finally:
+        holder.close()
         await service.stopService()

@@ -11,10 +11,25 @@ from pathlib import Path
 
 import pytest_twisted
 from conftest import ports, start_gateway
+from sip_client import UdpClient
 from sip_ua import UA
 from twisted.internet.threads import deferToThread
 
 from gateway.admin import main as admin_main
+
+
+def _send_malformed(port: int) -> int:
+    """Two unparseable datagrams: one nothing can be answered to, one answered 400
+    (returned)."""
+    client = UdpClient(port, timeout=3)
+    try:
+        client.send(b"\x00\xff" * 50)
+        client.send(b"INVITE sip:a@example.com SIP/2.0\r\n"
+                    b"Via: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKmal\r\n"
+                    b"Content-Length: 99\r\n\r\nshort")
+        return client.receive().status
+    finally:
+        client.close()
 
 
 def _get(port: int, path: str) -> tuple[str, bytes]:
@@ -33,8 +48,11 @@ async def test_status_endpoint_and_metrics_count_what_happened(tmp_path: Path) -
             assert (await deferToThread(ua.register)).status == 200
         finally:
             ua.close()
+        assert await deferToThread(_send_malformed, ports(service)["udp"]) == 400
         kind, body = await deferToThread(_get, http_port, "/status")
         status = json.loads(body)
+        assert status["malformed"] == 2
+        assert status["memory"]["rss_mib"] > 10 and status["memory"]["python_blocks"] > 1000
         assert kind.startswith("application/json")
         assert status["registry"]["bindings"] == 1 and status["registry"]["state"] == "ok"
         assert status["overlay"]["state"] in ("alone", "joined")
@@ -44,6 +62,9 @@ async def test_status_endpoint_and_metrics_count_what_happened(tmp_path: Path) -
         assert kind.startswith("text/plain")
         assert 'sip_requests_total{method="REGISTER"} 1.0' in metrics
         assert 'sip_responses_total{status="200"} 1.0' in metrics
+        assert 'sip_responses_total{status="400"} 1.0' in metrics
+        assert "sip_malformed_messages_total 2.0" in metrics
+        assert "process_resident_memory_bytes" in metrics and "python_allocated_blocks" in metrics
         assert "sip_registrations_total 1.0" in metrics
         assert "registry_bindings 1.0" in metrics
         assert 'registry_write_seconds_bucket{le="+Inf"} 1.0' in metrics
@@ -62,6 +83,7 @@ async def test_admin_status_reads_the_status_file(tmp_path: Path) -> None:
             assert admin_main(["--data-dir", str(tmp_path / "d"), "status"]) == 0
         text = shown.getvalue()
         assert text.startswith("gateway") and "registry" in text and "ok: 0 bindings" in text
+        assert "MiB resident" in text and "0 messages" in text
     finally:
         await service.stopService()
 

@@ -32,6 +32,13 @@ log = get_logger("gateway.sip.transport")
 Receiver = Callable[..., None]  # (message, source, raw datagram or b"")
 Absorber = Callable[[bytes, Address], bool]
 SendError = Callable[[str], None]  # called with the reason when a send cannot happen
+#: Told of every message that could not be parsed (or was too big): the status it was
+#: answered with, 0 when it was dropped or its connection closed.
+Rejected = Callable[[int], None]
+
+
+def _ignore_rejected(status: int) -> None:
+    pass
 UDP_BUFFER = 4 * 1024 * 1024
 
 
@@ -84,9 +91,11 @@ class UdpTransport(DatagramProtocol):
     noisy = False
 
     def __init__(self, receive: Receiver, max_message_size: int,
-                 absorb: Absorber | None = None) -> None:
+                 absorb: Absorber | None = None,
+                 rejected: Rejected = _ignore_rejected) -> None:
         self.receive = receive
         self.absorb = absorb
+        self.rejected = rejected
         self.max_message_size = max_message_size
         self.ident = id(self)
 
@@ -99,6 +108,7 @@ class UdpTransport(DatagramProtocol):
             if len(data) > self.max_message_size:
                 log.warn("dropped a {size}-byte datagram from {host}:{port}", size=len(data),
                          host=host, port=port)
+                self.rejected(0)
                 return
             source = Address("udp", host, port, self.ident)
             if self.absorb is not None and self.absorb(data, source):
@@ -115,11 +125,13 @@ class UdpTransport(DatagramProtocol):
     def _reject(self, exc: ParseError, host: str, port: int) -> None:
         log.info("unparseable message from udp {host}:{port}: {reason}", host=host, port=port,
                  reason=exc.reason)
-        if not exc.is_request:
-            return
-        response = build_error_response(exc.headers, exc.status, _reason(exc))
+        response = (build_error_response(exc.headers, exc.status, _reason(exc))
+                    if exc.is_request else None)
         if response is not None and self.transport is not None:
             self.transport.write(response.serialize(), (host, port))
+            self.rejected(exc.status)
+        else:
+            self.rejected(0)
 
     def send(self, data: bytes, host: str, port: int) -> None:
         """Send one datagram."""
@@ -176,6 +188,7 @@ class StreamTransport(Protocol, TimeoutMixin):
             items = self.framer.feed(data)
         except ParseError as exc:
             log.info("closing {peer}: {reason}", peer=self.peer, reason=exc.reason)
+            self.factory.rejected(0)
             self.transport.loseConnection()
             return
         for item in items:
@@ -187,10 +200,11 @@ class StreamTransport(Protocol, TimeoutMixin):
             except ParseError as exc:
                 log.info("bad message from {peer}: {reason}", peer=self.peer,
                          reason=exc.reason)
-                if exc.is_request:
-                    response = build_error_response(exc.headers, exc.status, _reason(exc))
-                    if response is not None:
-                        self.transport.write(response.serialize())
+                response = (build_error_response(exc.headers, exc.status, _reason(exc))
+                            if exc.is_request else None)
+                if response is not None:
+                    self.transport.write(response.serialize())
+                self.factory.rejected(exc.status if response is not None else 0)
                 continue
             try:
                 self.factory.receive(message, self.peer)
@@ -223,8 +237,10 @@ class StreamFactory(Factory):
     noisy = False
 
     def __init__(self, receive: Receiver, max_message_size: int, max_connections: int,
-                 idle_timeout: float, transport_name: str = "tcp") -> None:
+                 idle_timeout: float, transport_name: str = "tcp",
+                 rejected: Rejected = _ignore_rejected) -> None:
         self.receive = receive
+        self.rejected = rejected
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -307,18 +323,20 @@ class TransportManager:
 
     def __init__(self, reactor: IReactorSocket, receive: Receiver, max_message_size: int,
                  max_connections: int, idle_timeout: float,
-                 absorb: Absorber | None = None, tls: TlsContexts | None = None) -> None:
+                 absorb: Absorber | None = None, tls: TlsContexts | None = None,
+                 rejected: Rejected = _ignore_rejected) -> None:
         self.reactor = reactor
         self.receive = receive
         self.absorb = absorb
+        self.rejected = rejected
         self.max_message_size = max_message_size
         self.udp: dict[int, UdpTransport] = {}
         self.udp_by_family: dict[int, UdpTransport] = {}
         self.stream_factory = StreamFactory(self._receive, max_message_size, max_connections,
-                                            idle_timeout)
+                                            idle_timeout, rejected=rejected)
         self.tls = tls
         self.tls_factory = StreamFactory(self._receive, max_message_size, max_connections,
-                                         idle_timeout, transport_name="tls")
+                                         idle_timeout, transport_name="tls", rejected=rejected)
         self.ports: list[tuple[str, Any]] = []
         self._connecting: dict[tuple[str, str, int], _OutgoingFactory] = {}
         #: Seconds an outgoing TCP connection may take to open.
@@ -331,7 +349,8 @@ class TransportManager:
         """Start serving on an already bound socket (closed here after adoption)."""
         family = sock.family
         if kind == "udp":
-            protocol = UdpTransport(self._receive, self.max_message_size, self.absorb)
+            protocol = UdpTransport(self._receive, self.max_message_size, self.absorb,
+                                    self.rejected)
             port = self.reactor.adoptDatagramPort(sock.fileno(), family, protocol,
                                                   maxPacketSize=self.max_message_size + 1)
             self.udp[protocol.ident] = protocol
