@@ -76,8 +76,9 @@ class SipCore:
         self.registrar = registrar
         self.location = location
         self.transactions = transactions
-        self.clients = clients or ClientTransactionLayer(transactions.t1, transactions.t2,
-                                                         transactions.t4)
+        # Not ``clients or ...``: an empty layer is falsy (it has a length).
+        self.clients = clients if clients is not None else ClientTransactionLayer(
+            transactions.t1, transactions.t2, transactions.t4)
         self.send = send
         self.reactor = reactor
         self.force_rport = force_rport

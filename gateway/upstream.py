@@ -63,7 +63,7 @@ class UpstreamRegistrations:
     """Keeps the upstream registrar's bindings for our AoRs equal to our registry.
 
     ``io`` is the SIP core (``start_client``, ``local_address``); ``location`` the
-    location service (``lookup``, ``snapshot``, ``watchers``)."""
+    location service (``lookup``, ``snapshot``, ``watchers``, ``expiry_watchers``)."""
 
     def __init__(self, settings: UpstreamSettings, io: Any, location: Any,
                  reactor: Any) -> None:
@@ -98,6 +98,7 @@ class UpstreamRegistrations:
         """Register every AoR now and follow changes."""
         self.running = True
         self.location.watchers.append(self._changed)
+        self.location.expiry_watchers.append(self._changed)  # withdraw the last one
         for aor in self.location.snapshot():
             self._changed(aor)
         self._schedule_refresh()
@@ -105,8 +106,9 @@ class UpstreamRegistrations:
     def stop(self) -> None:
         """Stop following changes (registrations expire upstream on their own)."""
         self.running = False
-        if self._changed in self.location.watchers:
-            self.location.watchers.remove(self._changed)
+        for watchers in (self.location.watchers, self.location.expiry_watchers):
+            if self._changed in watchers:
+                watchers.remove(self._changed)
         for call in (self._flush_call, self._refresh_call):
             if call is not None and call.active():
                 call.cancel()

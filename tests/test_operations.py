@@ -128,6 +128,9 @@ async def test_stop_refuses_new_requests_but_lets_a_ringing_call_finish(tmp_path
         invite = alice.request("INVITE", bob.uri)
         alice.send(invite)
         incoming = await deferToThread(bob.expect_request, "INVITE")
+        # The status counts what is under way (the core's own client transactions).
+        under_way = service.status()["transactions"]
+        assert under_way["client"] == 1 and under_way["proxied"] == 1
         stopped = service.stopService()  # the call is ringing at bob
         assert not stopped.called
         refused = await deferToThread(carol.register)

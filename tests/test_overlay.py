@@ -159,10 +159,16 @@ async def test_an_expired_registration_vanishes_from_lookups(tmp_path) -> None:
         await _until(lambda: b.overlay.joined and a.overlay.node.contact_count() > 0)
         assert (await deferToThread(bob.register, 2)).status == 200
         await _found(a, "sip:bob@b.example")
+        published = b.overlay.mirror.published
         started = time.monotonic()
         while await a.overlay.lookup("sip:bob@b.example"):
             assert time.monotonic() - started < 6, "an expired contact is still found"
             await _sleep(0.2)
+        # The record ran out with its contact: the sweep that drops the binding from
+        # the registry publishes nothing (no tombstone per expiry).
+        await _until(lambda: b.location.binding_count() == 0)
+        await _sleep(0.5)
+        assert b.overlay.mirror.published == published and b.overlay.mirror.backlog == 0
     finally:
         bob.close()
         await b.stopService()

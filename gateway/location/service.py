@@ -118,8 +118,13 @@ class LocationService:
         # must not overwrite an AoR whose commit came after the load began.
         self._committed_during_sync: dict[str, int] | None = None
 
-        #: Called with an AoR whenever its committed bindings change (the overlay mirror).
+        #: Called with an AoR whenever its committed bindings change (the overlay mirror,
+        #: the upstream registrations) ...
         self.watchers: list[Callable[[str], None]] = []
+        #: ... except when the change is only that bindings ran out (the sweep): those
+        #: who care about that too (the upstream) are here as well. The mirror is not:
+        #: a published record expires with its contacts by itself.
+        self.expiry_watchers: list[Callable[[str], None]] = []
         #: Transactions committed and failed so far (for status reporting).
         self.last_commit_seconds = 0.0
         self.last_error = ""
@@ -279,7 +284,8 @@ class LocationService:
             for d in idle:
                 d.callback(None)
 
-    def _set_committed(self, aor: str, bindings: list[Binding]) -> None:
+    def _set_committed(self, aor: str, bindings: list[Binding], *,
+                       expired_only: bool = False) -> None:
         old = self._committed.pop(aor, None)
         if old:
             self._count -= len(old)
@@ -291,7 +297,7 @@ class LocationService:
             self._count += len(bindings)
             for binding in bindings:
                 self._by_contact[binding.contact] = aor
-        for watcher in self.watchers:
+        for watcher in self.expiry_watchers if expired_only else self.watchers:
             try:
                 watcher(aor)
             except Exception:
@@ -384,7 +390,7 @@ class LocationService:
         # The memory equals the database, so its expired bindings belong to these AoRs.
         for aor in aors:
             if aor in self._committed:
-                self._set_committed(aor, self.lookup(aor, now))
+                self._set_committed(aor, self.lookup(aor, now), expired_only=True)
         await self._call("prune_changes", now - self._retention)
         return aors
 

@@ -1,6 +1,9 @@
 """Publishes the registry into the DHT: every binding change of an AoR becomes a new
 signed record (or a tombstone) within ``delay`` seconds, and every live AoR is
-re-published before its record expires and after the node (re)joins.
+re-published before its record expires and after the node (re)joins. Bindings that
+merely run out publish nothing: each contact carries its expiry and a record lives no
+longer than its longest contact, so the DHT forgets them by itself (a tombstone per
+expiry would double the signing work of a registrar whose phones come and go).
 
 Records are signed in a worker thread, in batches (an ECDSA signature costs ~50 µs and
 OpenSSL releases the GIL while it works), and at most ``max_rate`` records a second are
