@@ -4,8 +4,9 @@
 
 Memory is sampled every 10 s: the resident size (``/proc``) and the number of blocks
 Python's allocator has handed out (the gateway's ``status.json``), i.e. its live
-objects. After ``--warmup`` seconds (the registry, the lingering transactions and the
-allocator reach their steady size), no one-minute mean of either may exceed its first
+objects. After ``--warmup`` seconds (300: the registry turns over every minute and
+transactions linger 32 s, but the allocator's heap needs about five minutes of churn to
+settle; docs/benchmarks.md), no one-minute mean of either may exceed its first
 one-minute mean by more than ``--tolerance`` (5 %); means, so that a single sample
 taken while the allocator holds an extra arena does not decide. The exit status is 0
 only when no call failed and memory did not grow (a run too short for a verdict
@@ -21,7 +22,7 @@ both kinds of load together; 1 000/s + 300/s together was already beyond it
 Usage::
 
     python bench/soak.py [--minutes 10] [--register-rate 500] [--call-rate 150]
-        [--warmup 180] [--tolerance 0.05] [--json out.json]
+        [--warmup 300] [--tolerance 0.05] [--json out.json]
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--register-rate", type=int, default=500)
     parser.add_argument("--call-rate", type=int, default=150)
-    parser.add_argument("--warmup", type=float, default=180.0,
-                        help="seconds before memory must stay flat (default 180)")
+    parser.add_argument("--warmup", type=float, default=300.0,
+                        help="seconds before memory must stay flat (default 300)")
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="allowed rise of the memory means after the warm-up")
     parser.add_argument("--json", type=Path)
