@@ -229,3 +229,29 @@ def ack_for(invite: Request, response: Response) -> Request:
     headers.append(("cseq", "CSeq", f"{invite.cseq.number} ACK"))
     headers.append(("content-length", "Content-Length", "0"))
     return Request("ACK", invite.uri, headers)
+
+
+SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+
+
+def call(caller: UA, callee: UA) -> dict[str, object]:
+    """INVITE/180/200/ACK/BYE/200 from caller to callee's AoR; what each side saw
+    (``incoming`` INVITE, ``ringing``, ``ok``, ``ack``, ``bye``, ``bye_ok``)."""
+    seen: dict[str, object] = {}
+    invite = caller.request("INVITE", callee.uri, body=SDP)
+    caller.send(invite)
+    incoming = callee.expect_request("INVITE")
+    seen["incoming"] = incoming
+    callee.answer(incoming, 180)
+    seen["ringing"] = caller.expect(180)
+    callee.answer(incoming, 200)
+    ok = caller.expect(200)
+    seen["ok"] = ok
+    caller.send(in_dialog(caller, "ACK", ok, invite, 1))
+    seen["ack"] = callee.expect_request("ACK")
+    caller.send(in_dialog(caller, "BYE", ok, invite, 2))
+    bye = callee.expect_request("BYE")
+    seen["bye"] = bye
+    callee.answer(bye, 200, record_route=False)
+    seen["bye_ok"] = caller.expect(200, method="BYE")
+    return seen

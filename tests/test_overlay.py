@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest_twisted
 from conftest import ports, start_gateway
-from sip_ua import UA, in_dialog
+from sip_ua import UA, call
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
@@ -86,28 +86,16 @@ async def test_a_phone_on_a_calls_a_phone_on_b_through_the_overlay(pair) -> None
     alice = UA("alice", port_a, domain="a.example")
     bob = UA("bob", port_b, domain="b.example")
 
-    def run() -> tuple[Request, Response]:
-        invite = alice.request("INVITE", bob.uri)
-        alice.send(invite)
-        incoming = bob.expect_request("INVITE")
-        bob.answer(incoming, 200)
-        ok = alice.expect(200)
-        alice.send(in_dialog(alice, "ACK", ok, invite, 1))
-        bob.expect_request("ACK")
-        alice.send(in_dialog(alice, "BYE", ok, invite, 2))
-        bye = bob.expect_request("BYE")
-        bob.answer(bye, 200, record_route=False)
-        alice.expect(200, method="BYE")
-        return incoming, ok
-
     try:
         assert (await deferToThread(alice.register)).status == 200
         assert (await deferToThread(bob.register)).status == 200
         await _found(a, "sip:bob@b.example")
-        incoming, ok = await deferToThread(run)
+        seen = await deferToThread(call, alice, bob)
     finally:
         alice.close()
         bob.close()
+    incoming, ok = seen["incoming"], seen["ok"]
+    assert isinstance(incoming, Request) and isinstance(ok, Response)
     assert str(incoming.uri).startswith("sip:bob@127.0.0.1:")
     # Both gateways record-routed: the dialog goes through A and B.
     assert len(incoming.header_values("record-route")) == 2

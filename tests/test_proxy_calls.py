@@ -6,32 +6,8 @@ import time
 
 import pytest_twisted
 from conftest import ports
-from sip_ua import UA, ack_for, in_dialog
+from sip_ua import SDP, UA, ack_for, call, in_dialog
 from twisted.internet.threads import deferToThread
-
-SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-
-
-def call(caller: UA, callee: UA) -> dict[str, object]:
-    """INVITE/180/200/ACK/BYE/200 from caller to callee's AoR; what each side saw."""
-    seen: dict[str, object] = {}
-    invite = caller.request("INVITE", callee.uri, body=SDP)
-    caller.send(invite)
-    incoming = callee.expect_request("INVITE")
-    seen["incoming"] = incoming
-    callee.answer(incoming, 180)
-    seen["ringing"] = caller.expect(180)
-    callee.answer(incoming, 200)
-    ok = caller.expect(200)
-    seen["ok"] = ok
-    caller.send(in_dialog(caller, "ACK", ok, invite, 1))
-    seen["ack"] = callee.expect_request("ACK")
-    caller.send(in_dialog(caller, "BYE", ok, invite, 2))
-    bye = callee.expect_request("BYE")
-    seen["bye"] = bye
-    callee.answer(bye, 200, record_route=False)
-    seen["bye_ok"] = caller.expect(200, method="BYE")
-    return seen
 
 
 @pytest_twisted.ensureDeferred

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from conftest import ports, start_gateway
-from sip_ua import UA, in_dialog
+from sip_ua import UA, call
 from tls_certs import TestCA
 from twisted.internet.threads import deferToThread
 
@@ -219,17 +219,9 @@ async def test_a_call_to_a_tls_phone_reuses_its_registration_connection(gateway)
         bob = UA("bob", udp)
         try:
             assert alice.register().status == 200
-            invite = bob.request("INVITE", alice.uri)
-            bob.send(invite)
-            incoming = alice.expect_request("INVITE")  # on the connection alice opened
-            alice.answer(incoming, 200)
-            ok = bob.expect(200)
-            bob.send(in_dialog(bob, "ACK", ok, invite, 1))
-            alice.expect_request("ACK")
-            bob.send(in_dialog(bob, "BYE", ok, invite, 2))
-            bye = alice.expect_request("BYE")
-            alice.answer(bye, 200, record_route=False)
-            bob.expect(200, method="BYE")
+            seen = call(bob, alice)  # alice gets it on the connection she opened
+            incoming, ok = seen["incoming"], seen["ok"]
+            assert isinstance(incoming, Request) and isinstance(ok, Response)
             return incoming, ok
         finally:
             alice.close()
