@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from register_load import (
     free_port,
     run_step,
     status_code,
+    stop_process,
 )
 
 UAC = BENCH_DIR / "sipp" / "uac_call.xml"
@@ -129,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"cpu {step.target_cpu_pct:5.1f}%  {verdict}", flush=True)
     finally:
         for uas in uases:
-            if uas.poll() is None:
-                uas.send_signal(signal.SIGTERM)
-                try:
-                    uas.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    uas.kill()
+            stop_process(uas, timeout=5)
         for target in targets:
             target.stop()
     best = {name: max((s.rate for s in steps if s.target == name and s.clean), default=0)

@@ -205,6 +205,18 @@ def cpu_seconds(pid: int) -> float:
 # --------------------------------------------------------------------------- targets
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM ``process`` if it still runs, wait up to ``timeout`` s, then SIGKILL it."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 @dataclass
 class Target:
     """A registrar under test: how to start it, and its running process."""
@@ -277,13 +289,7 @@ class Target:
         """SIGTERM the target by its PID, wait up to 10 s, then SIGKILL its group."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         # Kamailio's workers share the process group we created for it; mop up any left.
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,15 @@ import uuid
 from pathlib import Path
 
 from call_load import UAC, start_uas
-from register_load import HOST, SCENARIO, Target, free_port, read_final_stats, rss_mb
+from register_load import (
+    HOST,
+    SCENARIO,
+    Target,
+    free_port,
+    read_final_stats,
+    rss_mb,
+    stop_process,
+)
 
 
 def sipp(args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
@@ -126,12 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         alive = target.alive()
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_process(proc)
         target.stop()
     load_samples = [s for s in samples if s[0] <= seconds]  # not the drain at the end
     report = {"command": sys.argv, "seconds": seconds, "gateway_alive": alive,
