@@ -95,16 +95,8 @@ class GatewayCollector:
         """The metric families, read now."""
         m = self.metrics
         status = self.state()
-        requests = CounterMetricFamily("sip_requests", "SIP requests received",
-                                       labels=["method"])
-        for method, count in sorted(m.requests.items()):
-            requests.add_metric([method], count)
-        yield requests
-        responses = CounterMetricFamily("sip_responses", "SIP responses sent",
-                                        labels=["status"])
-        for code, count in sorted(m.responses.items()):
-            responses.add_metric([code], count)
-        yield responses
+        yield _by_label("sip_requests", "SIP requests received", "method", m.requests)
+        yield _by_label("sip_responses", "SIP responses sent", "status", m.responses)
         yield CounterMetricFamily("sip_registrations", "REGISTERs answered 200",
                                   value=m.registrations)
         yield CounterMetricFamily("sip_rate_limited", "requests refused by the per-source "
@@ -133,11 +125,8 @@ class GatewayCollector:
                                 value=1 if overlay.get("state") in ("joined", "alone") else 0)
         yield GaugeMetricFamily("overlay_neighbours", "nodes in the routing table",
                                 value=overlay.get("contacts", 0))
-        lookups = CounterMetricFamily("overlay_lookups", "overlay lookups",
-                                      labels=["result"])
-        for result, count in sorted(m.overlay_lookup_results.items()):
-            lookups.add_metric([result], count)
-        yield lookups
+        yield _by_label("overlay_lookups", "overlay lookups", "result",
+                        m.overlay_lookup_results)
         yield _histogram("overlay_lookup_seconds", "overlay lookup duration",
                          m.overlay_lookup)
         yield GaugeMetricFamily("gateway_uptime_seconds", "seconds since start",
@@ -158,6 +147,14 @@ def process_memory() -> dict[str, float | int | None]:
     except (OSError, ValueError, IndexError):
         rss = None
     return {"rss_mib": rss, "python_blocks": sys.getallocatedblocks()}
+
+
+def _by_label(name: str, documentation: str, label: str,
+              counts: Counter[str]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
