@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import pytest_twisted
@@ -59,13 +60,19 @@ def tcp_port(gateway: GatewayService) -> int:
     return ports(gateway)["tcp"]
 
 
+def unavailable(message: str, require: str) -> NoReturn:
+    """Skip the test for want of what ``message`` names, or fail it when the environment
+    variable ``require`` is 1 (CI, where every test must run)."""
+    if os.environ.get(require) == "1":
+        pytest.fail(f"{message} and {require}=1")
+    pytest.skip(message)
+
+
 @pytest.fixture
 def sipp() -> str:
     """Path of the sipp binary; skip (or fail under P2PSIP_REQUIRE_SIPP=1) without it."""
     path = shutil.which("sipp")
     if path is None:
-        message = "sipp (SIPp, Debian package sip-tester) is not on PATH"
-        if os.environ.get("P2PSIP_REQUIRE_SIPP") == "1":
-            pytest.fail(message + " and P2PSIP_REQUIRE_SIPP=1")
-        pytest.skip(message)
+        unavailable("sipp (SIPp, Debian package sip-tester) is not on PATH",
+                    "P2PSIP_REQUIRE_SIPP")
     return path

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import unavailable
 from sqlalchemy.engine import URL, make_url
 
 from gateway.location.store import LocationStore
@@ -48,10 +49,8 @@ def postgres_url() -> Iterator[str]:
     try:
         admin = _connect(admin_url)
     except Exception as exc:
-        message = f"PostgreSQL at {admin_url.render_as_string()} is unreachable: {exc}"
-        if os.environ.get("P2PSIP_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"PostgreSQL at {admin_url.render_as_string()} is unreachable: {exc}",
+                    "P2PSIP_REQUIRE_POSTGRES")
     name = f"p2psip_test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from conftest import ports, start_gateway
+from conftest import ports, start_gateway, unavailable
 from location_fixtures import postgres_url  # noqa: F401 - fixture
 from sip_client import UdpClient, register
 from twisted.internet.threads import deferToThread
@@ -50,10 +50,8 @@ def cluster() -> tuple[str, str]:
     """The cluster to stop; skipped (or failed under P2PSIP_REQUIRE_POSTGRES=1) when
     this machine cannot stop and start it."""
     if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
-        message = "pg_ctlcluster (as root) is needed to stop and start PostgreSQL"
-        if os.environ.get("P2PSIP_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("pg_ctlcluster (as root) is needed to stop and start PostgreSQL",
+                    "P2PSIP_REQUIRE_POSTGRES")
     return _cluster()
 
 

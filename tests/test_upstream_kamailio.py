@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from conftest import unavailable
 from gateway_proc import HOST, GatewayProcess, free_port
 from sip_client import register
 from test_sipp_calls import run_call
@@ -31,10 +32,8 @@ def kamailio_bin() -> str:
     """The kamailio binary; skip (or fail under P2PSIP_REQUIRE_KAMAILIO=1) without it."""
     path = KAMAILIO if os.path.exists(KAMAILIO) else shutil.which("kamailio")
     if path is None:
-        message = "kamailio (Debian package kamailio) is not installed"
-        if os.environ.get("P2PSIP_REQUIRE_KAMAILIO") == "1":
-            pytest.fail(message + " and P2PSIP_REQUIRE_KAMAILIO=1")
-        pytest.skip(message)
+        unavailable("kamailio (Debian package kamailio) is not installed",
+                    "P2PSIP_REQUIRE_KAMAILIO")
     return path
 
 
