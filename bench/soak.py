@@ -48,6 +48,8 @@ from register_load import (
     stop_process,
 )
 
+from gateway.status_file import STATUS_FILE
+
 
 def sipp(args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
     """A SIPp client in the background, statistics in ``workdir/name.csv``."""
@@ -63,7 +65,8 @@ def sipp(args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
 def heap_blocks(data_dir: Path) -> int | None:
     """Python heap blocks from the gateway's ``status.json`` (written every 5 s)."""
     try:
-        return int(json.loads((data_dir / "status.json").read_text())["memory"]["python_blocks"])
+        status = json.loads((data_dir / STATUS_FILE).read_text())
+        return int(status["memory"]["python_blocks"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
