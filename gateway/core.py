@@ -132,9 +132,13 @@ class SipCore:
                 raise SipSyntaxError("CSeq method does not match the request method")
             request.max_forwards  # noqa: B018
         except SipSyntaxError as exc:
+            # Malformed like what the transports cannot parse: counted with them.
             if request.method != "ACK" and request.has_header("via"):
                 self._send_all([(build_response(request, 400, f"Bad Request ({exc})")
                                  .serialize(), source)])
+                self.metrics.rejected(400)
+            else:
+                self.metrics.rejected(0)
             return
         method = request.method
         if (self.rate_limit is not None and method != "ACK"

@@ -61,7 +61,7 @@ class Metrics:
         self.responses: Counter[str] = Counter()
         self.registrations = 0
         self.rate_limited = 0
-        self.malformed = 0  # messages the transports could not parse (or too big)
+        self.malformed = 0  # unparseable, invalid or too big (see rejected())
         self.db_write = Histogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                    1.0, 2.5))
         self.overlay_lookup = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -77,8 +77,8 @@ class Metrics:
         self.responses[str(status)] += 1
 
     def rejected(self, status: int) -> None:
-        """A transport could not parse a message: answered with ``status``, or dropped
-        (0)."""
+        """A message could not be parsed (transport) or lacked valid mandatory headers
+        (core): answered with ``status``, or dropped (0)."""
         self.malformed += 1
         if status:
             self.response(status)
@@ -102,8 +102,8 @@ class GatewayCollector:
         yield CounterMetricFamily("sip_rate_limited", "requests refused by the per-source "
                                   "rate limit (503)", value=m.rate_limited)
         yield CounterMetricFamily("sip_malformed_messages", "messages that could not be "
-                                  "parsed or were too big (answered 400/505, or dropped)",
-                                  value=m.malformed)
+                                  "parsed, lacked valid mandatory headers or were too big "
+                                  "(answered 400/505, or dropped)", value=m.malformed)
         yield CounterMetricFamily("sip_auth_failures", "failed digest authentications",
                                   value=status["auth"]["failures"])
         yield GaugeMetricFamily("sip_server_transactions", "live server transactions",

@@ -11,23 +11,28 @@ from pathlib import Path
 
 import pytest_twisted
 from conftest import ports, start_gateway
-from sip_client import UdpClient
+from sip_client import UdpClient, request
 from sip_ua import UA
 from twisted.internet.threads import deferToThread
 
 from gateway.admin import main as admin_main
 
 
-def _send_malformed(port: int) -> int:
-    """Two unparseable datagrams: one nothing can be answered to, one answered 400
-    (returned)."""
+def _send_malformed(port: int) -> list[int]:
+    """Three malformed datagrams: one nothing can be answered to, one the transport
+    cannot parse and one the core finds invalid (CSeq method differs), both answered
+    (their statuses returned)."""
     client = UdpClient(port, timeout=3)
     try:
         client.send(b"\x00\xff" * 50)
         client.send(b"INVITE sip:a@example.com SIP/2.0\r\n"
                     b"Via: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKmal\r\n"
                     b"Content-Length: 99\r\n\r\nshort")
-        return client.receive().status
+        statuses = [client.receive().status]
+        client.send(request("OPTIONS", "sip:127.0.0.1", local_port=client.port,
+                            cseq_method="INVITE"))
+        statuses.append(client.receive().status)
+        return statuses
     finally:
         client.close()
 
@@ -48,10 +53,10 @@ async def test_status_endpoint_and_metrics_count_what_happened(tmp_path: Path) -
             assert (await deferToThread(ua.register)).status == 200
         finally:
             ua.close()
-        assert await deferToThread(_send_malformed, ports(service)["udp"]) == 400
+        assert await deferToThread(_send_malformed, ports(service)["udp"]) == [400, 400]
         kind, body = await deferToThread(_get, http_port, "/status")
         status = json.loads(body)
-        assert status["malformed"] == 2
+        assert status["malformed"] == 3
         assert status["memory"]["rss_mib"] > 10 and status["memory"]["python_blocks"] > 1000
         assert kind.startswith("application/json")
         assert status["registry"]["bindings"] == 1 and status["registry"]["state"] == "ok"
@@ -62,8 +67,8 @@ async def test_status_endpoint_and_metrics_count_what_happened(tmp_path: Path) -
         assert kind.startswith("text/plain")
         assert 'sip_requests_total{method="REGISTER"} 1.0' in metrics
         assert 'sip_responses_total{status="200"} 1.0' in metrics
-        assert 'sip_responses_total{status="400"} 1.0' in metrics
-        assert "sip_malformed_messages_total 2.0" in metrics
+        assert 'sip_responses_total{status="400"} 2.0' in metrics
+        assert "sip_malformed_messages_total 3.0" in metrics
         assert "process_resident_memory_bytes" in metrics and "python_allocated_blocks" in metrics
         assert "sip_registrations_total 1.0" in metrics
         assert "registry_bindings 1.0" in metrics
