@@ -42,7 +42,7 @@ def prepare(workdir: Path, name: str, trusted: bool) -> Target:
     config = target_dir / "gateway.ini"
     config.write_text("[auth]\n" + ("" if trusted else
                                     "trusted_networks =\nalgorithms = MD5, SHA-256\n"))
-    subprocess.run([sys.executable, "-m", "gateway.admin", "--data-dir", str(data_dir),
+    subprocess.run([sys.executable, "-m", "gateway.app.admin", "--data-dir", str(data_dir),
                     "users", "add", f"sip:{USER}@{HOST}", "--password-stdin"],
                    input=PASSWORD + "\n", text=True, check=True, capture_output=True,
                    cwd=BENCH_DIR.parent, timeout=60)

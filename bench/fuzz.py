@@ -30,7 +30,7 @@ from twisted.internet import reactor, threads  # noqa: E402
 from twisted.internet.defer import ensureDeferred  # noqa: E402
 from twisted.logger import LogLevel, globalLogPublisher  # noqa: E402
 
-from gateway.service import GatewayService, prepare  # noqa: E402
+from gateway.app.service import GatewayService, prepare  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> int:

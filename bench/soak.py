@@ -48,7 +48,7 @@ from register_load import (
     stop_process,
 )
 
-from gateway.status_file import STATUS_FILE
+from gateway.app.status_file import STATUS_FILE
 
 
 def sipp(args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:

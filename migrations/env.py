@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from gateway.location.models import Base
-from gateway.location.store import create_registry_engine
+from gateway.registry.models import Base
+from gateway.registry.store import create_registry_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -8,12 +8,12 @@ from urllib.parse import unquote
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from gateway.location.binding import Binding
-from gateway.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.registry.binding import Binding
+from gateway.server.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.server.upstream import GW_AOR_PARAM
 from gateway.sip.forwarding import received_address
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri
-from gateway.upstream import GW_AOR_PARAM
 
 
 @implementer(ITargetResolver)
@@ -31,7 +31,7 @@ class LocalResolver:
         self.is_local = is_local
 
     def resolve(self, uri: SipUri, request: Request) -> Resolution | None:
-        """See :class:`gateway.routing.ITargetResolver`."""
+        """See :class:`gateway.server.routing.ITargetResolver`."""
         if not self.is_local(uri.host):
             return None
         if not uri.user:
@@ -40,7 +40,7 @@ class LocalResolver:
         registered_as = uri.param(GW_AOR_PARAM)
         if registered_as:
             # A Contact this gateway registered at the upstream server on behalf of one
-            # of its AoRs (gateway.upstream): the request is for that AoR.
+            # of its AoRs (gateway.server.upstream): the request is for that AoR.
             aor = unquote(registered_as)
         live = self.location.lookup(aor)
         if live:

@@ -9,7 +9,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gateway.overlay.record import Record
-from gateway.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.server.routing import IResolverFactory, ITargetResolver, Resolution, Target
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri, parse_uri
@@ -32,7 +32,7 @@ class OverlayResolver:
 
     def resolve(self, uri: SipUri, request: Request,
                 ) -> Deferred[Resolution | None] | Resolution | None:
-        """See :class:`gateway.routing.ITargetResolver`. While the overlay is not joined,
+        """See :class:`gateway.server.routing.ITargetResolver`. While the overlay is not joined,
         or when a lookup fails, the answer is a non-final 480 (a later resolver, e.g.
         ``upstream``, may still know the user): fast, never a hang."""
         if self.overlay is None or not uri.user:

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from gateway.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.server.routing import IResolverFactory, ITargetResolver, Resolution, Target
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri
 
@@ -24,7 +24,7 @@ class UpstreamResolver:
         self.upstream = upstream
 
     def resolve(self, uri: SipUri, request: Request) -> Resolution | None:
-        """See :class:`gateway.routing.ITargetResolver`."""
+        """See :class:`gateway.server.routing.ITargetResolver`."""
         if self.upstream is None:
             return None
         top = request.vias[0]

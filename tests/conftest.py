@@ -11,7 +11,7 @@ from typing import NoReturn
 import pytest
 import pytest_twisted
 
-from gateway.service import GatewayService, prepare
+from gateway.app.service import GatewayService, prepare
 
 
 async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:

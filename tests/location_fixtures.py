@@ -17,7 +17,7 @@ import pytest
 from conftest import unavailable
 from sqlalchemy.engine import URL, make_url
 
-from gateway.location.store import LocationStore
+from gateway.registry.store import LocationStore
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.location.binding import Binding
-from gateway.location.store import LocationStore
+from gateway.registry.binding import Binding
+from gateway.registry.store import LocationStore
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def admin(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m gateway.admin ARGS`` and capture its output."""
+    """Run ``python -m gateway.app.admin ARGS`` and capture its output."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run(
-        [sys.executable, "-m", "gateway.admin", *args],
+        [sys.executable, "-m", "gateway.app.admin", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -174,7 +174,7 @@ def test_missing_command_is_a_usage_error() -> None:
 
 def _admin_in(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "gateway.admin", "--data-dir", str(data_dir),
+    return subprocess.run([sys.executable, "-m", "gateway.app.admin", "--data-dir", str(data_dir),
                            *args], cwd=REPO, env=env, input=stdin, capture_output=True,
                           text=True, timeout=120)
 

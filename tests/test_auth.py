@@ -16,10 +16,10 @@ from digest_client import authorization, parse_challenge
 from sip_ua import UA, ack_for, in_dialog
 from twisted.internet.threads import deferToThread
 
-from gateway.auth.secret import load_secret
-from gateway.auth.users import UserStore
-from gateway.location.store import LocationStore
-from gateway.service import GatewayService
+from gateway.app.secret import load_secret
+from gateway.app.service import GatewayService
+from gateway.registry.store import LocationStore
+from gateway.registry.users import UserStore
 from gateway.sip.digest import NonceFactory
 from gateway.sip.message import Request, Response
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import pytest
 
-from gateway.auth.authenticator import Authenticator, AuthPolicy
-from gateway.auth.users import UserRecord
-from gateway.myself import Myself
+from gateway.app.config import defaults
+from gateway.app.wiring import auth_policy
+from gateway.registry.users import UserRecord
+from gateway.server.authenticator import Authenticator
+from gateway.server.myself import Myself
+from gateway.sip.address import Address
 from gateway.sip.message import Request
 from gateway.sip.parser import parse_message
-from gateway.sip.transaction import Address
 
+DEFAULT_POLICY = auth_policy(defaults())
 SOURCE = Address("udp", "198.51.100.7", 5060)
 
 
@@ -24,7 +28,7 @@ class NoUsers:
 def authenticator(methods: frozenset[str] | None = None) -> Authenticator:
     myself = Myself(lambda host: host in ("example.com", "192.0.2.1"),
                     [("udp", "192.0.2.1", 5060)])
-    policy = AuthPolicy(trusted_networks=(), methods=methods)
+    policy = replace(DEFAULT_POLICY, trusted_networks=(), methods=methods)
     return Authenticator(policy, NoUsers(), b"k" * 32, myself)
 
 
@@ -84,8 +88,8 @@ def test_other_domains_reach_local_users_only(uri: str, route: str, expected) ->
 def test_trusted_networks_and_trusted_peers_skip_everything() -> None:
     myself = Myself(lambda host: host in ("example.com", "192.0.2.1"),
                     [("udp", "192.0.2.1", 5060)])
-    auth = Authenticator(AuthPolicy(trusted_networks=(ipaddress.ip_network("198.51.100.0/24"),)),
-                         NoUsers(), b"k" * 32, myself)
+    auth = Authenticator(replace(DEFAULT_POLICY, trusted_networks=(
+        ipaddress.ip_network("198.51.100.0/24"),)), NoUsers(), b"k" * 32, myself)
     assert auth.check(request("INVITE"), SOURCE) is None
     assert auth.check(request("INVITE"), Address("udp", "203.0.113.1", 5060)) is not None
     assert auth.check(request("INVITE"), Address("tls", "203.0.113.1", 5061),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from gateway.config import _SCHEMA, ConfigError, ListenAddress, load_config
+from gateway.app import config as config_module
+from gateway.app.config import ConfigError, ListenAddress, load_config
+from gateway.app.settings import BY_SECTION, SETTINGS, render_ini, render_markdown
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "gateway.ini"
 
@@ -18,16 +21,43 @@ def write(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
+REFERENCE = EXAMPLE.parent.parent / "docs" / "configuration.md"
+
+
 def test_example_file_documents_every_key_with_its_default() -> None:
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
     parser.read(EXAMPLE)
-    for section, keys in _SCHEMA.items():
+    assert set(parser.sections()) == set(BY_SECTION)
+    for section, keys in BY_SECTION.items():
         assert set(parser[section]) == set(keys), section
-        for key, (default, _) in keys.items():
-            assert parser.get(section, key).strip() == default, f"{section}.{key}"
-    from_file, built_in = load_config(str(EXAMPLE)), load_config(None)
-    for section in ("gateway", "sip", "registrar", "database"):
-        assert getattr(from_file, section) == getattr(built_in, section)
+        for key, setting in keys.items():
+            assert parser.get(section, key).strip() == setting.default, f"{section}.{key}"
+    assert load_config(str(EXAMPLE)) == dataclasses.replace(load_config(None),
+                                                            source=str(EXAMPLE))
+
+
+def test_example_file_and_reference_are_the_generated_ones() -> None:
+    # Regenerate with: python -m gateway.app.settings ini > conf/gateway.ini (markdown >
+    # docs/configuration.md).
+    assert EXAMPLE.read_text() == render_ini()
+    assert REFERENCE.read_text() == render_markdown()
+
+
+def test_each_section_type_has_exactly_the_settings_keys() -> None:
+    sections = {f.name: f.type for f in dataclasses.fields(config_module.GatewayConfig)
+                if f.name != "source"}
+    assert set(sections) == set(BY_SECTION)
+    for section, type_name in sections.items():
+        fields = {f.name for f in dataclasses.fields(getattr(config_module, type_name))}
+        assert fields == set(BY_SECTION[section]), section
+
+
+def test_every_default_parses_and_every_setting_is_documented() -> None:
+    for setting in SETTINGS:
+        setting.parse(setting.default)
+        assert setting.doc.strip() and setting.kind, setting.name
+    options = [s.option for s in SETTINGS if s.option]
+    assert len(options) == len(set(options))
 
 
 def test_defaults_listen_on_5060_and_use_sqlite_in_the_data_dir(tmp_path: Path) -> None:

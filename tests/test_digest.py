@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth.guard import FailureLimiter, NonceCounts
+from gateway.server.auth_guard import FailureLimiter, NonceCounts
 from gateway.sip.digest import (
     NonceFactory,
     NonceState,

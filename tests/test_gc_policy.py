@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from gateway.gc_policy import THRESHOLDS, tune_garbage_collector
+from gateway.app.gc_policy import THRESHOLDS, tune_garbage_collector
 from gateway.sip.responses import new_tag
 
 

@@ -12,9 +12,9 @@ import pytest_twisted
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
-from gateway.location.binding import Binding
-from gateway.location.service import LocationService
-from gateway.location.store import LocationStore, RegistryUnavailable
+from gateway.registry.binding import Binding
+from gateway.registry.service import LocationService
+from gateway.registry.store import LocationStore, RegistryUnavailable
 
 try:
     from tests.location_fixtures import (  # noqa: F401

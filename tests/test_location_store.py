@@ -16,9 +16,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from gateway.location.binding import Binding
-from gateway.location.models import Base
-from gateway.location.store import LocationStore, RegistryUnavailable, migrations_directory
+from gateway.registry.binding import Binding
+from gateway.registry.models import Base
+from gateway.registry.store import LocationStore, RegistryUnavailable, migrations_directory
 
 try:
     from tests.location_fixtures import (  # noqa: F401

@@ -15,7 +15,7 @@ from sip_client import UdpClient, request
 from sip_ua import UA
 from twisted.internet.threads import deferToThread
 
-from gateway.admin import main as admin_main
+from gateway.app.admin import main as admin_main
 
 
 def _send_malformed(port: int) -> list[int]:

@@ -16,8 +16,8 @@ from sip_ua import UA, call
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from gateway.admin import main as admin_main
-from gateway.service import GatewayService
+from gateway.app.admin import main as admin_main
+from gateway.app.service import GatewayService
 from gateway.sip.message import Request, Response
 
 
@@ -264,7 +264,7 @@ def test_an_overlay_port_in_use_is_a_one_line_error(tmp_path) -> None:
 
     import pytest
 
-    from gateway.service import StartupError, prepare
+    from gateway.app.service import StartupError, prepare
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))

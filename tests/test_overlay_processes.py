@@ -92,7 +92,7 @@ def wait_for_record(peer_state: Path, bootstrap: str, aor: str, tmp_path: Path) 
     """Poll with ``p2psip-peer lookup`` until ``aor`` is in the DHT (bounded)."""
     deadline = time.monotonic() + 20
     while True:
-        result = subprocess.run([sys.executable, "-m", "gateway.peer", "--state-dir",
+        result = subprocess.run([sys.executable, "-m", "gateway.app.peer", "--state-dir",
                                  str(peer_state), "--bootstrap", bootstrap, "lookup", aor],
                                 capture_output=True, text=True, env=ENV, timeout=30,
                                 cwd=tmp_path)
@@ -110,7 +110,7 @@ def test_gateways_plain_nodes_and_a_peer_call_each_other(sipp: str, tmp_path: Pa
                                                       "--bootstrap", seed))
         with b, process([sys.executable, str(REPO / "tests" / "plain_nodes.py"), "3", seed],
                         tmp_path / "plain.log", ready="ready"), \
-                process([sys.executable, "-m", "gateway.peer", "--state-dir",
+                process([sys.executable, "-m", "gateway.app.peer", "--state-dir",
                          str(tmp_path / "carol"), "--bootstrap", seed, "join", "--aor",
                          "sip:carol@overlay.example"], tmp_path / "carol.log",
                         ready="sip:carol@overlay.example joined"):
@@ -129,7 +129,7 @@ def test_gateways_plain_nodes_and_a_peer_call_each_other(sipp: str, tmp_path: Pa
             uas_proc = subprocess.Popen(uas, stdout=subprocess.DEVNULL, cwd=tmp_path)
             try:
                 call = subprocess.run(
-                    [sys.executable, "-m", "gateway.peer", "--state-dir",
+                    [sys.executable, "-m", "gateway.app.peer", "--state-dir",
                      str(tmp_path / "dave"), "--bootstrap", seed, "call", "--from",
                      "sip:self@overlay.example", "sip:alice@a.example"],
                     capture_output=True, text=True, env=ENV, timeout=60, cwd=tmp_path)

@@ -14,13 +14,14 @@ from sip_client import request as raw_request
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
-from gateway.proxy import Proxy
-from gateway.routing import Resolution, Target
+from gateway.server.proxy import Proxy
+from gateway.server.routing import Resolution, Target
+from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientEvent
 from gateway.sip.message import Request
 from gateway.sip.parser import parse_message
 from gateway.sip.responses import build_response
-from gateway.sip.transaction import Address, ServerTransaction, State
+from gateway.sip.transaction import ServerTransaction, State
 
 UNREACHABLE_PORT = 1  # sends there fail at once, as a refused send does
 

@@ -6,7 +6,7 @@ import pytest_twisted
 from sip_client import UdpClient, register, request
 from twisted.internet.threads import deferToThread
 
-from gateway.service import GatewayService
+from gateway.app.service import GatewayService
 
 
 def contacts_of(response) -> dict[str, dict[str, str]]:

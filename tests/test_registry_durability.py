@@ -9,7 +9,7 @@ from conftest import ports, start_gateway
 from sip_client import UdpClient, register
 from twisted.internet.threads import deferToThread
 
-from gateway.location.store import RegistryUnavailable
+from gateway.registry.store import RegistryUnavailable
 
 
 @pytest_twisted.ensureDeferred

@@ -13,7 +13,7 @@ from sip_client import UdpClient, register
 
 
 def worker_pids(parent: int) -> list[int]:
-    """PIDs of ``python -m gateway.location.worker`` processes whose parent is ``parent``."""
+    """PIDs of ``python -m gateway.registry.worker`` processes whose parent is ``parent``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -23,7 +23,7 @@ def worker_pids(parent: int) -> list[int]:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if b"gateway.location.worker" in cmdline and ppid == parent:
+        if b"gateway.registry.worker" in cmdline and ppid == parent:
             found.append(int(entry.name))
     return found
 

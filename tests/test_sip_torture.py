@@ -47,7 +47,7 @@ def parse(name: str) -> Request | Response:
 
 
 def core_validation_error(message: Request) -> SipSyntaxError | None:
-    """What the core checks before it accepts a request (gateway/core.py), in its order:
+    """What the core checks before it accepts a request (gateway/server/core.py), in its order:
     the first error, which the core answers with 400, or None."""
     try:
         if not message.vias:

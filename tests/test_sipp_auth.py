@@ -28,7 +28,7 @@ USERS = {"u1": "first-secret", "u2": "second secret", "u3": "Thïrd;pw"}
 def admin(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """``p2psip-admin --data-dir DATA ARGS`` with ``stdin``; must succeed."""
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.admin", "--data-dir", str(data_dir), *args],
+        [sys.executable, "-m", "gateway.app.admin", "--data-dir", str(data_dir), *args],
         input=stdin, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
     return result

@@ -76,9 +76,9 @@ def run_sipp(
 
 
 def admin_bindings(data_dir: Path) -> list[dict[str, Any]]:
-    """The registry's bindings, as ``gateway.admin bindings list --json`` prints them."""
+    """The registry's bindings, as ``gateway.app.admin bindings list --json`` prints them."""
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.admin", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "gateway.app.admin", "--data-dir", str(data_dir),
          "bindings", "list", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

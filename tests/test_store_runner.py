@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from gateway.location.binding import Binding
-from gateway.location.runner import ProcessStoreRunner, ThreadStoreRunner
-from gateway.location.service import LocationService
-from gateway.location.store import LocationStore, RegistryUnavailable
+from gateway.registry.binding import Binding
+from gateway.registry.runner import ProcessStoreRunner, ThreadStoreRunner
+from gateway.registry.service import LocationService
+from gateway.registry.store import LocationStore, RegistryUnavailable
 
 try:
     from tests.location_fixtures import postgres_url, registry_url, sqlite_url  # noqa: F401

@@ -18,7 +18,7 @@ from sip_ua import UA, call
 from tls_certs import TestCA
 from twisted.internet.threads import deferToThread
 
-from gateway.service import GatewayService, StartupError, prepare
+from gateway.app.service import GatewayService, StartupError, prepare
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import StreamFramer, parse_message
 from gateway.sip.responses import build_response

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from gateway.sip.address import Address
 from gateway.sip.parser import parse_message
 from gateway.sip.responses import build_response
-from gateway.sip.transaction import Address, State, TransactionLayer
+from gateway.sip.transaction import State, TransactionLayer
 
 UDP = Address("udp", "127.0.0.1", 5070, 1)
 TCP = Address("tcp", "127.0.0.1", 5070, 7)

@@ -9,36 +9,43 @@ from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
 
+from gateway.app.settings import options as setting_options
+
 
 class Options(usage.Options):
-    """Command-line options of ``twistd p2psip-gateway``."""
+    """Command-line options of ``twistd p2psip-gateway``: ``--config``, one option per
+    common setting (from :data:`gateway.app.settings.SETTINGS`) and ``--set`` for any."""
 
     optParameters = [  # noqa: RUF012 - Twisted API
         ["config", "c", None, "Configuration file (INI); without it the built-in defaults."],
-        ["data-dir", "d", None, "Data directory (overrides gateway.data_dir)."],
-        ["listen-udp", None, None, "UDP listen addresses, comma separated host:port "
-                                   "(overrides sip.listen_udp; '' for none)."],
-        ["listen-tcp", None, None, "TCP listen addresses, comma separated host:port "
-                                   "(overrides sip.listen_tcp; '' for none)."],
-        ["listen-tls", None, None, "TLS listen addresses, comma separated host:port "
-                                   "(overrides tls.listen; '' for none)."],
-        ["listen-overlay", None, None, "Overlay (Kademlia) UDP address host:port "
-                                       "(overrides overlay.listen)."],
-        ["bootstrap", None, None, "Overlay bootstrap peers, comma separated host:port "
-                                  "(overrides overlay.bootstrap)."],
-        ["domain", None, None, "Domains served, comma separated (overrides gateway.domains)."],
-        ["database", None, None, "SQLAlchemy database URL (overrides database.url)."],
-        ["log-level", None, None, "debug, info, warn, error or critical."],
+        *([s.option, s.short, None, f"Overrides {s.name} ({s.kind})."]
+          for s in setting_options()),
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["set"] = []
+
+    def opt_set(self, assignment: str) -> None:
+        """SECTION.KEY=VALUE: override any setting (repeatable)."""
+        name, sep, value = assignment.partition("=")
+        if not sep or "." not in name:
+            raise usage.UsageError(f"--set {assignment!r}: expected SECTION.KEY=VALUE")
+        self["set"].append((name.strip(), value))
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        from gateway import __version__
+
+        print(f"p2psip-gateway {__version__}")
+        sys.exit(0)
+
     def overrides(self) -> dict[str, str]:
-        """The options given, as config overrides."""
-        mapping = {"data-dir": "gateway.data_dir", "listen-udp": "sip.listen_udp",
-                   "listen-tcp": "sip.listen_tcp", "listen-tls": "tls.listen",
-                   "listen-overlay": "overlay.listen", "bootstrap": "overlay.bootstrap",
-                   "domain": "gateway.domains",
-                   "database": "database.url", "log-level": "gateway.log_level"}
-        return {key: self[opt] for opt, key in mapping.items() if self[opt] is not None}
+        """The options given, as config overrides (``--set`` last: it wins)."""
+        result = {s.name: self[s.option] for s in setting_options()
+                  if self[s.option] is not None}
+        result.update(self["set"])
+        return result
 
 
 def _asyncio_reactor():
@@ -70,7 +77,7 @@ class GatewayServiceMaker:
     def makeService(self, options: Options):  # noqa: N802 - Twisted API
         """Validate everything that can fail, then hand back the service."""
         reactor = _asyncio_reactor()
-        from gateway.service import StartupError, make_gateway_service
+        from gateway.app.service import StartupError, make_gateway_service
 
         try:
             return make_gateway_service(options["config"], options.overrides(), reactor,

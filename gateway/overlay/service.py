@@ -18,19 +18,17 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
-from gateway.location.runner import ThreadStoreRunner
 from gateway.log import get_logger
 from gateway.overlay.mirror import RegistrationMirror
 from gateway.overlay.node import OverlayNode, OverlayProtocol
 from gateway.overlay.record import Record, Signer
-from gateway.overlay.store import OverlayStore, PinDirectory
 from gateway.overlay.trust import RecordTrust
-from gateway.status_file import write_status_file
+from gateway.registry.overlay_store import PinDirectory
+from gateway.registry.runner import ThreadStoreRunner
 
 log = get_logger("gateway.overlay")
 T = TypeVar("T")
@@ -60,7 +58,18 @@ class OverlayService:
 
     def __init__(self, settings: OverlaySettings, sock: socket.socket, signer: Signer,
                  trust: RecordTrust, location: Any, route: str, reactor: Any,
-                 store: OverlayStore | None = None) -> None:
+                 runner: ThreadStoreRunner | None = None, *,
+                 pins: PinDirectory | None = None,
+                 dns_bootstrap: Callable[[], Deferred[list[tuple[str, int]]]] | None = None,
+                 status_writer: Callable[[dict[str, Any]], None] | None = None,
+                 lookup_observer: Callable[[float, str], None] | None = None) -> None:
+        """``route``: the SIP URI published in records (how the gateway is reached);
+        ``runner``: runs the SQL node cache and pins (:class:`OverlayStore`; started and
+        stopped here); ``pins``:
+        the pin directory ``trust`` consults (loaded from ``store`` at start);
+        ``dns_bootstrap``: extra bootstrap peers from DNS; ``status_writer`` gets
+        :meth:`status` on every change; ``lookup_observer`` gets (seconds, outcome) of
+        every lookup (outcome: found, not_found, error)."""
         self.settings = settings
         self._sock = sock
         self.signer = signer
@@ -72,11 +81,8 @@ class OverlayService:
         self.mirror = RegistrationMirror(location, self.node.publish, signer, route, reactor,
                                          lifetime=settings.record_lifetime,
                                          max_rate=settings.publish_rate)
-        self._store = store
-        self._runner = ThreadStoreRunner(store, reactor) if store is not None else None
-        self.pins = PinDirectory(self._runner)
-        if trust.pin_store is None:
-            trust.pin_store = self.pins
+        self._runner = runner
+        self.pins = pins
         #: joining (no peer answered yet), joined, or alone (no peer known: this node
         #: started an overlay).
         self.state = "joining"
@@ -86,12 +92,9 @@ class OverlayService:
         self._stopping = False
         self._join_call: Any = None
         self._health_call: Any = None
-        #: Extra bootstrap peers from DNS (set by the gateway when configured).
-        self.dns_bootstrap: Callable[[], Deferred[list[tuple[str, int]]]] | None = None
-        #: Where :meth:`write_status` writes (``<data_dir>/overlay-status.json``).
-        self.status_path: Path | None = None
-        #: The gateway's metrics (lookup latency and results), when it has some.
-        self.metrics: Any = None
+        self.dns_bootstrap = dns_bootstrap
+        self._status_writer = status_writer
+        self._lookup_observer = lookup_observer
         self._cache: dict[str, tuple[float, list[Record]]] = {}
         # Highest seq accepted per (AoR, signer): an older record is a replay.
         self._seen_seq: dict[tuple[str, str], int] = {}
@@ -119,7 +122,8 @@ class OverlayService:
             self._runner.start()
             try:
                 _, pins = await _wait(self._runner.call("load_pins"))
-                self.pins.load(pins)
+                if self.pins is not None:
+                    self.pins.load(pins)
             except Exception as exc:
                 log.warn("overlay: cannot read the pins: {error}", error=str(exc))
         self.mirror.start()
@@ -260,8 +264,8 @@ class OverlayService:
 
     def write_status(self) -> None:
         """Write :meth:`status` to the status file (atomically), if there is one."""
-        if self.status_path is not None:
-            write_status_file(self.status_path, self.status())
+        if self._status_writer is not None:
+            self._status_writer(self.status())
 
     async def _save_nodes(self) -> None:
         if self._runner is None or self.node.protocol is None:
@@ -287,11 +291,10 @@ class OverlayService:
         d.addCallback(self._accept, aor)
 
         def measured(result: Any) -> Any:
-            if self.metrics is not None:
-                self.metrics.overlay_lookup.observe(time.monotonic() - started)
+            if self._lookup_observer is not None:
                 outcome = ("error" if not isinstance(result, list)
                            else "found" if result else "not_found")
-                self.metrics.overlay_lookup_results[outcome] += 1
+                self._lookup_observer(time.monotonic() - started, outcome)
             return result
 
         return d.addBoth(measured)
@@ -337,8 +340,8 @@ class OverlayService:
         self.node.stop()
         if self._runner is not None:
             await _wait(self._runner.stop())
-        if self._store is not None:
-            self._store.close()
+            if self._runner.store is not None:
+                self._runner.store.close()
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:

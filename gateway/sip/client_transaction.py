@@ -16,8 +16,9 @@ import itertools
 from dataclasses import dataclass
 from enum import Enum
 
+from gateway.sip.address import Address
 from gateway.sip.message import Request, Response
-from gateway.sip.transaction import MAGIC_COOKIE, Address, Send, TimerHeap
+from gateway.sip.transaction import MAGIC_COOKIE, Send, TimerHeap
 
 
 class ClientState(Enum):

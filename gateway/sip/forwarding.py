@@ -12,10 +12,11 @@ import ipaddress
 import itertools
 from collections.abc import Callable
 
+from gateway.sip.address import Address
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.headers import NameAddr, parse_name_addr, split_list
 from gateway.sip.message import Request, Response
-from gateway.sip.transaction import MAGIC_COOKIE, Address
+from gateway.sip.transaction import MAGIC_COOKIE
 from gateway.sip.uri import SipUri, bracketed
 
 #: Branches this gateway creates: magic cookie, this prefix, loop hash, '.', a counter.

@@ -25,7 +25,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from gateway.config import TlsSection
 from gateway.log import get_logger
 
 log = get_logger("gateway.sip.tls")
@@ -38,15 +37,31 @@ _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 class TlsSetupError(Exception):
-    """The TLS material cannot be used; ``str()`` is one line naming the config key."""
+    """The TLS material cannot be used; ``str()`` is one line naming the setting
+    (``tls.<field>``, the field of :class:`TlsSettings`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """How the TLS transport is set up: the certificate files (empty: generate one), the
+    trust store for peers, client certificates, protocol floor and ciphers."""
+
+    certificate: str = ""
+    private_key: str = ""
+    chain: str = ""
+    ca_file: str = ""
+    require_client_cert: bool = False
+    min_version: str = "1.2"
+    ciphers: str = ""
 
 
 @dataclass(frozen=True)
 class TlsMaterial:
     """The gateway's certificate and key, the chain sent with it, and where it came from."""
 
-    certificate: ssl.PrivateCertificate
-    chain: tuple[ssl.Certificate, ...]
+    certificate: x509.Certificate
+    private_key: Any  # a cryptography private key
+    chain: tuple[x509.Certificate, ...]
     source: str  # the file it was read from
     generated: bool
 
@@ -54,12 +69,12 @@ class TlsMaterial:
     def fingerprint(self) -> str:
         """SHA-256 fingerprint, colon-separated upper-case hex (as ``openssl x509
         -fingerprint -sha256`` prints it)."""
-        return self.certificate.original.digest("sha256").decode("ascii")
+        return self.certificate.fingerprint(hashes.SHA256()).hex(":").upper()
 
     @property
     def subject(self) -> str:
         """The certificate's common name (or its whole subject)."""
-        subject = self.certificate.original.to_cryptography().subject
+        subject = self.certificate.subject
         names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         return str(names[0].value) if names else subject.rfc4514_string()
 
@@ -81,7 +96,7 @@ def _pem_certificates(data: bytes, path: str, key: str) -> list[x509.Certificate
     return certificates
 
 
-def load_material(config: TlsSection, data_dir: str, names: Iterable[str],
+def load_material(config: TlsSettings, data_dir: str, names: Iterable[str],
                   addresses: Iterable[str]) -> TlsMaterial:
     """The configured certificate, or the generated one (created or renewed when it is
     missing, expired or lacks one of ``names``; the first name is its common name)."""
@@ -91,7 +106,7 @@ def load_material(config: TlsSection, data_dir: str, names: Iterable[str],
                       list(dict.fromkeys(addresses)))
 
 
-def _configured(config: TlsSection) -> TlsMaterial:
+def _configured(config: TlsSettings) -> TlsMaterial:
     cert_data = _read(config.certificate, "certificate")
     certificates = _pem_certificates(cert_data, config.certificate, "certificate")
     key_path, key_name = ((config.private_key, "private_key") if config.private_key
@@ -113,15 +128,7 @@ def _configured(config: TlsSection) -> TlsMaterial:
     chain = certificates[1:]
     if config.chain:
         chain += _pem_certificates(_read(config.chain, "chain"), config.chain, "chain")
-    return TlsMaterial(_private_certificate(leaf, key), tuple(_twisted(c) for c in chain),
-                       config.certificate, generated=False)
-
-
-def _private_certificate(certificate: x509.Certificate, key: Any) -> ssl.PrivateCertificate:
-    pem = certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    return ssl.PrivateCertificate.loadPEM(pem)
+    return TlsMaterial(leaf, key, tuple(chain), config.certificate, generated=False)
 
 
 def _twisted(certificate: x509.Certificate) -> ssl.Certificate:
@@ -140,8 +147,7 @@ def _generated(directory: Path, names: list[str], addresses: list[str]) -> TlsMa
         missing = _missing_names(certificate, names, addresses)
         expired = certificate.not_valid_after_utc <= datetime.datetime.now(datetime.UTC)
         if not missing and not expired:
-            return TlsMaterial(_private_certificate(certificate, key), (), str(cert_path),
-                               generated=True)
+            return TlsMaterial(certificate, key, (), str(cert_path), generated=True)
         log.warn("renewing the self-signed TLS certificate in {dir}: {why}", dir=str(directory),
                  why="expired" if expired else f"does not name {', '.join(missing)}")
     certificate, key = _self_signed(names, addresses)
@@ -154,8 +160,7 @@ def _generated(directory: Path, names: list[str], addresses: list[str]) -> TlsMa
     except OSError as exc:
         raise TlsSetupError(f"gateway.data_dir: cannot write the TLS certificate to "
                             f"{directory}: {exc.strerror}") from None
-    material = TlsMaterial(_private_certificate(certificate, key), (), str(cert_path),
-                           generated=True)
+    material = TlsMaterial(certificate, key, (), str(cert_path), generated=True)
     log.info("generated a self-signed TLS certificate in {path}", path=str(cert_path))
     return material
 
@@ -209,7 +214,7 @@ def _self_signed(names: list[str], addresses: list[str]) -> tuple[x509.Certifica
     return certificate, key
 
 
-def trust_root(config: TlsSection) -> Any:
+def trust_root(config: TlsSettings) -> Any:
     """The trust store peers are verified against: ``tls.ca_file``, else the system's."""
     if not config.ca_file:
         return ssl.platformTrust()
@@ -218,7 +223,7 @@ def trust_root(config: TlsSection) -> Any:
     return ssl.trustRootFromCertificates([_twisted(c) for c in certificates])
 
 
-def _ciphers(config: TlsSection) -> Any:
+def _ciphers(config: TlsSettings) -> Any:
     if not config.ciphers:
         return None  # Twisted's default: forward-secret AEAD suites only
     if not _any_cipher(config.ciphers):
@@ -239,7 +244,7 @@ class TlsContexts:
     """The server options of the listener and per-name client options for outgoing
     connections, built once from the configuration."""
 
-    def __init__(self, config: TlsSection, material: TlsMaterial) -> None:
+    def __init__(self, config: TlsSettings, material: TlsMaterial) -> None:
         self.config = config
         self.material = material
         self.require_client_cert = config.require_client_cert
@@ -255,9 +260,8 @@ class TlsContexts:
         if config.require_client_cert:
             server["trustRoot"] = self._trust  # implies verify + requireCertificate
         self.server = ssl.CertificateOptions(
-            privateKey=material.certificate.privateKey.original,
-            certificate=material.certificate.original,
-            extraCertChain=[c.original for c in material.chain], **server)
+            privateKey=material.private_key, certificate=material.certificate,
+            extraCertChain=list(material.chain), **server)
         try:
             self.server.getContext()
         except SSL.Error as exc:
@@ -270,12 +274,12 @@ class TlsContexts:
         service-identity; the gateway's certificate goes along for mutual TLS."""
         creator = self._clients.get(server_name)
         if creator is None:
-            extra = dict(self._common)
+            extra = dict(self._common, privateKey=self.material.private_key,
+                         certificate=self.material.certificate)
             if self.material.chain:
-                extra["extraCertChain"] = [c.original for c in self.material.chain]
-            creator = ssl.optionsForClientTLS(
-                server_name, trustRoot=self._trust,
-                clientCertificate=self.material.certificate, extraCertificateOptions=extra)
+                extra["extraCertChain"] = list(self.material.chain)
+            creator = ssl.optionsForClientTLS(server_name, trustRoot=self._trust,
+                                              extraCertificateOptions=extra)
             if len(self._clients) < 1024:
                 self._clients[server_name] = creator
         return creator

@@ -13,29 +13,11 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
 
+from gateway.sip.address import Address
 from gateway.sip.message import Request, Response
 
 MAGIC_COOKIE = "z9hG4bK"
-
-
-class Address(NamedTuple):
-    """Where a message came from or goes to. ``connection`` identifies the TCP/TLS
-    connection a message arrived on (0 for datagrams), so responses reuse it."""
-
-    transport: str
-    host: str
-    port: int
-    connection: int = 0
-    #: For a TLS next hop: the name its certificate must carry (the URI's host), when
-    #: that is not ``host`` itself.
-    name: str = ""
-
-    @property
-    def reliable(self) -> bool:
-        """Stream transports need no retransmissions."""
-        return self.transport != "udp"
 
 
 Send = tuple[bytes, Address]

@@ -18,13 +18,12 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gateway.config import ListenAddress
 from gateway.log import get_logger
+from gateway.sip.address import Address, ListenAddress
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, StreamFramer, parse_message
 from gateway.sip.responses import build_error_response
 from gateway.sip.tls import TlsContexts, describe_failure
-from gateway.sip.transaction import Address
 from gateway.sip.uri import bracketed
 
 log = get_logger("gateway.sip.transport")

@@ -6,7 +6,7 @@ only when the returned Deferred fires, i.e. once the transaction holding that se
 committed. Lookups (:meth:`LocationService.lookup`) see committed bindings only, so what
 the proxy routes to is always what the database holds.
 
-All database work runs through a :mod:`store runner <gateway.location.runner>` (a worker
+All database work runs through a :mod:`store runner <gateway.registry.runner>` (a worker
 thread, or a worker process in the gateway), never on the reactor thread. One call runs
 at a time; a sync never lets data it loaded overwrite a commit that happened after that
 load began.
@@ -25,9 +25,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gateway.location.binding import Binding
-from gateway.location.runner import Stamp, StoreRunner, ThreadStoreRunner
-from gateway.location.store import LocationStore, RegistryUnavailable
+from gateway.registry.binding import Binding
+from gateway.registry.runner import Stamp, StoreRunner, ThreadStoreRunner
+from gateway.registry.store import LocationStore, RegistryUnavailable
 
 __all__ = ["LocationService"]
 
@@ -40,7 +40,7 @@ def _by_q(bindings: Iterable[Binding]) -> list[Binding]:
 
 # The committed bindings are held as plain tuples: CPython's collector stops tracking a
 # tuple of plain values (not a NamedTuple), so a registry of hundreds of thousands of
-# bindings adds nothing to the collector's pauses (gateway/gc_policy.py).
+# bindings adds nothing to the collector's pauses (gateway/app/gc_policy.py).
 Frozen = tuple[tuple[Any, ...], ...]
 _EXPIRES = Binding._fields.index("expires")
 _CONTACT = Binding._fields.index("contact")
@@ -59,7 +59,7 @@ class LocationService:
 
     ``reactor`` must provide ``IReactorTime`` and ``IReactorFromThreads``. The store's
     methods run through ``runner`` (default: one worker thread calling ``store``);
-    the gateway passes a :class:`~gateway.location.runner.ProcessStoreRunner`.
+    the gateway passes a :class:`~gateway.registry.runner.ProcessStoreRunner`.
     Every ``sweep_interval`` seconds expired bindings are deleted (database and memory);
     every ``sync_interval`` seconds the change log is polled and AoRs changed by someone
     else (``p2psip-admin``, another gateway sharing the database) are reloaded. Change-log

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from gateway.metrics import Metrics, prometheus_text
+from gateway.app.metrics import Metrics, prometheus_text
 
 
 class _Json(Resource):

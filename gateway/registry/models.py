@@ -4,7 +4,7 @@ Alembic (``migrations/``) owns the schema: these models describe it for queries 
 ``alembic revision --autogenerate``; they are never used to create tables directly.
 
 All timestamps are POSIX epoch seconds stored as double precision floats, the same
-representation :class:`~gateway.location.binding.Binding` uses, so the hot write path
+representation :class:`~gateway.registry.binding.Binding` uses, so the hot write path
 converts nothing. ``docs/registry.md`` shows how to render them readably in SQL.
 """
 

@@ -21,16 +21,17 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from gateway.log import get_logger
-from gateway.routing import Resolution, ResolverChain, Target
+from gateway.server.routing import Resolution, ResolverChain, Target
 from gateway.sip import forwarding
+from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientEvent, ClientTransaction, build_cancel
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
-from gateway.sip.transaction import Address, ServerTransaction
+from gateway.sip.transaction import ServerTransaction
 from gateway.sip.uri import SipUri, parse_uri
 
-log = get_logger("gateway.proxy")
+log = get_logger("gateway.server.proxy")
 
 # Requests that may create a dialog: the proxy record-routes them (out of dialog).
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -70,7 +71,7 @@ class Branch:
     transaction. It points at its context, and the context points back only while the
     branch is pending, so a finished context and its branches hold no reference cycle
     and are freed by reference counting when their transactions end (cycles here piled
-    up between the rare full garbage collections, see gateway/gc_policy.py)."""
+    up between the rare full garbage collections, see gateway/app/gc_policy.py)."""
 
     context: ResponseContext
     request: Request | None  # dropped once the branch has its final response

@@ -1,7 +1,7 @@
 """Blocking SQL access to the registry: the location store.
 
 Every method blocks on the database and is meant to run in a worker thread (see
-:class:`gateway.location.service.LocationService`); this module never touches the
+:class:`gateway.registry.service.LocationService`); this module never touches the
 reactor. One :class:`LocationStore` may be used from several threads, though not by two
 at the same time for one connection; each method is one transaction.
 """
@@ -25,9 +25,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from gateway.location.binding import Binding
-from gateway.location.checkpoint import WalCheckpointer
-from gateway.location.models import PATH_SEPARATOR, BindingRow, RegistryChangeRow
+from gateway.registry.binding import Binding
+from gateway.registry.checkpoint import WalCheckpointer
+from gateway.registry.models import PATH_SEPARATOR, BindingRow, RegistryChangeRow
 
 __all__ = [
     "LocationStore",
@@ -88,7 +88,7 @@ def create_registry_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
     ``busy_timeout`` (wait for another process' write instead of failing) and write
     transactions start with ``BEGIN IMMEDIATE`` (see :meth:`LocationStore._write`).
     With ``autocheckpoint`` off, commits never checkpoint the WAL; the caller must (see
-    :class:`~gateway.location.checkpoint.WalCheckpointer`).
+    :class:`~gateway.registry.checkpoint.WalCheckpointer`).
     Other databases: connections are checked before use so the registry recovers after
     a database restart, and connecting gives up after 10 seconds.
     """

@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.log import get_logger
 
-log = get_logger("gateway.status_file")
+log = get_logger("gateway.app.status_file")
 
 #: The gateway's status (rewritten every 5 s) and its overlay node's, in the data dir.
 STATUS_FILE = "status.json"

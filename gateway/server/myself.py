@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,63 +10,59 @@ from gateway.sip.uri import SipUri
 
 
 class LocalDomains:
-    """The configured domains, this host's names, and every address of this machine.
+    """The configured domains, this host's names, and the IP addresses of this machine.
 
-    An IP literal counts as local when the kernel lets us bind to it; the answer is
-    cached, so a bind is tried once per distinct address.
+    Pure: the addresses are given (the application enumerates the interfaces at start
+    and refreshes them with :meth:`set_addresses`); deciding never touches the network.
     """
 
-    def __init__(self, domains: Iterable[str], listen_hosts: Iterable[str] = ()) -> None:
+    def __init__(self, domains: Iterable[str], addresses: Iterable[str] = (),
+                 host_names: Iterable[str] = ()) -> None:
         names = {d.lower().rstrip(".") for d in domains}
         names.add("localhost")
-        for name in (socket.gethostname(), socket.getfqdn()):
-            if name:
-                names.add(name.lower().rstrip("."))
+        names.update(n.lower().rstrip(".") for n in host_names if n)
         self.names = frozenset(names)
-        self._ips: dict[str, bool] = {}
+        self._ips: frozenset[str] = frozenset()
+        self.set_addresses(addresses)
+
+    def set_addresses(self, addresses: Iterable[str]) -> None:
+        """The machine's addresses now (unspecified and multicast ones never count)."""
+        ips = set()
+        for host in addresses:
+            try:
+                address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+            except ValueError:
+                continue
+            if not (address.is_unspecified or address.is_multicast):
+                ips.add(str(address))
+        self._ips = frozenset(ips)
         self._seen: dict[str, bool] = {}
-        for host in listen_hosts:
-            if host not in ("0.0.0.0", "::"):
-                self._ips[_normalize_ip(host)] = True
+
+    @property
+    def addresses(self) -> frozenset[str]:
+        """The addresses that count as this machine."""
+        return self._ips
 
     def __call__(self, host: str) -> bool:
         """Whether ``host`` (a URI host, IPv6 possibly in brackets) is served here."""
         known = self._seen.get(host)
         if known is None:
             known = self._decide(host)
-            if len(self._seen) < 65536:  # bounded: hosts come from the network
-                self._seen[host] = known
+            if len(self._seen) >= 4096:  # hosts come from the network: bounded
+                self._seen.clear()
+            self._seen[host] = known
         return known
 
     def _decide(self, host: str) -> bool:
         host = host.lower().rstrip(".")
         if host in self.names:
             return True
-        try:
-            ip = _normalize_ip(host)
-        except ValueError:
-            return False
-        known = self._ips.get(ip)
-        if known is None:
-            known = self._ips[ip] = _is_local_ip(ip)
-        return known
-
-
-def _normalize_ip(host: str) -> str:
-    return str(ipaddress.ip_address(host.strip("[]")))
-
-
-def _is_local_ip(ip: str) -> bool:
-    address = ipaddress.ip_address(ip)
-    if address.is_unspecified or address.is_multicast:
+        if host[:1] == "[" or host[:1].isdigit() or ":" in host:
+            try:
+                return str(ipaddress.ip_address(host.strip("[]"))) in self._ips
+            except ValueError:
+                return False
         return False
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((ip, 0))
-        except OSError:
-            return False
-    return True
 
 
 class Myself:
@@ -77,17 +72,15 @@ class Myself:
 
     def __init__(self, is_local: Callable[[str], bool],
                  listeners: Iterable[tuple[str, str, int]] = (),
-                 advertised_host: str = "") -> None:
+                 advertised_host: str = "", wildcard_host: str = "127.0.0.1") -> None:
+        """``advertised_host`` replaces every listener's host in what the gateway
+        publishes; without it a wildcard listener (0.0.0.0, ::) is advertised as
+        ``wildcard_host`` (the application's best guess of this host's address)."""
         self.is_local = is_local
         self.advertised_host = advertised_host
+        self.wildcard_host = wildcard_host
         self._ports: set[int] = set()
         self._addresses: dict[str, tuple[str, int]] = {}
-        self.set_listeners(listeners)
-
-    def set_listeners(self, listeners: Iterable[tuple[str, str, int]]) -> None:
-        """The listeners now open, as ``(transport, host, port)``."""
-        self._ports = set()
-        self._addresses = {}
         for transport, host, port in listeners:
             self._ports.add(port)
             if transport not in self._addresses:
@@ -98,10 +91,7 @@ class Myself:
             return self.advertised_host
         if host not in ("0.0.0.0", "::", ""):
             return host
-        try:
-            return socket.gethostbyname(socket.gethostname())
-        except OSError:
-            return "127.0.0.1"
+        return self.wildcard_host
 
     def is_me(self, host: str, port: int | None) -> bool:
         """Whether a URI's host and port name this gateway. Without a port the host

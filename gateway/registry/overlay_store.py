@@ -10,15 +10,15 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select
 from twisted.internet.defer import Deferred
 
-from gateway.location.models import OverlayNodeRow, OverlayPinRow
-from gateway.location.runner import ThreadStoreRunner
-from gateway.location.store import (
+from gateway.log import get_logger
+from gateway.registry.models import OverlayNodeRow, OverlayPinRow
+from gateway.registry.runner import ThreadStoreRunner
+from gateway.registry.store import (
     create_registry_engine,
     guard_database,
 )
-from gateway.log import get_logger
 
-log = get_logger("gateway.overlay.store")
+log = get_logger("gateway.registry.overlay_store")
 _nodes = OverlayNodeRow.__table__
 _pins = OverlayPinRow.__table__
 MAX_CACHED_NODES = 64

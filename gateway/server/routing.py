@@ -22,8 +22,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from zope.interface import Attribute, Interface
 
+from gateway.sip.address import Address
 from gateway.sip.message import Request
-from gateway.sip.transaction import Address
 from gateway.sip.uri import SipUri
 
 
@@ -68,7 +68,7 @@ class IResolverFactory(Interface):
     name = Attribute("Short name used in proxy.resolvers")
 
     def build(gateway: Any) -> ITargetResolver:  # noqa: N805
-        """The resolver for ``gateway`` (a :class:`gateway.service.GatewayService`)."""
+        """The resolver for ``gateway`` (a :class:`gateway.app.service.GatewayService`)."""
 
 
 class ResolverChain:
@@ -107,7 +107,7 @@ def plugins_package() -> ModuleType:
         return importlib.import_module("gateway.plugins")
     except ModuleNotFoundError:
         pass
-    directory = Path(__file__).resolve().parent.parent / "plugins"
+    directory = Path(__file__).resolve().parents[2] / "plugins"
     spec = importlib.util.spec_from_file_location(
         "gateway.plugins", directory / "__init__.py",
         submodule_search_locations=[str(directory)])

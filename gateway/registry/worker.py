@@ -1,7 +1,7 @@
 """The registry worker process: runs :class:`LocationStore` calls sent by the gateway.
 
-Started by :class:`gateway.location.runner.ProcessStoreRunner` as
-``python -m gateway.location.worker URL``. It reads requests on stdin and writes answers
+Started by :class:`gateway.registry.runner.ProcessStoreRunner` as
+``python -m gateway.registry.worker URL``. It reads requests on stdin and writes answers
 on stdout, one call at a time, in order. Every frame is a 4-byte big-endian length and a
 pickle: a request is ``(method, args, stamp)``, an answer ``(True, (stamp_ns, result))``
 or ``(False, exception)``. Anything else the process prints goes to stderr, which the
@@ -17,8 +17,8 @@ import signal
 import sys
 from typing import Any, BinaryIO
 
-from gateway.location.framing import HEADER, frame, invoke
-from gateway.location.store import LocationStore, RegistryUnavailable
+from gateway.registry.framing import HEADER, frame, invoke
+from gateway.registry.store import LocationStore, RegistryUnavailable
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
@@ -63,10 +63,10 @@ def serve(url: str, requests: BinaryIO, answers: BinaryIO) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m gateway.location.worker URL``."""
+    """Entry point: ``python -m gateway.registry.worker URL``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m gateway.location.worker DATABASE_URL", file=sys.stderr)
+        print("usage: python -m gateway.registry.worker DATABASE_URL", file=sys.stderr)
         return 2
     # The gateway decides when the worker ends (by closing its stdin, once the writes
     # under way are done). A SIGTERM or Ctrl-C sent to the whole process group (systemd,

@@ -19,10 +19,10 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from gateway.auth.users import UserError, UserStore, canonical_aor, domain_part, user_part
-from gateway.location.binding import Binding
-from gateway.location.store import LocationStore, RegistryUnavailable
-from gateway.status_file import OVERLAY_STATUS_FILE, STATUS_FILE
+from gateway.app.status_file import OVERLAY_STATUS_FILE, STATUS_FILE
+from gateway.registry.binding import Binding
+from gateway.registry.store import LocationStore, RegistryUnavailable
+from gateway.registry.users import UserError, UserStore, canonical_aor, domain_part, user_part
 
 PROG = "p2psip-admin"
 EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -112,9 +112,9 @@ def database_url(args: argparse.Namespace) -> str:
     if args.data_dir and not args.config:
         return _sqlite_url(Path(args.data_dir) / REGISTRY_FILE)
     try:
-        from gateway.config import load_config
+        from gateway.app.config import load_config
     except ModuleNotFoundError as exc:
-        if exc.name != "gateway.config":
+        if exc.name != "gateway.app.config":
             raise
         if args.config:
             raise AdminError("this installation cannot read configuration files; use --db") from exc
@@ -134,7 +134,7 @@ def default_realm(args: argparse.Namespace, aor: str) -> str:
     if getattr(args, "realm", None):
         return str(args.realm)
     if args.config:
-        from gateway.config import load_config
+        from gateway.app.config import load_config
 
         try:
             realm = load_config(args.config).auth.realm
@@ -313,7 +313,7 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     if args.data_dir:
         return Path(args.data_dir)
     if args.config:
-        from gateway.config import load_config
+        from gateway.app.config import load_config
 
         try:
             return Path(load_config(args.config).data_dir)

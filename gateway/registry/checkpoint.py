@@ -16,7 +16,7 @@ import threading
 
 from gateway.log import get_logger
 
-log = get_logger("gateway.location.checkpoint")
+log = get_logger("gateway.registry.checkpoint")
 
 
 class WalCheckpointer:

@@ -18,18 +18,18 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
-from gateway.location.models import UserRow
-from gateway.location.runner import ThreadStoreRunner
-from gateway.location.store import (
+from gateway.log import get_logger
+from gateway.registry.models import UserRow
+from gateway.registry.runner import ThreadStoreRunner
+from gateway.registry.store import (
     RegistryUnavailable,
     create_registry_engine,
     guard_database,
 )
-from gateway.log import get_logger
 from gateway.sip.digest import ha1
 from gateway.sip.uri import SipUri, parse_uri
 
-log = get_logger("gateway.auth.users")
+log = get_logger("gateway.registry.users")
 _users = UserRow.__table__
 T = TypeVar("T")
 

@@ -76,6 +76,19 @@ class Metrics:
         """A response was sent."""
         self.responses[str(status)] += 1
 
+    def registered(self) -> None:
+        """A REGISTER was answered 200 after its bindings were committed."""
+        self.registrations += 1
+
+    def limited(self) -> None:
+        """A request was refused by the per-source rate limit."""
+        self.rate_limited += 1
+
+    def observe_overlay_lookup(self, seconds: float, outcome: str) -> None:
+        """An overlay lookup ended after ``seconds``: found, not_found or error."""
+        self.overlay_lookup.observe(seconds)
+        self.overlay_lookup_results[outcome] += 1
+
     def rejected(self, status: int) -> None:
         """A message could not be parsed (transport) or lacked valid mandatory headers
         (core): answered with ``status``, or dropped (0)."""

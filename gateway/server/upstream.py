@@ -21,16 +21,16 @@ from urllib.parse import quote
 from twisted.internet.interfaces import IDelayedCall
 
 from gateway.log import get_logger
+from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientEvent, ClientTransaction
 from gateway.sip.digest import client_credentials, parse_challenge
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.forwarding import uri_address, via_value
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import new_tag
-from gateway.sip.transaction import Address
 from gateway.sip.uri import SipUri, bracketed, parse_uri
 
-log = get_logger("gateway.upstream")
+log = get_logger("gateway.server.upstream")
 GW_AOR_PARAM = "gw-aor"
 
 
@@ -39,11 +39,11 @@ class UpstreamSettings:
     """``[upstream]``."""
 
     uri: str
-    domain: str = ""
-    register: bool = True
-    username: str = ""
-    password: str = ""
-    expires: int = 600
+    domain: str
+    register: bool
+    username: str
+    password: str
+    expires: int
 
 
 @dataclass

@@ -37,7 +37,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.config import TlsSection
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
@@ -46,7 +45,7 @@ from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, parse_message
 from gateway.sip.responses import build_response
-from gateway.sip.tls import load_material
+from gateway.sip.tls import TlsSettings, load_material
 from gateway.sip.uri import SipUri, parse_uri
 
 PROG = "p2psip-peer"
@@ -275,7 +274,7 @@ def load_signer(state_dir: Path, aor: str) -> tuple[Signer, str]:
     """The peer's signer (key and self-signed certificate for the AoR's domain, kept in
     ``state_dir``) and its AoR (``self@DOMAIN`` becomes the self-certifying AoR)."""
     domain = aor.rsplit("@", 1)[-1]
-    load_material(TlsSection(), str(state_dir), [domain], ["127.0.0.1"])  # made once
+    load_material(TlsSettings(), str(state_dir), [domain], ["127.0.0.1"])  # made once
     key = serialization.load_pem_private_key(
         (state_dir / "tls" / "gateway.key").read_bytes(), password=None)
     certificate = x509.load_pem_x509_certificate(

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
 
-from gateway.location.binding import Binding
+from gateway.registry.binding import Binding
+from gateway.sip.address import Address
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.headers import NameAddr, parse_delta_seconds
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
-from gateway.sip.transaction import Address
 from gateway.sip.uri import SipUri, bracketed, parse_uri
 
 SUPPORTED_EXTENSIONS = ("path",)
@@ -32,10 +32,10 @@ _QVALUE = re.compile(r"^(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$")
 class RegistrarPolicy:
     """Limits from ``[registrar]``."""
 
-    min_expires: int = 60
-    max_expires: int = 3600
-    default_expires: int = 3600
-    max_contacts: int = 10
+    min_expires: int
+    max_expires: int
+    default_expires: int
+    max_contacts: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,47 +14,57 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psutil
 from cryptography import x509
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 
 from gateway import __version__
-from gateway.auth.authenticator import Authenticator, AuthPolicy
-from gateway.auth.secret import load_secret
-from gateway.auth.users import UserDirectory, UserStore
-from gateway.config import ConfigError, GatewayConfig, is_ip_literal, load_config
-from gateway.core import SipCore
-from gateway.gc_policy import tune_garbage_collector
-from gateway.location.runner import ProcessStoreRunner, StoreRunner, ThreadStoreRunner
-from gateway.location.service import LocationService
-from gateway.location.store import LocationStore
+from gateway.app.config import ConfigError, GatewayConfig, load_config
+from gateway.app.gc_policy import tune_garbage_collector
+from gateway.app.metrics import Metrics, process_memory
+from gateway.app.secret import load_secret
+from gateway.app.status_file import OVERLAY_STATUS_FILE, STATUS_FILE, write_status_file
+from gateway.app.status_http import status_site
+from gateway.app.values import is_ip_literal
+from gateway.app.wiring import auth_policy, registrar_policy, tls_settings, upstream_settings
 from gateway.log import get_logger, set_log_level
-from gateway.metrics import Metrics, process_memory
-from gateway.myself import LocalDomains, Myself
 from gateway.overlay.dns_bootstrap import DnsBootstrap
 from gateway.overlay.identity import load_node_id
 from gateway.overlay.record import Signer
 from gateway.overlay.service import OverlayService, OverlaySettings, run_async
-from gateway.overlay.store import OverlayStore
 from gateway.overlay.trust import RecordTrust
-from gateway.proxy import Proxy
-from gateway.ratelimit import SourceRateLimiter
-from gateway.registrar import Registrar, RegistrarPolicy
-from gateway.routing import available_resolvers, build_chain
+from gateway.registry.overlay_store import OverlayStore, PinDirectory
+from gateway.registry.runner import ProcessStoreRunner, StoreRunner, ThreadStoreRunner
+from gateway.registry.service import LocationService
+from gateway.registry.store import LocationStore
+from gateway.registry.users import UserDirectory, UserStore
+from gateway.server.authenticator import Authenticator
+from gateway.server.core import SipCore
+from gateway.server.myself import LocalDomains, Myself
+from gateway.server.proxy import Proxy
+from gateway.server.ratelimit import SourceRateLimiter
+from gateway.server.registrar import Registrar
+from gateway.server.routing import available_resolvers, build_chain
+from gateway.server.upstream import UpstreamRegistrations
+from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientTransactionLayer
-from gateway.sip.tls import TlsContexts, TlsMaterial, TlsSetupError, load_material
-from gateway.sip.transaction import Address, TransactionLayer
+from gateway.sip.tls import (
+    TlsContexts,
+    TlsMaterial,
+    TlsSetupError,
+    load_material,
+)
+from gateway.sip.transaction import TransactionLayer
 from gateway.sip.transport import ListenError, TransportManager, bind_socket
 from gateway.sip.uri import bracketed
-from gateway.status_file import OVERLAY_STATUS_FILE, STATUS_FILE, write_status_file
-from gateway.status_http import status_site
-from gateway.upstream import UpstreamRegistrations, UpstreamSettings
 
-log = get_logger("gateway.service")
+log = get_logger("gateway.app.service")
 
 
 class StartupError(Exception):
@@ -115,7 +125,7 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
             prepared.material = _tls_material(config)
         if config.tls.listen:
             assert prepared.material is not None
-            prepared.tls = TlsContexts(config.tls, prepared.material)
+            prepared.tls = TlsContexts(tls_settings(config), prepared.material)
         if config.overlay.enabled and config.overlay.ca_file:
             prepared.overlay_ca = _certificates(config.overlay.ca_file, "overlay.ca_file")
     except (OSError, TlsSetupError) as exc:
@@ -165,7 +175,8 @@ def _tls_material(config: GatewayConfig) -> TlsMaterial:
         with contextlib.suppress(OSError):
             hosts.append(socket.gethostbyname(socket.gethostname()))  # what we advertise
     addresses += [h for h in hosts if h not in addresses]
-    return load_material(config.tls, config.data_dir, names, addresses)
+    return load_material(tls_settings(config), config.data_dir, names, addresses)
+
 
 
 class GatewayService(service.Service):
@@ -174,7 +185,7 @@ class GatewayService(service.Service):
     def __init__(self, prepared: Prepared, reactor: Any, *, tune_gc: bool = False) -> None:
         self.prepared = prepared
         self.reactor = reactor
-        #: Apply :func:`gateway.gc_policy.tune_garbage_collector` once ready (a setting
+        #: Apply :func:`gateway.app.gc_policy.tune_garbage_collector` once ready (a setting
         #: for the whole process: the twistd plugin turns it on).
         self.tune_gc = tune_gc
         config = prepared.config
@@ -184,16 +195,20 @@ class GatewayService(service.Service):
                                         commit_interval=config.database.commit_interval,
                                         runner=_store_runner(prepared, reactor))
         listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]
-        self.local_domains = LocalDomains(config.gateway.domains, listen_hosts)
-        policy = RegistrarPolicy(config.registrar.min_expires, config.registrar.max_expires,
-                                 config.registrar.default_expires,
-                                 config.registrar.max_contacts)
+        self.local_domains = LocalDomains(config.gateway.domains,
+                                          [*machine_addresses(), *listen_hosts],
+                                          (socket.gethostname(), socket.getfqdn()))
+        self._listen_hosts = listen_hosts
         t1 = config.sip.t1
         self.transactions = TransactionLayer(
             t1, config.sip.t2, config.sip.t4,
             invite_lifetime=config.proxy.timer_c + 64 * t1 + 32)
         self.clients = ClientTransactionLayer(t1, config.sip.t2, config.sip.t4)
-        self.myself = Myself(self.local_domains, advertised_host=config.sip.advertised_address)
+        # The sockets are bound already (prepare): the gateway knows its own addresses.
+        listeners = [(kind, *sock.getsockname()[:2]) for kind, sock in prepared.sockets]
+        self.myself = Myself(self.local_domains, listeners,
+                             advertised_host=config.sip.advertised_address,
+                             wildcard_host=host_address())
         self.metrics = Metrics()
         self.transports = TransportManager(reactor, self._receive, config.sip.max_message_size,
                                            config.sip.max_tcp_connections,
@@ -203,13 +218,10 @@ class GatewayService(service.Service):
         user_store = UserStore(config.database.url, engine=prepared.store.engine
                                if prepared.store.in_memory else None)
         self.users = UserDirectory(user_store, reactor, config.database.sync_interval)
-        auth = config.auth
-        self.authenticator = Authenticator(
-            AuthPolicy(auth.trusted_networks, auth.realm, auth.algorithms, auth.methods,
-                       auth.nonce_lifetime, auth.max_failures, auth.lockout),
-            self.users, prepared.secret, self.myself)
+        self.authenticator = Authenticator(auth_policy(config), self.users, prepared.secret,
+                                           self.myself)
         self.location.on_commit = self.metrics.db_write.observe
-        self.core = SipCore(Registrar(policy, self.local_domains), self.location,
+        self.core = SipCore(Registrar(registrar_policy(config), self.local_domains), self.location,
                             self.transactions, self.transports.send, reactor,
                             force_rport=config.sip.force_rport, clients=self.clients,
                             myself=self.myself, authenticator=self.authenticator,
@@ -222,17 +234,21 @@ class GatewayService(service.Service):
                                                      reactor.seconds, exempt)
         self.overlay: OverlayService | None = None
         if prepared.overlay_socket is not None and prepared.material is not None:
-            self.overlay = _overlay_service(prepared, self.location, reactor)
-            self.overlay.metrics = self.metrics
+            route = config.overlay.route or _own_route(self.myself)
+            self.overlay = _overlay_service(prepared, self.location, route, self.metrics,
+                                            reactor)
         self._status_port: Any = None
         self._status_loop = LoopingCall(self.write_status)
         self._status_loop.clock = reactor
+        # Interfaces come and go (DHCP, VPN): what counts as this machine follows them.
+        self._addresses_loop = LoopingCall(lambda: self.local_domains.set_addresses(
+            [*machine_addresses(), *self._listen_hosts]))
+        self._addresses_loop.clock = reactor
         self.upstream: UpstreamRegistrations | None = None
-        if config.upstream.uri:
-            up = config.upstream
+        upstream = upstream_settings(config)
+        if upstream is not None:
             self.upstream = UpstreamRegistrations(
-                UpstreamSettings(up.uri, up.domain, up.register, up.username, up.password,
-                                 up.expires), self.core, self.location, reactor)
+                upstream, self.core, self.location, reactor)
         self.proxy = Proxy(self.core, build_chain(config.proxy.resolvers, self), reactor,
                            timer_c=config.proxy.timer_c)
         self.core.proxy = self.proxy
@@ -300,7 +316,6 @@ class GatewayService(service.Service):
         for kind, sock in self.prepared.sockets:
             self.transports.adopt(kind, sock)
         self.prepared.sockets = []
-        self.myself.set_listeners(self.transports.listening_addresses())
         for description in self.transports.listening_descriptions():
             log.info("listening on {listener}", listener=description)
         tls = self.prepared.tls
@@ -322,6 +337,8 @@ class GatewayService(service.Service):
             address = self._status_port.getHost()
             log.info("status endpoint on http://{host}:{port}/status and /metrics",
                      host=address.host, port=address.port)
+        self._addresses_loop.start(30.0, now=False).addErrback(
+            lambda f: log.failure("address refresh stopped", f))
         self._status_loop.start(5.0, now=True).addErrback(
             lambda f: log.failure("status file writer stopped", f))
         if self.upstream is not None:
@@ -331,8 +348,6 @@ class GatewayService(service.Service):
         if self.overlay is None:
             _write_disabled_status(Path(self.prepared.config.data_dir))
             return None
-        self.overlay.route = self.overlay.mirror.route = (
-            self.prepared.config.overlay.route or _own_route(self.myself))
         # Ready once the node listens; joining goes on in the background.
         return run_async(self.overlay.start()).addErrback(
             lambda f: log.failure("the overlay failed to start; serving locally", f))
@@ -350,8 +365,9 @@ class GatewayService(service.Service):
         being proxied and the registry writes under way finish for at most
         ``sip.shutdown_grace`` seconds, then close the listeners and flush the registry."""
         super().stopService()
-        if self._status_loop.running:
-            self._status_loop.stop()
+        for loop in (self._status_loop, self._addresses_loop):
+            if loop.running:
+                loop.stop()
         if self.overlay is not None:
             self.overlay.mirror.stop()  # publish nothing more while going down
         if self.upstream is not None:
@@ -393,6 +409,25 @@ class GatewayService(service.Service):
         return stopped
 
 
+def machine_addresses() -> list[str]:
+    """Every IP address of this machine's interfaces (what "this gateway" means in a
+    URI, besides the names)."""
+    addresses = []
+    for entries in psutil.net_if_addrs().values():
+        for entry in entries:
+            if entry.family in (socket.AF_INET, socket.AF_INET6):
+                addresses.append(entry.address.split("%", 1)[0])
+    return addresses
+
+
+def host_address() -> str:
+    """This host's address by its name (what a wildcard listener advertises)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def _write_disabled_status(data_dir: Path) -> None:
     """Tell ``p2psip-admin overlay status`` that the overlay is off here."""
     write_status_file(data_dir / OVERLAY_STATUS_FILE, {
@@ -421,22 +456,23 @@ def _own_route(myself: Myself) -> str:
     return ""
 
 
-def _overlay_service(prepared: Prepared, location: LocationService,
-                     reactor: Any) -> OverlayService:
+def _overlay_service(prepared: Prepared, location: LocationService, route: str,
+                     metrics: Metrics, reactor: Any) -> OverlayService:
     """The overlay node, its signer (the gateway's certificate) and trust policy."""
     config = prepared.config
     overlay = config.overlay
     material = prepared.material
     assert material is not None and prepared.overlay_socket is not None
-    signer = Signer(material.certificate.privateKey.original.to_cryptography_key(),
-                    material.certificate.original.to_cryptography())
+    signer = Signer(material.private_key, material.certificate)
     pins: dict[str, set[str]] = {}
     for domain, fingerprint in overlay.pins:
         pins.setdefault(domain, set()).add(fingerprint)
-    trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
-                        own_signer=signer.signer_id)
     store = OverlayStore(config.database.url, engine=prepared.store.engine
                          if prepared.store.in_memory else None)
+    runner = ThreadStoreRunner(store, reactor)
+    pin_directory = PinDirectory(runner)
+    trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
+                        own_signer=signer.signer_id, pin_store=pin_directory)
     settings = OverlaySettings(
         bootstrap=tuple((a.host, a.port) for a in overlay.bootstrap), k=overlay.k,
         alpha=overlay.alpha, rpc_timeout=overlay.rpc_timeout,
@@ -444,13 +480,15 @@ def _overlay_service(prepared: Prepared, location: LocationService,
         negative_cache_seconds=min(overlay.cache, 2.0),
         node_id=load_node_id(config.data_dir), publish_rate=overlay.publish_rate,
         health_interval=overlay.health_interval)
-    service = OverlayService(settings, prepared.overlay_socket, signer, trust, location, "",
-                             reactor, store)
-    service.status_path = Path(config.data_dir) / OVERLAY_STATUS_FILE
+    dns = None
     if overlay.bootstrap_dns:
         servers = [(a.host, a.port) for a in overlay.dns_servers] or None
-        service.dns_bootstrap = DnsBootstrap(overlay.bootstrap_dns, servers)
-    return service
+        dns = DnsBootstrap(overlay.bootstrap_dns, servers)
+    return OverlayService(settings, prepared.overlay_socket, signer, trust, location, route,
+                          reactor, runner, pins=pin_directory, dns_bootstrap=dns,
+                          status_writer=partial(write_status_file,
+                                                Path(config.data_dir) / OVERLAY_STATUS_FILE),
+                          lookup_observer=metrics.observe_overlay_lookup)
 
 
 def _store_runner(prepared: Prepared, reactor: Any) -> StoreRunner:

@@ -6,7 +6,7 @@ call at a time, in the order asked, so the service's write ordering holds with e
 
 - :class:`ThreadStoreRunner` calls a store object in one worker thread. Simple, and the
   only choice for an in-memory SQLite database or a wrapped store (tests).
-- :class:`ProcessStoreRunner` runs ``python -m gateway.location.worker URL``, which opens
+- :class:`ProcessStoreRunner` runs ``python -m gateway.registry.worker URL``, which opens
   its own store. SQLAlchemy's per-row Python work then no longer competes with the
   reactor thread for the GIL: on the REGISTER benchmark a write thread cost the reactor
   process about half as much CPU again as parsing and answering the REGISTERs
@@ -34,13 +34,13 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from gateway.location.framing import HEADER, frame, invoke
-from gateway.location.store import LocationStore, RegistryUnavailable
 from gateway.log import get_logger
+from gateway.registry.framing import HEADER, frame, invoke
+from gateway.registry.store import LocationStore, RegistryUnavailable
 
 __all__ = ["ProcessStoreRunner", "Stamp", "StoreRunner", "ThreadStoreRunner"]
 
-log = get_logger("gateway.location.runner")
+log = get_logger("gateway.registry.runner")
 
 Stamp = Literal["before", "after"] | None
 # How long a stopping worker may take to finish its calls before it is killed.
@@ -133,7 +133,7 @@ class _WorkerProtocol(ProcessProtocol):
 
 
 class ProcessStoreRunner:
-    """Runs the calls in one worker process (``python -m gateway.location.worker``) that
+    """Runs the calls in one worker process (``python -m gateway.registry.worker``) that
     opens its own store from ``url``; it shares no connection, thread or event loop with
     the gateway."""
 
@@ -151,7 +151,7 @@ class ProcessStoreRunner:
     def _spawn(self) -> _WorkerProtocol:
         worker = _WorkerProtocol()
         self._reactor.spawnProcess(
-            worker, sys.executable, [sys.executable, "-m", "gateway.location.worker", self.url],
+            worker, sys.executable, [sys.executable, "-m", "gateway.registry.worker", self.url],
             env=None, childFDs={0: "w", 1: "r", 2: "r"})
         self._worker = worker
         return worker

@@ -30,9 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.auth.guard import FailureLimiter, NonceCounts
-from gateway.auth.users import UserRecord
 from gateway.log import get_logger
+from gateway.registry.users import UserRecord
+from gateway.server.auth_guard import FailureLimiter, NonceCounts
+from gateway.sip.address import Address
 from gateway.sip.digest import (
     Credentials,
     NonceFactory,
@@ -46,7 +47,6 @@ from gateway.sip.errors import SipSyntaxError
 from gateway.sip.forwarding import route_target, routes
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
-from gateway.sip.transaction import Address
 from gateway.sip.uri import SipUri
 
 log = get_logger("gateway.auth")
@@ -59,25 +59,24 @@ _NEVER_CHALLENGED = frozenset({"ACK", "CANCEL"})
 class AuthPolicy:
     """``[auth]``: who is trusted and how credentials are asked for."""
 
-    trusted_networks: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
-                                             ipaddress.ip_network("::1/128"))
-    realm: str = ""  # "" → the domain of the AoR being authenticated
-    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
-    methods: frozenset[str] | None = None  # None: every method
-    nonce_lifetime: float = 300.0
-    max_failures: int = 10
-    lockout: float = 300.0
+    trusted_networks: tuple[Network, ...]
+    realm: str  # "" → the domain of the AoR being authenticated
+    algorithms: tuple[str, ...]
+    methods: frozenset[str] | None  # None: every method
+    nonce_lifetime: float
+    max_failures: int
+    lockout: float
 
 
 class UserLookup(Protocol):
-    """Where credentials come from (:class:`gateway.auth.users.UserDirectory`)."""
+    """Where credentials come from (:class:`gateway.registry.users.UserDirectory`)."""
 
     def get(self, username: str, realm: str) -> UserRecord | None:
         """The credentials of ``username`` in ``realm``."""
 
 
 class MyselfLike(Protocol):
-    """What the policy needs of :class:`gateway.myself.Myself`."""
+    """What the policy needs of :class:`gateway.server.myself.Myself`."""
 
     def is_local(self, host: str) -> bool:
         """Whether ``host`` is a domain served here."""

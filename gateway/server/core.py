@@ -4,7 +4,7 @@ them to the registrar or the proxy (or answers OPTIONS to the gateway and CANCEL
 It never touches sockets: it gets ``(message, source)`` from the transports and gives bytes
 back through the ``send`` callable. The only Twisted parts are the Deferreds of the
 location service and the one timer that drives both transaction layers. It is also the
-proxy's :class:`~gateway.proxy.ProxyIO`.
+proxy's :class:`~gateway.server.proxy.ProxyIO`.
 """
 
 from __future__ import annotations
@@ -12,25 +12,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from gateway.auth.authenticator import Authenticator
-from gateway.location.binding import Binding
 from gateway.log import debug_enabled, get_logger
-from gateway.metrics import Metrics
-from gateway.myself import Myself
-from gateway.ratelimit import SourceRateLimiter
-from gateway.registrar import SUPPORTED_EXTENSIONS, Registrar
+from gateway.registry.binding import Binding
+from gateway.server.authenticator import Authenticator
+from gateway.server.myself import Myself
+from gateway.server.ratelimit import SourceRateLimiter
+from gateway.server.registrar import SUPPORTED_EXTENSIONS, Registrar
+from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientTransaction, ClientTransactionLayer
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.forwarding import received_address
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
 from gateway.sip.transaction import (
-    Address,
     Send,
     ServerTransaction,
     State,
@@ -39,9 +38,9 @@ from gateway.sip.transaction import (
 )
 
 if TYPE_CHECKING:
-    from gateway.proxy import Proxy
+    from gateway.server.proxy import Proxy
 
-log = get_logger("gateway.core")
+log = get_logger("gateway.server.core")
 
 # What the gateway answers itself; everything else it proxies (RFC 3261 §16: a proxy
 # forwards methods it does not know, too).
@@ -52,8 +51,46 @@ KNOWN_METHODS = frozenset({"INVITE", "BYE", "PRACK", "SUBSCRIBE", "NOTIFY", "PUB
 SendWithError = Callable[..., None]  # (data, address, on_error=None)
 
 
+class CoreCounters(Protocol):
+    """What the core counts (the application's metrics implement it)."""
+
+    def request(self, method: str) -> None:
+        """A request arrived."""
+
+    def response(self, status: int) -> None:
+        """A response was sent."""
+
+    def rejected(self, status: int) -> None:
+        """A message lacked valid mandatory headers: answered ``status`` or dropped (0)."""
+
+    def limited(self) -> None:
+        """A request was refused by the per-source rate limit."""
+
+    def registered(self) -> None:
+        """A REGISTER was answered 200 after its commit."""
+
+
+class NoCounters:
+    """Counts nothing (tools and tests that do not look)."""
+
+    def request(self, method: str) -> None:
+        """Ignored."""
+
+    def response(self, status: int) -> None:
+        """Ignored."""
+
+    def rejected(self, status: int) -> None:
+        """Ignored."""
+
+    def limited(self) -> None:
+        """Ignored."""
+
+    def registered(self) -> None:
+        """Ignored."""
+
+
 class LocationLike:
-    """What the core needs of :class:`gateway.location.service.LocationService`."""
+    """What the core needs of :class:`gateway.registry.service.LocationService`."""
 
     def current(self, aor: str) -> list[Binding]: ...  # pragma: no cover
     def lookup(self, aor: str, now: float | None = None) -> list[Binding]: ...  # pragma: no cover
@@ -72,7 +109,7 @@ class SipCore:
                  myself: Myself | None = None,
                  authenticator: Authenticator | None = None,
                  trusted_peer: Callable[[Address], bool] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: CoreCounters | None = None) -> None:
         self.registrar = registrar
         self.location = location
         self.transactions = transactions
@@ -88,7 +125,7 @@ class SipCore:
         self.authenticator = authenticator
         #: Whether a source proved its identity at the transport (mutual TLS).
         self.trusted_peer = trusted_peer or (lambda _source: False)
-        self.metrics = metrics or Metrics()
+        self.metrics: CoreCounters = metrics or NoCounters()
         #: Per-source request rate limit (set by the service).
         self.rate_limit: SourceRateLimiter | None = None
         #: Set while the gateway shuts down: new dialogs and registrations get 503.
@@ -143,7 +180,7 @@ class SipCore:
         method = request.method
         if (self.rate_limit is not None and method != "ACK"
                 and not self.rate_limit.allow(source.host)):
-            self.metrics.rate_limited += 1
+            self.metrics.limited()
             self._unavailable(request, source, "too many requests from this address",
                               self.rate_limit.retry_after(source.host))
             return
@@ -236,7 +273,7 @@ class SipCore:
             return
 
         def committed(_: object) -> None:
-            self.metrics.registrations += 1
+            self.metrics.registered()
             self._respond(txn, self.registrar.ok_response(request, bindings,
                                                           self.wall_clock()))
 

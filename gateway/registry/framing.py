@@ -12,7 +12,7 @@ import struct
 import time
 from typing import Any
 
-from gateway.location.store import LocationStore
+from gateway.registry.store import LocationStore
 
 HEADER = struct.Struct(">I")
 PICKLE_PROTOCOL = 5

@@ -1,0 +1,2 @@
+"""The application shell: service assembly, configuration, admin CLI, status and
+metrics."""

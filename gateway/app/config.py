@@ -1,0 +1,275 @@
+"""Load and validate the gateway's INI configuration into frozen dataclasses.
+
+The keys, their defaults, parsers and documentation are defined once, in
+:mod:`gateway.app.settings`; the section classes here only give the parsed values their
+types (a test checks that their fields are exactly the settings' keys). A file only
+needs the keys it changes. Any problem — unreadable file, unknown section or key, bad
+value — raises :class:`ConfigError` whose message is one line naming the key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.app.settings import BY_SECTION
+from gateway.sip.address import ListenAddress
+
+
+class ConfigError(Exception):
+    """A configuration problem a user can fix; ``str()`` is a one-line message."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySection:
+    """``[gateway]``: identity, storage location and logging."""
+
+    domains: tuple[str, ...]
+    data_dir: str
+    log_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class SipSection:
+    """``[sip]``: listeners, transport limits and transaction timers (seconds)."""
+
+    listen_udp: tuple[ListenAddress, ...]
+    listen_tcp: tuple[ListenAddress, ...]
+    max_message_size: int
+    max_tcp_connections: int
+    tcp_idle_timeout: float
+    force_rport: bool
+    t1: float
+    t2: float
+    t4: float
+    advertised_address: str
+    shutdown_grace: float
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarSection:
+    """``[registrar]``: RFC 3261 §10.3 limits."""
+
+    min_expires: int
+    max_expires: int
+    default_expires: int
+    max_contacts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSection:
+    """``[database]``: the SQL registry."""
+
+    url: str
+    auto_upgrade: bool
+    sweep_interval: float
+    sync_interval: float
+    worker: str
+    commit_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySection:
+    """``[proxy]``: target resolution and Timer C."""
+
+    resolvers: tuple[str, ...]
+    timer_c: float
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSection:
+    """``[tls]``: the TLS listener, its certificate and how peers are verified."""
+
+    listen: tuple[ListenAddress, ...]
+    certificate: str
+    private_key: str
+    chain: str
+    ca_file: str
+    require_client_cert: bool
+    min_version: str
+    ciphers: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSection:
+    """``[auth]``: digest authentication."""
+
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    realm: str
+    algorithms: tuple[str, ...]
+    methods: frozenset[str] | None
+    nonce_lifetime: float
+    max_failures: int
+    lockout: float
+
+
+@dataclass(frozen=True, slots=True)
+class OverlaySection:
+    """``[overlay]``: the Kademlia node and how records are trusted."""
+
+    enabled: bool
+    listen: ListenAddress | None
+    bootstrap: tuple[ListenAddress, ...]
+    k: int
+    alpha: int
+    rpc_timeout: float
+    trust: str
+    ca_file: str
+    pins: tuple[tuple[str, str], ...]
+    record_lifetime: float
+    cache: float
+    route: str
+    publish_rate: float
+    health_interval: float
+    bootstrap_dns: tuple[str, ...]
+    dns_servers: tuple[ListenAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSection:
+    """``[upstream]``: a conventional SIP registrar/proxy next to the overlay."""
+
+    uri: str
+    domain: str
+    register: bool
+    username: str
+    password: str
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSection:
+    """``[status]``: the HTTP status endpoint."""
+
+    enabled: bool
+    listen: ListenAddress | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSection:
+    """``[limits]``: per-source request rate."""
+
+    source_rate: float
+    source_burst: float
+    exempt_trusted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The whole validated configuration."""
+
+    gateway: GatewaySection
+    sip: SipSection
+    registrar: RegistrarSection
+    database: DatabaseSection
+    proxy: ProxySection
+    source: str | None
+    tls: TlsSection
+    auth: AuthSection
+    overlay: OverlaySection
+    upstream: UpstreamSection
+    status: StatusSection
+    limits: LimitsSection
+
+    @property
+    def data_dir(self) -> str:
+        """Shortcut for ``gateway.data_dir``."""
+        return self.gateway.data_dir
+
+
+def defaults() -> GatewayConfig:
+    """The configuration with every key at its default."""
+    return load_config(None)
+
+
+def load_config(path: str | None = None, overrides: Mapping[str, str] | None = None,
+                ) -> GatewayConfig:
+    """Read ``path`` (or only the defaults when None) and apply ``overrides``.
+
+    ``overrides`` maps ``"section.key"`` (or a bare ``"data_dir"``) to a raw string value,
+    as given on the command line. Raises :class:`ConfigError` on any problem.
+    """
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"),
+                                       default_section="__no_defaults__")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            first_line = str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid INI: {first_line}") from None
+
+    raw: dict[str, dict[str, str]] = {
+        section: {key: setting.default for key, setting in keys.items()}
+        for section, keys in BY_SECTION.items()
+    }
+    for section in parser.sections():
+        if section not in BY_SECTION:
+            raise ConfigError(f"unknown section [{section}] (known: "
+                              f"{', '.join(BY_SECTION)})")
+        for key, value in parser.items(section):
+            if key not in BY_SECTION[section]:
+                raise ConfigError(f"unknown key {section}.{key}")
+            raw[section][key] = value
+    for name, value in (overrides or {}).items():
+        section, _, key = name.rpartition(".")
+        section = section or "gateway"
+        if key not in BY_SECTION.get(section, {}):
+            raise ConfigError(f"unknown key {section}.{key}")
+        raw[section][key] = value
+
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in BY_SECTION.items():
+        values[section] = {}
+        for key, setting in keys.items():
+            try:
+                values[section][key] = setting.parse(raw[section][key])
+            except ValueError as exc:
+                raise ConfigError(f"{section}.{key}: {exc}") from None
+
+    gateway = GatewaySection(**values["gateway"])
+    if not gateway.data_dir:
+        raise ConfigError("gateway.data_dir: must not be empty")
+    gateway = GatewaySection(gateway.domains, os.path.abspath(os.path.expanduser(
+        gateway.data_dir)), gateway.log_level)
+    sip = SipSection(**values["sip"])
+    tls = TlsSection(**values["tls"])
+    if not sip.listen_udp and not sip.listen_tcp and not tls.listen:
+        raise ConfigError("sip.listen_udp: no listener at all (set sip.listen_udp, "
+                          "sip.listen_tcp or tls.listen)")
+    if tls.private_key and not tls.certificate:
+        raise ConfigError("tls.certificate: must be set when tls.private_key is")
+    if tls.chain and not tls.certificate:
+        raise ConfigError("tls.certificate: must be set when tls.chain is")
+    registrar = RegistrarSection(**values["registrar"])
+    if registrar.min_expires > registrar.max_expires:
+        raise ConfigError("registrar.min_expires: larger than registrar.max_expires")
+    if not registrar.min_expires <= registrar.default_expires <= registrar.max_expires:
+        raise ConfigError("registrar.default_expires: must lie between min_expires and "
+                          "max_expires")
+    database = DatabaseSection(**values["database"])
+    if not database.url:
+        path_part = os.path.join(gateway.data_dir, "registry.sqlite3")
+        database = dataclasses.replace(database, url=f"sqlite:///{path_part}")
+    elif "://" not in database.url:
+        raise ConfigError(f"database.url: {database.url!r} is not an SQLAlchemy URL "
+                          "(e.g. postgresql+psycopg://user@host/db)")
+    proxy = ProxySection(**values["proxy"])
+    auth = AuthSection(**values["auth"])
+    overlay = OverlaySection(**values["overlay"])
+    if overlay.enabled and overlay.listen is None:
+        raise ConfigError("overlay.listen: needed when overlay.enabled is on")
+    if overlay.enabled and overlay.trust == "ca" and not overlay.ca_file:
+        raise ConfigError("overlay.ca_file: needed when overlay.trust is ca")
+    upstream = UpstreamSection(**values["upstream"])
+    return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay,
+                         upstream, StatusSection(**values["status"]),
+                         LimitsSection(**values["limits"]))

@@ -1,0 +1,40 @@
+"""The configuration translated into the lower layers' own value types: each layer
+knows its settings only as the small frozen dataclass it defines, never the config."""
+
+from __future__ import annotations
+
+from gateway.app.config import GatewayConfig
+from gateway.server.authenticator import AuthPolicy
+from gateway.server.registrar import RegistrarPolicy
+from gateway.server.upstream import UpstreamSettings
+from gateway.sip.tls import TlsSettings
+
+
+def tls_settings(config: GatewayConfig) -> TlsSettings:
+    """The SIP stack's TLS settings from ``[tls]``."""
+    tls = config.tls
+    return TlsSettings(tls.certificate, tls.private_key, tls.chain, tls.ca_file,
+                       tls.require_client_cert, tls.min_version, tls.ciphers)
+
+
+def auth_policy(config: GatewayConfig) -> AuthPolicy:
+    """The authentication policy from ``[auth]``."""
+    auth = config.auth
+    return AuthPolicy(auth.trusted_networks, auth.realm, auth.algorithms, auth.methods,
+                      auth.nonce_lifetime, auth.max_failures, auth.lockout)
+
+
+def registrar_policy(config: GatewayConfig) -> RegistrarPolicy:
+    """The registrar's limits from ``[registrar]``."""
+    registrar = config.registrar
+    return RegistrarPolicy(registrar.min_expires, registrar.max_expires,
+                           registrar.default_expires, registrar.max_contacts)
+
+
+def upstream_settings(config: GatewayConfig) -> UpstreamSettings | None:
+    """The upstream server from ``[upstream]``, None when no ``uri`` is set."""
+    up = config.upstream
+    if not up.uri:
+        return None
+    return UpstreamSettings(up.uri, up.domain, up.register, up.username, up.password,
+                            up.expires)

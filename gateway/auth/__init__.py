@@ -1,2 +1,0 @@
-"""Digest authentication: credentials in the registry, the checks, and the policy of
-which requests must authenticate."""
