@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -147,3 +148,29 @@ async def test_stop_refuses_new_requests_but_lets_a_ringing_call_finish(tmp_path
     finally:
         for ua in (alice, bob, carol):
             ua.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_status_of_a_stopped_gateway_exits_3_and_says_when(tmp_path: Path) -> None:
+    service = await start_gateway(tmp_path / "d", **{"overlay.enabled": "yes",
+                                                     "overlay.listen": "127.0.0.1:0"})
+    await service.stopService()
+    stopped_after = time.time() - 1
+    for command, words in ((["status"], "stopped at"), (["overlay", "status"], "stopped since")):
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown):
+            assert admin_main(["--data-dir", str(tmp_path / "d"), *command]) == 3
+        assert words in shown.getvalue(), shown.getvalue()
+    overlay = json.loads((tmp_path / "d" / "overlay-status.json").read_text())
+    assert overlay["state"] == "stopped" and overlay["since"] >= stopped_after
+    gateway = json.loads((tmp_path / "d" / "status.json").read_text())
+    assert gateway["state"] == "stopped"
+
+
+def test_admin_status_of_a_vanished_gateway_exits_3(tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_text(json.dumps(
+        {"state": "running", "pid": 2**22 + 12345, "updated": time.time()}))
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        assert admin_main(["--data-dir", str(tmp_path), "status"]) == 3
+    assert "not running" in shown.getvalue()

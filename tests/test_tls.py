@@ -115,6 +115,8 @@ async def test_tls_versions_below_the_configured_minimum_are_refused(tmp_path) -
         await relaxed.stopService()
 
 
+# The client side must offer TLS 1.1 on purpose: Python warns that it is deprecated.
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 @pytest_twisted.ensureDeferred
 async def test_tls_1_1_is_refused_by_default(gateway, tmp_path) -> None:
     port = ports(gateway)["tls"]

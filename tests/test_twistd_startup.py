@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway_proc import twistd_executable
+import pytest
+from gateway_proc import REPO, twistd_executable
 
 
 def run_twistd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -36,16 +37,61 @@ def test_unknown_key_exits_non_zero_naming_it(tmp_path: Path) -> None:
     assert result.returncode != 0 and "sip.listen_sctp" in last_line(result)
 
 
-def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+@pytest.mark.parametrize(("option", "key", "kind", "family"), [
+    ("--listen-udp", "sip.listen_udp", "udp", socket.SOCK_DGRAM),
+    ("--listen-tcp", "sip.listen_tcp", "tcp", socket.SOCK_STREAM),
+    ("--listen-tls", "tls.listen", "tls", socket.SOCK_STREAM),
+    ("--listen-overlay", "overlay.listen", "udp", socket.SOCK_DGRAM),
+])
+def test_port_in_use_is_a_one_line_error_naming_the_setting(
+        tmp_path: Path, option: str, key: str, kind: str, family: int) -> None:
+    with socket.socket(socket.AF_INET, family) as busy:
         busy.bind(("127.0.0.1", 0))
+        if family == socket.SOCK_STREAM:
+            busy.listen()
         port = busy.getsockname()[1]
+        listeners = {"--listen-udp": "127.0.0.1:0", "--listen-tcp": "",
+                     "--listen-tls": "", "--listen-overlay": "127.0.0.1:0",
+                     option: f"127.0.0.1:{port}"}
         result = run_twistd("p2psip-gateway", "--data-dir", str(tmp_path / "d"),
-                            "--listen-udp", f"127.0.0.1:{port}", "--listen-tcp", "",
-                            "--listen-tls", "", "--listen-overlay", "127.0.0.1:0", cwd=tmp_path)
+                            *(item for pair in listeners.items() for item in pair),
+                            cwd=tmp_path)
     assert result.returncode != 0
-    assert last_line(result) == (f"p2psip-gateway: cannot listen on udp 127.0.0.1:{port}: "
-                                 "Address already in use")
+    assert last_line(result) == (f"p2psip-gateway: {key}: cannot listen on {kind} "
+                                 f"127.0.0.1:{port}: Address already in use")
+    assert "Traceback" not in result.stderr
+
+
+def test_database_url_of_a_missing_driver_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run_twistd("p2psip-gateway", "--data-dir", str(tmp_path / "d"),
+                        "--listen-udp", "127.0.0.1:0", "--listen-tcp", "", "--listen-tls", "",
+                        "--listen-overlay", "127.0.0.1:0", "--database", "mysql://x",
+                        cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert last_line(result) == ("p2psip-gateway: database.url: cannot use database URL "
+                                 "'mysql://x': No module named 'MySQLdb'")
+
+
+def test_set_overrides_any_key_and_names_a_bad_one(tmp_path: Path) -> None:
+    result = run_twistd("p2psip-gateway", "--data-dir", str(tmp_path / "d"),
+                        "--set", "registrar.max_contacts=lots", cwd=tmp_path)
+    assert result.returncode != 0
+    assert last_line(result).startswith("p2psip-gateway: registrar.max_contacts:")
+    result = run_twistd("p2psip-gateway", "--set", "registrar.nothing=1", cwd=tmp_path)
+    assert result.returncode != 0 and "registrar.nothing" in last_line(result)
+
+
+def test_version_options() -> None:
+    from gateway import __version__
+
+    for command in ([twistd_executable(), "p2psip-gateway", "--version"],
+                    [sys.executable, "-m", "gateway.app.admin", "--version"],
+                    [sys.executable, "-m", "gateway.app.peer", "--version"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().endswith(__version__), command
 
 
 def test_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:

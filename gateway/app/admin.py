@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from gateway import __version__
 from gateway.app.status_file import OVERLAY_STATUS_FILE, STATUS_FILE
 from gateway.registry.binding import Binding
 from gateway.registry.store import LocationStore, RegistryUnavailable
@@ -26,6 +27,11 @@ from gateway.registry.users import UserError, UserStore, canonical_aor, domain_p
 
 PROG = "p2psip-admin"
 EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+#: ``status`` and ``overlay status`` of a gateway that is not running (as ``systemctl
+#: status`` says it).
+EXIT_NOT_RUNNING = 3
+#: A status file older than this (the gateway rewrites it every 5 s) means no gateway.
+STALE_SECONDS = 30
 REGISTRY_FILE = "registry.sqlite3"
 DEFAULT_DATA_DIR = "data"
 
@@ -37,6 +43,7 @@ class AdminError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``p2psip-admin``."""
     parser = argparse.ArgumentParser(prog=PROG, description="Manage the p2psip-gateway registry.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", metavar="PATH", help="gateway configuration file")
     parser.add_argument(
         "--db", metavar="URL", help="registry database URL (overrides the configuration)"
@@ -346,11 +353,12 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
                           "no overlay status in {dir} (the gateway has not run there, or "
                           "[overlay] is disabled)")
     age = time.time() - float(status.get("updated", 0))
-    stale = status.get("state") not in ("stopped", "disabled") and age > 30
+    stale = status.get("state") not in ("stopped", "disabled") and not _alive(status, age)
+    code = EXIT_NOT_RUNNING if stale or status.get("state") == "stopped" else EXIT_OK
     if args.json:
         json.dump(status | {"age_seconds": round(age, 1), "stale": stale}, out, indent=2)
         out.write("\n")
-        return EXIT_OK
+        return code
     state = status.get("state", "?")
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(status.get("since", 0))))
     rows = [
@@ -368,7 +376,7 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
         ("route", status.get("route") or "-"),
     ]
     _labelled(rows, out)
-    return EXIT_OK
+    return code
 
 
 def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextIO) -> int:
@@ -377,16 +385,24 @@ def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextI
     status = _read_status(data_dir_of(args) / STATUS_FILE,
                           "no status in {dir} (the gateway has not run there)")
     age = time.time() - float(status.get("updated", 0))
+    running = status.get("state", "running") == "running" and _alive(status, age)
+    code = EXIT_OK if running else EXIT_NOT_RUNNING
     if args.json:
-        json.dump(status | {"age_seconds": round(age, 1)}, out, indent=2)
+        json.dump(status | {"age_seconds": round(age, 1), "running": running}, out, indent=2)
         out.write("\n")
-        return EXIT_OK
+        return code
     registry, overlay = status.get("registry", {}), status.get("overlay", {})
+    if status.get("state") == "stopped":
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(status["updated"])))
+        health = f"stopped at {when}"
+    elif not running:
+        health = f"not running (status {age:.0f} s old)"
+    else:
+        health = f"running, up {_duration(status.get('uptime_seconds', 0))}"
     transactions, memory = status.get("transactions", {}), status.get("memory", {})
     rows = [
         ("gateway", f"p2psip-gateway {status.get('version', '?')}, pid {status.get('pid')}, "
-                    f"up {_duration(status.get('uptime_seconds', 0))}"
-                    + (f" (status {age:.0f} s old: is it running?)" if age > 30 else "")),
+                    f"{health}"),
         ("listening", ", ".join(status.get("listeners", [])) or "-"),
         ("registry", f"{registry.get('state', '?')}: {registry.get('bindings', 0)} bindings "
                      f"of {registry.get('aors', 0)} AoRs, {registry.get('commits', 0)} "
@@ -407,7 +423,21 @@ def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextI
                  f"{status.get('rate_limited', 0)} requests rate-limited"),
     ]
     _labelled(rows, out)
-    return EXIT_OK
+    return code
+
+
+def _alive(status: dict[str, Any], age: float) -> bool:
+    """Whether the gateway that wrote ``status`` still runs: the file is fresh and, on
+    this machine, its process exists."""
+    if age > STALE_SECONDS:
+        return False
+    try:
+        os.kill(int(status.get("pid", 0)), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # another user's process: it exists
+    return True
 
 
 def _duration(seconds: float) -> str:

@@ -37,6 +37,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway import __version__
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
@@ -289,6 +290,7 @@ def load_signer(state_dir: Path, aor: str) -> tuple[Signer, str]:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``p2psip-peer``."""
     parser = argparse.ArgumentParser(prog=PROG, description="A P2PSIP overlay peer.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--bootstrap", default="", metavar="HOST:PORT[,...]",
                         help="overlay nodes to join through (IP addresses)")
     parser.add_argument("--host", default="127.0.0.1", help="address to use (default "

@@ -42,7 +42,7 @@ from gateway.overlay.trust import RecordTrust
 from gateway.registry.overlay_store import OverlayStore, PinDirectory
 from gateway.registry.runner import ProcessStoreRunner, StoreRunner, ThreadStoreRunner
 from gateway.registry.service import LocationService
-from gateway.registry.store import LocationStore
+from gateway.registry.store import LocationStore, RegistryUnavailable
 from gateway.registry.users import UserDirectory, UserStore
 from gateway.server.authenticator import Authenticator
 from gateway.server.core import SipCore
@@ -52,7 +52,7 @@ from gateway.server.ratelimit import SourceRateLimiter
 from gateway.server.registrar import Registrar
 from gateway.server.routing import available_resolvers, build_chain
 from gateway.server.upstream import UpstreamRegistrations
-from gateway.sip.address import Address
+from gateway.sip.address import Address, ListenAddress
 from gateway.sip.client_transaction import ClientTransactionLayer
 from gateway.sip.tls import (
     TlsContexts,
@@ -103,7 +103,10 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
     except OSError as exc:
         raise StartupError(f"gateway.data_dir: cannot create {config.data_dir}: "
                            f"{exc.strerror}") from None
-    store = LocationStore(config.database.url)
+    try:
+        store = LocationStore(config.database.url)
+    except RegistryUnavailable as exc:
+        raise StartupError(f"database.url: {_first_line(exc)}") from None
     try:
         if config.database.auto_upgrade:
             store.upgrade_schema()
@@ -115,8 +118,8 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
         raise
     except Exception as exc:
         store.close()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StartupError(f"database.url: cannot open the registry: {first}") from None
+        raise StartupError(f"database.url: cannot open the registry: {_first_line(exc)}"
+                           ) from None
     store.close()  # no connection may cross a daemon fork; the worker thread reconnects
     prepared = Prepared(config, store)
     try:
@@ -131,22 +134,15 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
     except (OSError, TlsSetupError) as exc:
         raise StartupError(str(exc)) from None
     try:
-        for address in config.sip.listen_udp:
-            prepared.sockets.append(("udp", bind_socket("udp", address)))
-        for address in config.sip.listen_tcp:
-            prepared.sockets.append(("tcp", bind_socket("tcp", address)))
-        for address in config.tls.listen:
-            prepared.sockets.append(("tls", bind_socket("tls", address)))
+        for key, kind, addresses in (("sip.listen_udp", "udp", config.sip.listen_udp),
+                                     ("sip.listen_tcp", "tcp", config.sip.listen_tcp),
+                                     ("tls.listen", "tls", config.tls.listen)):
+            for address in addresses:
+                prepared.sockets.append((kind, _bind(key, kind, address)))
         if config.overlay.enabled and config.overlay.listen is not None:
-            try:
-                prepared.overlay_socket = bind_socket("udp", config.overlay.listen)
-            except ListenError as exc:
-                raise ListenError(f"overlay.listen: {exc}") from None
+            prepared.overlay_socket = _bind("overlay.listen", "udp", config.overlay.listen)
         if config.status.enabled and config.status.listen is not None:
-            try:
-                prepared.status_socket = bind_socket("tcp", config.status.listen)
-            except ListenError as exc:
-                raise ListenError(f"status.listen: {exc}") from None
+            prepared.status_socket = _bind("status.listen", "tcp", config.status.listen)
     except ListenError as exc:
         for _, sock in prepared.sockets:
             sock.close()
@@ -154,6 +150,19 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
             prepared.overlay_socket.close()
         raise StartupError(str(exc)) from None
     return prepared
+
+
+def _bind(key: str, kind: str, address: ListenAddress) -> socket.socket:
+    """``bind_socket`` whose error names the setting (``sip.listen_udp: cannot ...``)."""
+    try:
+        return bind_socket(kind, address)
+    except ListenError as exc:
+        raise ListenError(f"{key}: {exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _tls_material(config: GatewayConfig) -> TlsMaterial:
@@ -254,6 +263,7 @@ class GatewayService(service.Service):
         self.core.proxy = self.proxy
         self.core.connections = self.transports.has_connection
         self.ready: Deferred[None] = Deferred()
+        self._stopped = False  # the listeners are closed: status says "stopped"
 
     def _receive(self, message: Any, source: Any, raw: bytes = b"") -> None:
         self.core.receive(message, source, raw)
@@ -273,6 +283,7 @@ class GatewayService(service.Service):
         """What ``/status``, ``status.json`` and ``p2psip-admin status`` show."""
         location = self.location
         return {
+            "state": "stopped" if self._stopped else "running",
             "version": __version__, "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.metrics.started, 1),
             "updated": time.time(),
@@ -303,6 +314,10 @@ class GatewayService(service.Service):
     def write_status(self) -> None:
         """Write :meth:`status` to ``<data_dir>/status.json`` (atomically)."""
         write_status_file(Path(self.prepared.config.data_dir) / STATUS_FILE, self.status())
+
+    def _write_final_status(self) -> None:
+        self._stopped = True
+        self.write_status()
 
     def startService(self) -> None:  # noqa: N802 - Twisted API
         """Load the registry and the users, then open the listeners."""
@@ -405,7 +420,7 @@ class GatewayService(service.Service):
             stopped.addErrback(lambda f: log.failure("overlay stop failed", f))
         stopped.addCallback(lambda _: self.users.stop())
         stopped.addCallback(lambda _: self.location.stop())
-        stopped.addCallback(lambda _: self.write_status())
+        stopped.addCallback(lambda _: self._write_final_status())
         return stopped
 
 

@@ -136,6 +136,8 @@ class OverlayService:
     # --- joining, with back-off -------------------------------------------------------
 
     def _set_state(self, state: str, error: str | None = None) -> None:
+        if self._stopping and state != "stopped":
+            return  # a join or probe under way when the node stopped changes nothing
         if error is not None:
             self.last_error = error
         if state != self.state:
@@ -211,6 +213,8 @@ class OverlayService:
 
     async def _join(self) -> None:
         peers = await self._bootstrap_peers()
+        if self._stopping:
+            return  # stopped while the peers were looked up
         if not peers:
             if self.state != "alone":
                 log.info("overlay: no bootstrap peers; this node starts the overlay")
@@ -218,6 +222,8 @@ class OverlayService:
                 self.mirror.republish_all()
             return
         answered = await self.node.join(peers)
+        if self._stopping:
+            return
         if answered:
             log.info("overlay joined: {n} of {m} bootstrap peer(s) answered, {c} contacts",
                      n=answered, m=len(peers), c=self.node.contact_count())
@@ -334,8 +340,7 @@ class OverlayService:
         for call in (self._join_call, self._health_call):
             if call is not None and call.active():
                 call.cancel()
-        self.state = "stopped"
-        self.write_status()
+        self._set_state("stopped")
         await self._save_nodes()
         self.node.stop()
         if self._runner is not None:
