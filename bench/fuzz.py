@@ -47,8 +47,8 @@ async def run(args: argparse.Namespace) -> int:
         "sip.shutdown_grace": "0"}), reactor)
     service.startService()
     await service.ready
-    guard = LoopbackGuard(service.core.send)
-    service.core.send = guard
+    guard = LoopbackGuard(service.transports.send)
+    service.transports.send = guard
     ports = {kind: port for kind, _, port in service.transports.listening_addresses()}
     started = time.monotonic()
     sent_udp = await threads.deferToThread(send_udp, ports["udp"],

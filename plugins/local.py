@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gateway.registry.binding import Binding
-from gateway.server.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.server.routing import (
+    BindingLookup,
+    IResolverFactory,
+    ITargetResolver,
+    Resolution,
+    ResolverContext,
+    Target,
+)
 from gateway.server.upstream import GW_AOR_PARAM
 from gateway.sip.forwarding import received_address
 from gateway.sip.message import Request
@@ -26,7 +33,7 @@ class LocalResolver:
 
     name = "local"
 
-    def __init__(self, location: Any, is_local: Any) -> None:
+    def __init__(self, location: BindingLookup, is_local: Callable[[str], bool]) -> None:
         self.location = location
         self.is_local = is_local
 
@@ -61,9 +68,9 @@ class LocalResolverFactory:
 
     name = "local"
 
-    def build(self, gateway: Any) -> LocalResolver:
-        """The resolver over ``gateway``'s location service and domains."""
-        return LocalResolver(gateway.location, gateway.local_domains)
+    def build(self, context: ResolverContext) -> LocalResolver:
+        """The resolver over the gateway's registry and domains."""
+        return LocalResolver(context.location, context.is_local)
 
 
 local_resolver = LocalResolverFactory()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.defer import Deferred
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gateway.overlay.record import Record
-from gateway.server.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.server.routing import (
+    IResolverFactory,
+    ITargetResolver,
+    OverlayLookup,
+    Resolution,
+    ResolverContext,
+    Target,
+)
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri, parse_uri
@@ -27,7 +32,7 @@ class OverlayResolver:
 
     name = "overlay"
 
-    def __init__(self, overlay: Any) -> None:
+    def __init__(self, overlay: OverlayLookup | None) -> None:
         self.overlay = overlay
 
     def resolve(self, uri: SipUri, request: Request,
@@ -75,9 +80,9 @@ class OverlayResolverFactory:
 
     name = "overlay"
 
-    def build(self, gateway: Any) -> OverlayResolver:
-        """The resolver over ``gateway.overlay`` (None when the overlay is off)."""
-        return OverlayResolver(getattr(gateway, "overlay", None))
+    def build(self, context: ResolverContext) -> OverlayResolver:
+        """The resolver over the gateway's overlay (None when the overlay is off)."""
+        return OverlayResolver(context.overlay)
 
 
 overlay_resolver = OverlayResolverFactory()

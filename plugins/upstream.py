@@ -3,12 +3,17 @@ conventional SIP server ([upstream] uri), which may know the user."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from gateway.server.routing import IResolverFactory, ITargetResolver, Resolution, Target
+from gateway.server.routing import (
+    IResolverFactory,
+    ITargetResolver,
+    Resolution,
+    ResolverContext,
+    Target,
+    UpstreamRoute,
+)
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri
 
@@ -20,7 +25,7 @@ class UpstreamResolver:
 
     name = "upstream"
 
-    def __init__(self, upstream: Any) -> None:
+    def __init__(self, upstream: UpstreamRoute | None) -> None:
         self.upstream = upstream
 
     def resolve(self, uri: SipUri, request: Request) -> Resolution | None:
@@ -39,9 +44,9 @@ class UpstreamResolverFactory:
 
     name = "upstream"
 
-    def build(self, gateway: Any) -> UpstreamResolver:
-        """The resolver over ``gateway.upstream`` (None when no upstream is set)."""
-        return UpstreamResolver(getattr(gateway, "upstream", None))
+    def build(self, context: ResolverContext) -> UpstreamResolver:
+        """The resolver over the upstream server (None when none is set)."""
+        return UpstreamResolver(context.upstream)
 
 
 upstream_resolver = UpstreamResolverFactory()

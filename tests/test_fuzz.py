@@ -29,8 +29,8 @@ async def test_mutated_messages_neither_crash_nor_wedge_the_gateway(tmp_path: Pa
     globalLogPublisher.addObserver(observe)
     service = await start_gateway(tmp_path / "d", **{"limits.source_rate": "0",
                                                      "sip.shutdown_grace": "0"})
-    guard = LoopbackGuard(service.core.send)
-    service.core.send = guard
+    guard = LoopbackGuard(service.transports.send)
+    service.transports.send = guard
     try:
         udp, tcp = ports(service)["udp"], ports(service)["tcp"]
         sent_udp = await deferToThread(send_udp, udp, messages(1, UDP_MESSAGES, udp))

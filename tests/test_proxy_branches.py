@@ -11,8 +11,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from sip_client import request as raw_request
-from twisted.internet.defer import succeed
-from twisted.internet.task import Clock
 
 from gateway.server.proxy import Proxy
 from gateway.server.routing import Resolution, Target
@@ -29,10 +27,15 @@ UNREACHABLE_PORT = 1  # sends there fail at once, as a refused send does
 class FakeIO:
     """The SIP core as the proxy sees it: records what the proxy sends and answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, *targets: str) -> None:
         self.proxy: Proxy | None = None
         self.answered: list[int] = []
         self.forwarded: list[tuple[Any, Request]] = []
+        self.targets = tuple(Target(uri) for uri in targets)
+        self.now = 0.0
+
+    def resolve(self, uri: Any, request: Request) -> int:
+        return 7  # answered by _handle with proxy.resolved(7, ...)
 
     def respond(self, txn: ServerTransaction, response: Any) -> None:
         txn.status = max(txn.status, response.status)
@@ -65,21 +68,17 @@ class FakeIO:
         return None
 
 
-class FixedTargets:
-    """A resolver chain that always answers the same targets."""
-
-    def __init__(self, *uris: str) -> None:
-        self.targets = tuple(Target(uri) for uri in uris)
-
-    def resolve(self, uri: Any, request: Request) -> Any:
-        return succeed(Resolution(self.targets))
-
-
 def _proxy(*targets: str) -> tuple[Proxy, FakeIO]:
-    io = FakeIO()
-    proxy = Proxy(io, FixedTargets(*targets), Clock())  # type: ignore[arg-type]
+    io = FakeIO(*targets)
+    proxy = Proxy(io)  # type: ignore[arg-type]
     io.proxy = proxy
     return proxy, io
+
+
+def _handle(proxy: Proxy, io: FakeIO, txn: ServerTransaction, request: Request) -> None:
+    """The request arrives and its lookup answers with the fixed targets."""
+    proxy.handle_request(txn, request)
+    proxy.resolved(7, Resolution(io.targets))
 
 
 def _incoming(method: str) -> tuple[ServerTransaction, Request]:
@@ -93,7 +92,7 @@ def _incoming(method: str) -> tuple[ServerTransaction, Request]:
 def test_a_branch_failing_as_it_starts_does_not_end_the_search() -> None:
     proxy, io = _proxy(f"sip:bob@127.0.0.1:{UNREACHABLE_PORT}", "sip:bob@127.0.0.1:5070")
     txn, request = _incoming("OPTIONS")
-    proxy.handle_request(txn, request)
+    _handle(proxy, io, txn, request)
     assert io.answered == []  # not the 503 of the first branch: the second is out
     (client, forwarded), = io.forwarded
     proxy.client_event(ClientEvent.RESPONSE, client, build_response(forwarded, 200))
@@ -105,7 +104,7 @@ def test_a_finished_call_leaves_no_reference_cycle() -> None:
     txn, request = _incoming("INVITE")
     gc.disable()
     try:
-        proxy.handle_request(txn, request)
+        _handle(proxy, io, txn, request)
         (first, to_first), (second, to_second) = io.forwarded
         context = weakref.ref(first.owner.context)
         proxy.client_event(ClientEvent.RESPONSE, first, build_response(to_first, 180))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.sip.address import Address
+from gateway.sip.errors import IllegalTransition
 from gateway.sip.parser import parse_message
 from gateway.sip.responses import build_response
 from gateway.sip.transaction import State, TransactionLayer
@@ -64,7 +67,9 @@ def test_provisional_then_final_follow_the_state_table() -> None:
     assert txn.state is State.PROCEEDING
     layer.respond(txn, build_response(request, 200), 0.0)
     assert txn.state is State.COMPLETED
-    assert layer.respond(txn, build_response(request, 500), 0.0) == []  # no second final
+    with pytest.raises(IllegalTransition, match="in state completed cannot send a 500"):
+        layer.respond(txn, build_response(request, 500), 0.0)  # no second final
+    assert txn.state is State.COMPLETED
 
 
 def test_invite_error_is_retransmitted_on_timer_g_until_ack() -> None:

@@ -80,7 +80,9 @@ class LocationService:
         max_batch: int = 500,
         runner: StoreRunner | None = None,
         commit_interval: float = 0.0,
+        on_commit: Callable[[float], None] | None = None,
     ) -> None:
+        """``on_commit`` is told the duration of every committed transaction."""
         self._runner = runner if runner is not None else ThreadStoreRunner(store, reactor)
         #: Most AoRs written in one transaction.
         self.max_batch = max_batch
@@ -129,7 +131,7 @@ class LocationService:
         self.last_commit_seconds = 0.0
         self.last_error = ""
         #: Called with each transaction's duration (seconds) once it committed.
-        self.on_commit: Callable[[float], None] | None = None
+        self.on_commit = on_commit
         self.commits = 0
         self.commit_failures = 0
 

@@ -1,44 +1,40 @@
 """The SIP core: validates requests, runs them through the transaction layers and hands
 them to the registrar or the proxy (or answers OPTIONS to the gateway and CANCEL itself).
 
-It never touches sockets: it gets ``(message, source)`` from the transports and gives bytes
-back through the ``send`` callable. The only Twisted parts are the Deferreds of the
-location service and the one timer that drives both transaction layers. It is also the
-proxy's :class:`~gateway.server.proxy.ProxyIO`.
+Sans-IO in the shape of h11's ``Connection``: every entry point takes one event and the
+current time and returns the :mod:`actions <gateway.server.actions>` it caused —
+messages to send, the next timer deadline, target lookups and registry writes to run.
+Lookups and writes come back as events (:meth:`SipCore.resolved`,
+:meth:`SipCore.committed`, …) with the token of the action that asked for them. The core
+owns no socket, timer, thread or Deferred; :class:`gateway.server.driver.CoreDriver`
+executes its actions. It is also the :class:`~gateway.server.proxy.ProxyIO` of the proxy
+it builds.
 """
 
 from __future__ import annotations
 
-import time
+import itertools
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
-
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.python.failure import Failure
+from typing import Protocol
 
 from gateway.log import debug_enabled, get_logger
 from gateway.registry.binding import Binding
+from gateway.server.actions import Action, Deliver, Resolve, Send, Wake, WriteBindings
 from gateway.server.authenticator import Authenticator
 from gateway.server.myself import Myself
+from gateway.server.proxy import Proxy
 from gateway.server.ratelimit import SourceRateLimiter
 from gateway.server.registrar import SUPPORTED_EXTENSIONS, Registrar
+from gateway.server.routing import Resolution
 from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientTransaction, ClientTransactionLayer
-from gateway.sip.errors import SipSyntaxError
+from gateway.sip.errors import IllegalTransition, SipSyntaxError
 from gateway.sip.forwarding import received_address
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
-from gateway.sip.transaction import (
-    Send,
-    ServerTransaction,
-    State,
-    TransactionLayer,
-    transaction_key,
-)
-
-if TYPE_CHECKING:
-    from gateway.server.proxy import Proxy
+from gateway.sip.transaction import ServerTransaction, State, TransactionLayer, transaction_key
+from gateway.sip.uri import SipUri
 
 log = get_logger("gateway.server.core")
 
@@ -48,7 +44,6 @@ ALLOWED_METHODS = ("REGISTER", "OPTIONS", "ACK", "CANCEL")
 # Methods a UA may send the gateway itself that it knows but does not serve: 405.
 KNOWN_METHODS = frozenset({"INVITE", "BYE", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH",
                            "INFO", "REFER", "MESSAGE", "UPDATE"})
-SendWithError = Callable[..., None]  # (data, address, on_error=None)
 
 
 class CoreCounters(Protocol):
@@ -89,66 +84,82 @@ class NoCounters:
         """Ignored."""
 
 
-class LocationLike:
-    """What the core needs of :class:`gateway.registry.service.LocationService`."""
+class BindingView(Protocol):
+    """What the core reads of the registry (from memory; writes are actions)."""
 
-    def current(self, aor: str) -> list[Binding]: ...  # pragma: no cover
-    def lookup(self, aor: str, now: float | None = None) -> list[Binding]: ...  # pragma: no cover
-    def replace(self, aor: str, bindings: list[Binding]): ...  # pragma: no cover
-    def by_contact(self, contact: str) -> Binding | None: ...  # pragma: no cover
+    def current(self, aor: str) -> list[Binding]:
+        """Every binding of ``aor``, expired ones included."""
+
+    def lookup(self, aor: str, now: float | None = None) -> list[Binding]:
+        """The live bindings of ``aor``."""
+
+    def by_contact(self, contact: str) -> Binding | None:
+        """The live binding with this Contact URI."""
+
+
+def validate_request(request: Request) -> None:
+    """Raise :class:`SipSyntaxError` unless ``request`` has the mandatory headers of RFC
+    3261 §8.1.1 in a valid form: Via, From, To, Call-ID, a CSeq whose method is the
+    request's, and a valid Max-Forwards when present."""
+    if not request.vias:
+        raise SipSyntaxError("missing Via header")
+    request.from_, request.to, request.call_id  # noqa: B018 - parsing validates them
+    if request.cseq.method != request.method:
+        raise SipSyntaxError("CSeq method does not match the request method")
+    request.max_forwards  # noqa: B018
 
 
 class SipCore:
-    """Request handling for one gateway."""
+    """Request handling for one gateway, sans-IO."""
 
-    def __init__(self, registrar: Registrar, location: LocationLike,
-                 transactions: TransactionLayer, send: SendWithError,
-                 reactor: IReactorTime, *, force_rport: bool = True,
-                 wall_clock: Callable[[], float] = time.time,
-                 clients: ClientTransactionLayer | None = None,
-                 myself: Myself | None = None,
+    def __init__(self, registrar: Registrar, location: BindingView,
+                 transactions: TransactionLayer, clients: ClientTransactionLayer,
+                 myself: Myself, *, timer_c: float = 180.0, force_rport: bool = True,
                  authenticator: Authenticator | None = None,
                  trusted_peer: Callable[[Address], bool] | None = None,
-                 metrics: CoreCounters | None = None) -> None:
+                 counters: CoreCounters | None = None,
+                 rate_limit: SourceRateLimiter | None = None,
+                 flow_alive: Callable[[Address], bool] | None = None) -> None:
+        """``authenticator`` None lets every request through (tools, tests);
+        ``trusted_peer`` tells whether a source proved its identity at the transport
+        (mutual TLS, the upstream server); ``flow_alive`` whether a stream connection
+        with a peer is open (the proxy reuses a phone's connection)."""
         self.registrar = registrar
         self.location = location
         self.transactions = transactions
-        # Not ``clients or ...``: an empty layer is falsy (it has a length).
-        self.clients = clients if clients is not None else ClientTransactionLayer(
-            transactions.t1, transactions.t2, transactions.t4)
-        self.send = send
-        self.reactor = reactor
+        self.clients = clients
+        self.myself = myself
         self.force_rport = force_rport
-        self.wall_clock = wall_clock
-        self.myself = myself or Myself(registrar.is_local, {})
-        #: Digest authentication; None lets every request through (tests, tools).
         self.authenticator = authenticator
-        #: Whether a source proved its identity at the transport (mutual TLS).
         self.trusted_peer = trusted_peer or (lambda _source: False)
-        self.metrics: CoreCounters = metrics or NoCounters()
-        #: Per-source request rate limit (set by the service).
-        self.rate_limit: SourceRateLimiter | None = None
+        self.counters: CoreCounters = counters or NoCounters()
+        self.rate_limit = rate_limit
+        self._flow_alive = flow_alive or (lambda _flow: False)
+        self.proxy = Proxy(self, timer_c=timer_c)
         #: Set while the gateway shuts down: new dialogs and registrations get 503.
         self.draining = False
-        #: The transaction user for everything not answered here (set by the service).
-        self.proxy: Proxy | None = None
-        #: Tells whether a stream connection to an address is open (set by the service).
-        self.connections: Callable[[Address], bool] | None = None
-        self._timer: IDelayedCall | None = None
-        self._timer_at = 0.0
+        self._out: list[Action] = []
+        self._now = 0.0
+        self._armed: float | None = None  # the deadline of the last Wake
+        self._tokens = itertools.count(1)
+        self._writes: dict[int, tuple[ServerTransaction, Request, tuple[Binding, ...]]] = {}
 
-    # --- entry point from the transports --------------------------------------------------
+    # --- events -----------------------------------------------------------------------
 
-    def absorb_datagram(self, data: bytes, source: Address) -> bool:
-        """True when ``data`` is a byte-identical retransmission of a request in a live
-        transaction; it is then handled (last response re-sent) without parsing."""
+    def absorb_datagram(self, data: bytes, source: Address,
+                        now: float) -> tuple[bool, list[Action]]:
+        """Whether ``data`` is a byte-identical retransmission of a request in a live
+        transaction (it is then handled, the last response re-sent, without parsing)."""
+        self._now = now
         absorbed, sends = self.transactions.absorb_datagram(data, source)
         self._send_all(sends)
-        return absorbed
+        return absorbed, self._flush()
 
-    def receive(self, message: Request | Response, source: Address, raw: bytes = b"") -> None:
-        """Handle one parsed message from ``source`` (``raw``: its datagram, for the
+    def receive(self, message: Request | Response, source: Address, now: float,
+                raw: bytes = b"") -> list[Action]:
+        """One parsed message from ``source`` (``raw``: its datagram, for the
         retransmission fast path); never raises."""
+        self._now = now
         try:
             if isinstance(message, Request):
                 self._receive_request(message, source, raw)
@@ -157,52 +168,123 @@ class SipCore:
         except Exception:
             log.failure("unhandled error while handling {message!r} from {source}",
                         message=message, source=source)
+        return self._flush()
+
+    def timer_fired(self, now: float) -> list[Action]:
+        """The deadline of the last :class:`Wake` (or a later time) has come."""
+        self._now = now
+        self._armed = None
+        try:
+            self._send_all(self.transactions.on_timer(now))
+            self._send_all(self.clients.on_timer(now))
+            self._dispatch_client_events()
+            self.proxy.on_timer(now)
+        except Exception:
+            log.failure("transaction timer failed")
+        return self._flush()
+
+    def resolved(self, token: int, resolution: Resolution, now: float) -> list[Action]:
+        """The resolver chain answered the :class:`Resolve` ``token``."""
+        self._now = now
+        self._guarded(self.proxy.resolved, token, resolution)
+        return self._flush()
+
+    def resolve_failed(self, token: int, reason: str, now: float) -> list[Action]:
+        """The resolver chain failed on the :class:`Resolve` ``token``."""
+        self._now = now
+        self._guarded(self.proxy.resolve_failed, token, reason)
+        return self._flush()
+
+    def committed(self, token: int, now: float) -> list[Action]:
+        """The :class:`WriteBindings` ``token`` is durable: the REGISTER gets its 200."""
+        self._now = now
+        pending = self._writes.pop(token, None)
+        if pending is not None:
+            txn, request, bindings = pending
+            self.counters.registered()
+            self._respond(txn, self.registrar.ok_response(request, bindings, now))
+        return self._flush()
+
+    def write_failed(self, token: int, reason: str, now: float) -> list[Action]:
+        """The :class:`WriteBindings` ``token`` failed: 500 with Retry-After."""
+        self._now = now
+        pending = self._writes.pop(token, None)
+        if pending is not None:
+            txn, request, _ = pending
+            log.error("registry write failed for {aor}: {error}",
+                      aor=self.registrar.aor_of(request), error=reason)
+            self._respond(txn, build_response(request, 500, "Server Internal Error "
+                                              "(registry unavailable)",
+                                              headers=[("Retry-After", "5")]))
+        return self._flush()
+
+    def send_failed(self, key: tuple[str, str], reason: str, now: float) -> list[Action]:
+        """The request of client transaction ``key`` could not be sent."""
+        self._now = now
+        txn = self.clients.find(key)
+        if txn is not None:
+            log.info("cannot send {method} to {destination}: {reason}", method=txn.method,
+                     destination=txn.destination, reason=reason)
+            self.clients.transport_error(txn, reason)
+            self._dispatch_client_events()
+        return self._flush()
+
+    def send_request(self, request: Request, destination: Address, user: object,
+                     branch: str, now: float) -> list[Action]:
+        """Send ``request`` in a new client transaction whose events go to ``user``
+        (through :class:`Deliver`): the upstream registrations' REGISTERs."""
+        self._now = now
+        self.start_client(request, destination, None, branch, user)
+        return self._flush()
+
+    def drain(self) -> None:
+        """From now on new dialogs and registrations get 503 (the gateway is stopping)."""
+        self.draining = True
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`timer_fired` next has work, or None."""
+        deadlines = [d for d in (self.transactions.next_deadline(),
+                                 self.clients.next_deadline(),
+                                 self.proxy.next_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    # --- requests ---------------------------------------------------------------------
 
     def _receive_request(self, request: Request, source: Address, raw: bytes) -> None:
         try:
-            vias = request.vias
-            if not vias:
-                raise SipSyntaxError("missing Via header")
-            request.from_, request.to, request.call_id  # noqa: B018 - validates them
-            cseq = request.cseq
-            if cseq.method != request.method:
-                raise SipSyntaxError("CSeq method does not match the request method")
-            request.max_forwards  # noqa: B018
+            validate_request(request)
         except SipSyntaxError as exc:
             # Malformed like what the transports cannot parse: counted with them.
             if request.method != "ACK" and request.has_header("via"):
                 self._send_all([(build_response(request, 400, f"Bad Request ({exc})")
                                  .serialize(), source)])
-                self.metrics.rejected(400)
+                self.counters.rejected(400)
             else:
-                self.metrics.rejected(0)
+                self.counters.rejected(0)
             return
         method = request.method
         if (self.rate_limit is not None and method != "ACK"
-                and not self.rate_limit.allow(source.host)):
-            self.metrics.limited()
+                and not self.rate_limit.allow(source.host, self._now)):
+            self.counters.limited()
             self._unavailable(request, source, "too many requests from this address",
-                              self.rate_limit.retry_after(source.host))
+                              self.rate_limit.retry_after(source.host, self._now))
             return
         if self.draining and method not in ("ACK", "CANCEL") and not request.to.tag:
             self._unavailable(request, source, "shutting down", 5)
             return
         reply_to = self._stamp_via(request, source)
-        now = self.reactor.seconds()
-        self.metrics.request(method)
+        now = self._now
+        self.counters.request(method)
         if debug_enabled():
             log.debug("{method} {uri} from {transport} {host}:{port} (Call-ID {call_id})",
                       method=method, uri=str(request.uri), transport=source.transport,
                       host=source.host, port=source.port, call_id=request.call_id)
         if method == "ACK":
-            absorbed = self.transactions.absorb_ack(request, source, now)
-            if not absorbed and self.proxy is not None:
+            if not self.transactions.absorb_ack(request, source, now):
                 self.proxy.forward_ack(request)  # the ACK of a 2xx
-            self._arm_timer()
             return
         txn, sends = self.transactions.receive_request(request, source, reply_to, now)
         self._send_all(sends)
-        self._arm_timer()
         if txn is None:
             return
         if raw:
@@ -219,8 +301,7 @@ class SipCore:
                 self._respond(txn, build_response(request, 200, headers=self._capabilities()))
             elif method == "CANCEL":
                 self._cancel(txn, request)
-            elif self.proxy is not None and not (self.myself.is_for_me(request)
-                                                 and not request.has_header("route")):
+            elif not (self.myself.is_for_me(request) and not request.has_header("route")):
                 self.proxy.handle_request(txn, request)
             else:
                 # Addressed to the gateway itself (not a strict-routed request): it is
@@ -236,30 +317,26 @@ class SipCore:
             response.top_via, response.cseq  # noqa: B018 - validates them
         except SipSyntaxError:
             return  # a response that cannot be matched is dropped (RFC 3261 §18.1.2)
-        taken, sends = self.clients.receive_response(response, self.reactor.seconds())
+        taken, sends = self.clients.receive_response(response, self._now)
         self._send_all(sends)
         if taken:
             self._dispatch_client_events()
-        self._arm_timer()
 
     def _dispatch_client_events(self) -> None:
         for event, txn, response in self.clients.take_events():
-            # A transaction's owner that handles its own events (the upstream
-            # registrations) gets them; the proxy gets the rest.
-            handler = getattr(txn.owner, "client_event", None)
-            if handler is None and self.proxy is not None:
-                handler = self.proxy.client_event
-            if handler is None:
+            if txn.user is not None:
+                self._out.append(Deliver(txn.user, event, txn, response))  # type: ignore[arg-type]
                 continue
-            try:
-                handler(event, txn, response)
-            except Exception:
-                log.failure("failed on {event} of {key}", event=event, key=txn.key)
+            self._guarded(self.proxy.client_event, event, txn, response)
 
-    # --- methods --------------------------------------------------------------------------
+    def _guarded(self, handler: Callable[..., None], *args: object) -> None:
+        try:
+            handler(*args)
+        except Exception:
+            log.failure("{handler} failed", handler=getattr(handler, "__name__", handler))
 
     def _register(self, txn: ServerTransaction, request: Request, source: Address) -> None:
-        now = self.wall_clock()
+        now = self._now
         aor = self.registrar.aor_of(request)
         current = self.location.current(aor) if aor else []
         decision = self.registrar.decide(request, source, current, now)
@@ -267,24 +344,13 @@ class SipCore:
             self._respond(txn, decision.response)
             return
         assert decision.aor is not None and decision.bindings is not None
-        bindings = list(decision.bindings)
+        bindings = tuple(decision.bindings)
         if not request.contacts and _same(current, self.location.lookup(decision.aor, now)):
             self._respond(txn, self.registrar.ok_response(request, bindings, now))
             return
-
-        def committed(_: object) -> None:
-            self.metrics.registered()
-            self._respond(txn, self.registrar.ok_response(request, bindings,
-                                                          self.wall_clock()))
-
-        def failed(failure: Failure) -> None:
-            log.error("registry write failed for {aor}: {error}", aor=decision.aor,
-                      error=failure.getErrorMessage())
-            self._respond(txn, build_response(request, 500, "Server Internal Error "
-                                              "(registry unavailable)",
-                                              headers=[("Retry-After", "5")]))
-
-        self.location.replace(decision.aor, bindings).addCallbacks(committed, failed)
+        token = next(self._tokens)
+        self._writes[token] = (txn, request, bindings)
+        self._out.append(WriteBindings(token, decision.aor, bindings))
 
     def _cancel(self, txn: ServerTransaction, request: Request) -> None:
         invite = self.transactions.find(transaction_key(request, for_method="INVITE"))
@@ -294,7 +360,7 @@ class SipCore:
         self._respond(txn, build_response(request, 200))
         if invite.state is not State.PROCEEDING or invite.request is None:
             return  # already answered: the CANCEL changes nothing (RFC 3261 §9.2)
-        if self.proxy is None or not self.proxy.cancel(invite):
+        if not self.proxy.cancel(invite):
             self._respond(invite, build_response(invite.request, 487))
 
     def _capabilities(self) -> list[tuple[str, str]]:
@@ -302,32 +368,35 @@ class SipCore:
                 ("Accept-Encoding", "identity"), ("Accept-Language", "en"),
                 ("Supported", ", ".join(SUPPORTED_EXTENSIONS))]
 
-    # --- ProxyIO --------------------------------------------------------------------------
+    # --- ProxyIO ----------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """The time of the event being handled (for the proxy)."""
+        return self._now
 
     def respond(self, txn: ServerTransaction, response: Response) -> None:
         """Send ``response`` in ``txn`` (for the proxy)."""
         self._respond(txn, response)
 
     def start_client(self, request: Request, destination: Address, owner: object,
-                     branch: str | None = None) -> ClientTransaction:
+                     branch: str | None = None, user: object = None) -> ClientTransaction:
         """Send ``request`` in a new client transaction (for the proxy)."""
-        txn, sends = self.clients.send(request, destination, owner, self.reactor.seconds(),
-                                       branch)
-
-        def failed(reason: str) -> None:
-            log.info("cannot send {method} to {destination}: {reason}",
-                     method=request.method, destination=destination, reason=reason)
-            self.clients.transport_error(txn, reason)
-            self._dispatch_client_events()
-
+        txn, sends = self.clients.send(request, destination, owner, self._now, branch, user)
         for data, address in sends:
-            self.send(data, address, failed)
-        self._arm_timer()
+            self._out.append(Send(data, address, txn.key))
         return txn
 
     def send_stateless(self, request: Request, destination: Address) -> None:
         """Send ``request`` without a transaction (for the proxy)."""
-        self._send_all([(request.serialize(), destination)])
+        self._out.append(Send(request.serialize(), destination))
+
+    def resolve(self, uri: SipUri, request: Request) -> int:
+        """Ask the resolver chain for targets; the answer comes with the returned token
+        (for the proxy)."""
+        token = next(self._tokens)
+        self._out.append(Resolve(token, uri, request))
+        return token
 
     def is_me(self, host: str, port: int | None) -> bool:
         """Whether ``host``/``port`` name this gateway (for the proxy)."""
@@ -346,62 +415,44 @@ class SipCore:
 
     def flow_alive(self, flow: Address) -> bool:
         """Whether a connection with ``flow``'s peer is open (for the proxy)."""
-        return self.connections is not None and self.connections(flow)
+        return self._flow_alive(flow)
 
-    # --- sending and timers ---------------------------------------------------------------
+    # --- output -----------------------------------------------------------------------
 
     def _respond(self, txn: ServerTransaction, response: Response) -> None:
-        self.metrics.response(response.status)
-        self._send_all(self.transactions.respond(txn, response, self.reactor.seconds()))
-        self._arm_timer()
-
-    def _send_all(self, sends: list[Send]) -> None:
-        for data, address in sends:
-            try:
-                self.send(data, address)
-            except Exception:
-                log.failure("sending to {address} failed", address=address)
-
-    def _arm_timer(self) -> None:
-        deadlines = [d for d in (self.transactions.next_deadline(),
-                                 self.clients.next_deadline()) if d is not None]
-        if not deadlines:
-            return
-        deadline = min(deadlines)
-        if self._timer is not None and self._timer.active():
-            if self._timer_at <= deadline:
-                return
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.reactor.callLater(max(0.0, deadline - self.reactor.seconds()),
-                                             self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        now = self.reactor.seconds()
         try:
-            self._send_all(self.transactions.on_timer(now))
-            self._send_all(self.clients.on_timer(now))
-            self._dispatch_client_events()
-        except Exception:
-            log.failure("transaction timer failed")
-        self._arm_timer()
+            sends = self.transactions.respond(txn, response, self._now)
+        except IllegalTransition as exc:
+            # A late response (a 2xx retransmission forwarded after Timer L, a response
+            # to a transaction that timed out): not sent, but never silently.
+            log.warn("response not sent: {error} (Call-ID {call_id})", error=str(exc),
+                     call_id=response.header("call-id"))
+            return
+        self.counters.response(response.status)
+        self._send_all(sends)
 
-    def stop(self) -> None:
-        """Cancel the pending timers (on shutdown)."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self.proxy is not None:
-            self.proxy.stop()
+    def _send_all(self, sends: list[tuple[bytes, Address]]) -> None:
+        out = self._out
+        for data, address in sends:
+            out.append(Send(data, address))
 
-    # --- Via handling (RFC 3261 §18.2.1, RFC 3581) -----------------------------------------
+    def _flush(self) -> list[Action]:
+        """The actions of this event, with a :class:`Wake` when the next deadline is
+        earlier than the one already asked for."""
+        deadline = self.next_deadline()
+        if deadline is not None and (self._armed is None or deadline < self._armed):
+            self._armed = deadline
+            self._out.append(Wake(deadline))
+        out, self._out = self._out, []
+        return out
+
+    # --- Via handling (RFC 3261 §18.2.1, RFC 3581) --------------------------------------
 
     def _unavailable(self, request: Request, source: Address, why: str,
                      retry_after: int) -> None:
         """A stateless 503 with Retry-After (no transaction is created), sent where a
         response to ``request`` goes (RFC 3581)."""
-        self.metrics.response(503)
+        self.counters.response(503)
         response = build_response(request, 503, f"Service Unavailable ({why})",
                                   headers=[("Retry-After", str(retry_after))])
         self._send_all([(response.serialize(), self._stamp_via(request, source))])
@@ -428,3 +479,4 @@ class SipCore:
 
 def _same(a: list[Binding], b: list[Binding]) -> bool:
     return len(a) == len(b) and set(a) == set(b)
+

@@ -2,8 +2,10 @@
 
 The proxy is a transaction user. :class:`SipCore` hands it each request it does not
 answer itself (with the server transaction, or none for an ACK), every client
-transaction event, and CANCELs that match an INVITE it is proxying. The proxy decides
-and asks its :class:`ProxyIO` to send; it never touches sockets.
+transaction event, the answers of the target lookups it asked for, Timer C when it is
+due, and CANCELs that match an INVITE it is proxying. The proxy decides and asks its
+:class:`ProxyIO` (the core) to send and to look up; it owns no socket, timer or
+Deferred: Timer C is a deadline in its own heap that the core's driver fires.
 
 One :class:`ResponseContext` per proxied request holds its branches. Targets are tried
 by q value: all targets of the highest q in parallel, then the next group when that
@@ -14,14 +16,13 @@ response goes upstream once no branch is left.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from twisted.internet.interfaces import IDelayedCall
-from twisted.python.failure import Failure
+from typing import Protocol
 
 from gateway.log import get_logger
-from gateway.server.routing import Resolution, ResolverChain, Target
+from gateway.server.routing import Resolution, Target
 from gateway.sip import forwarding
 from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientEvent, ClientTransaction, build_cancel
@@ -38,8 +39,16 @@ DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 
 class ProxyIO(Protocol):
-    """What the proxy needs from the core: send requests and responses, start client
-    transactions, and know its own addresses."""
+    """What the proxy needs from the core: the time, send requests and responses, start
+    client transactions, look targets up, and know its own addresses."""
+
+    @property
+    def now(self) -> float:
+        """The time of the event being handled."""
+
+    def resolve(self, uri: SipUri, request: Request) -> int:
+        """Ask for the targets of ``uri``; :meth:`Proxy.resolved` or
+        :meth:`Proxy.resolve_failed` gets the answer with the token returned."""
 
     def respond(self, txn: ServerTransaction, response: Response) -> None:
         """Send a response in a server transaction."""
@@ -80,7 +89,8 @@ class Branch:
     final: int = 0  # final status received (or synthesised), 0 while pending
     provisional: bool = False
     cancel_when_provisional: bool = False
-    timer_c: IDelayedCall | None = None
+    timer_c: float = 0.0  # Timer C's deadline; 0 when it is not running
+    serial: int = 0  # names the branch in the Timer C heap
 
     @property
     def pending(self) -> bool:
@@ -108,13 +118,17 @@ class ResponseContext:
 class Proxy:
     """Stateful proxy decisions for one gateway."""
 
-    def __init__(self, io: ProxyIO, resolvers: ResolverChain, reactor: Any, *,
-                 timer_c: float = 180.0) -> None:
+    def __init__(self, io: ProxyIO, *, timer_c: float = 180.0) -> None:
         self.io = io
-        self.resolvers = resolvers
-        self.reactor = reactor
         self.timer_c = timer_c
         self._contexts: dict[int, ResponseContext] = {}  # id(server txn) -> context
+        # Lookups under way: token -> (server transaction, request, loop hash).
+        self._lookups: dict[int, tuple[ServerTransaction, Request, str]] = {}
+        # Timer C: (deadline, serial) entries, one per branch whose timer runs; a reset
+        # moves the branch's deadline and its entry is pushed again when it pops early.
+        self._timer_heap: list[tuple[float, int]] = []
+        self._timed: dict[int, Branch] = {}  # serial -> branch with a Timer C entry
+        self._serials = itertools.count(1)
 
     def __len__(self) -> int:
         return len(self._contexts)
@@ -151,12 +165,14 @@ class Proxy:
             self.io.respond(txn, build_response(
                 request, 416, "Unsupported URI Scheme (no TLS transport here)"))
             return
-        self.resolvers.resolve(uri, request).addCallbacks(
-            self._resolved, self._resolve_failed, callbackArgs=(txn, request, loop_id),
-            errbackArgs=(txn, request))
+        self._lookups[self.io.resolve(uri, request)] = (txn, request, loop_id)
 
-    def _resolved(self, resolution: Resolution, txn: ServerTransaction,
-                  request: Request, loop_id: str) -> None:
+    def resolved(self, token: int, resolution: Resolution) -> None:
+        """The targets (or the final answer) of the lookup ``token``."""
+        pending = self._lookups.pop(token, None)
+        if pending is None:
+            return
+        txn, request, loop_id = pending
         if txn.status >= 200:
             return  # answered while the lookup ran (a CANCEL: 487 already sent)
         if not resolution.targets:
@@ -171,11 +187,17 @@ class Proxy:
         context = ResponseContext(txn, request, loop_id, ordered[1:])
         self._forward_all(context, ordered[0])
 
-    def _resolve_failed(self, failure: Failure, txn: ServerTransaction,
-                        request: Request) -> None:
-        log.failure("target lookup failed for {uri}", failure, uri=str(request.uri))
-        self.io.respond(txn, build_response(request, 500, "Server Internal Error "
-                                            "(target lookup failed)"))
+    def resolve_failed(self, token: int, reason: str) -> None:
+        """The lookup ``token`` failed: 500."""
+        pending = self._lookups.pop(token, None)
+        if pending is None:
+            return
+        txn, request, _ = pending
+        log.error("target lookup failed for {uri}: {reason}", uri=str(request.uri),
+                  reason=reason)
+        if txn.status < 200:
+            self.io.respond(txn, build_response(request, 500, "Server Internal Error "
+                                                "(target lookup failed)"))
 
     def _forward_all(self, context: ResponseContext, targets: list[Target]) -> None:
         self._contexts[id(context.server)] = context
@@ -444,28 +466,45 @@ class Proxy:
     # --- Timer C (RFC 3261 §16.8) ---------------------------------------------------------
 
     def _start_timer_c(self, branch: Branch) -> None:
-        self._stop_timer_c(branch)
-        branch.timer_c = self.reactor.callLater(self.timer_c, self._timer_c_fired, branch)
+        """Start (or reset) Timer C of ``branch``."""
+        deadline = self.io.now + self.timer_c
+        if branch.serial == 0:
+            branch.serial = next(self._serials)
+        if branch.serial not in self._timed:
+            self._timed[branch.serial] = branch
+            heapq.heappush(self._timer_heap, (deadline, branch.serial))
+        branch.timer_c = deadline  # a later reset: the entry is pushed again when it pops
 
     def _stop_timer_c(self, branch: Branch) -> None:
-        if branch.timer_c is not None and branch.timer_c.active():
-            branch.timer_c.cancel()
-        branch.timer_c = None
+        branch.timer_c = 0.0
+        self._timed.pop(branch.serial, None)  # its heap entry pops later as a no-op
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` next has work (maybe a no-op), or None."""
+        return self._timer_heap[0][0] if self._timer_heap else None
+
+    def on_timer(self, now: float) -> None:
+        """Fire every Timer C due at ``now``."""
+        heap = self._timer_heap
+        while heap and heap[0][0] <= now:
+            _, serial = heapq.heappop(heap)
+            branch = self._timed.get(serial)
+            if branch is None:
+                continue  # stopped
+            if branch.timer_c > now:
+                heapq.heappush(heap, (branch.timer_c, serial))  # reset meanwhile
+                continue
+            del self._timed[serial]
+            branch.timer_c = 0.0
+            self._timer_c_fired(branch)
 
     def _timer_c_fired(self, branch: Branch) -> None:
-        branch.timer_c = None
         if not branch.pending:
             return
         if branch.provisional and branch.request is not None:
             self.io.start_client(build_cancel(branch.request), branch.destination, None)
         self._synthesise(branch.context, branch, 408, "Request Timeout")
         self._maybe_finish(branch.context)
-
-    def stop(self) -> None:
-        """Cancel every Timer C (on shutdown)."""
-        for context in self._contexts.values():
-            for branch in context.pending:
-                self._stop_timer_c(branch)
 
 
 def _secure(request: Request) -> bool:

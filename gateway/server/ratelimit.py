@@ -16,19 +16,17 @@ MAX_SOURCES = 100_000
 class SourceRateLimiter:
     """Token buckets by source address."""
 
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float],
+    def __init__(self, rate: float, burst: float,
                  exempt: Callable[[str], bool] = lambda _host: False) -> None:
         self.rate = rate
         self.burst = burst
-        self.clock = clock
         self.exempt = exempt
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
 
-    def allow(self, host: str) -> bool:
-        """Take one token for ``host``; False when its bucket is empty."""
+    def allow(self, host: str, now: float) -> bool:
+        """Take one token for ``host`` at time ``now``; False when its bucket is empty."""
         if self.rate <= 0 or self.exempt(host):
             return True
-        now = self.clock()
         tokens, at = self._buckets.pop(host, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         allowed = tokens >= 1.0
@@ -39,7 +37,8 @@ class SourceRateLimiter:
             self._buckets.popitem(last=False)  # the source idle the longest
         return allowed
 
-    def retry_after(self, host: str) -> int:
-        """Seconds until ``host`` has a token again (at least 1)."""
-        tokens, _ = self._buckets.get(host, (0.0, 0.0))
+    def retry_after(self, host: str, now: float) -> int:
+        """Seconds after ``now`` until ``host`` has a token again (at least 1)."""
+        tokens, at = self._buckets.get(host, (0.0, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
         return max(1, int((1.0 - tokens) / self.rate + 0.999)) if self.rate > 0 else 1

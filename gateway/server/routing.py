@@ -17,14 +17,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from zope.interface import Attribute, Interface
 
+from gateway.registry.binding import Binding
 from gateway.sip.address import Address
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri
+
+if TYPE_CHECKING:
+    from gateway.overlay.record import Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +66,60 @@ class ITargetResolver(Interface):
         may return a Deferred of either (it must never block)."""
 
 
+class BindingLookup(Protocol):
+    """The registry as resolvers read it (from memory)."""
+
+    def lookup(self, aor: str, now: float | None = None) -> list[Binding]:
+        """The live bindings of ``aor``."""
+
+    def current(self, aor: str) -> list[Binding]:
+        """Every binding of ``aor``, expired ones included."""
+
+
+class OverlayLookup(Protocol):
+    """The overlay as resolvers read it."""
+
+    @property
+    def joined(self) -> bool:
+        """Whether lookups can be answered (joined, or alone)."""
+
+    @property
+    def last_error(self) -> str:
+        """Why the overlay is not joined, if it is not."""
+
+    def lookup(self, aor: str) -> Deferred[list[Record]]:
+        """The trusted, live records of ``aor``."""
+
+
+class UpstreamRoute(Protocol):
+    """The upstream server as resolvers see it."""
+
+    @property
+    def route(self) -> str:
+        """The Route value that sends a request there."""
+
+    def is_upstream(self, host: str, port: int | None) -> bool:
+        """Whether an address is the upstream server."""
+
+
+@dataclass(frozen=True)
+class ResolverContext:
+    """What a resolver plugin may use of the running gateway: the registry, which hosts
+    are ours, the overlay and the upstream server (None when off)."""
+
+    location: BindingLookup
+    is_local: Callable[[str], bool]
+    overlay: OverlayLookup | None = None
+    upstream: UpstreamRoute | None = None
+
+
 class IResolverFactory(Interface):
     """A plugin that builds a resolver for a running gateway."""
 
     name = Attribute("Short name used in proxy.resolvers")
 
-    def build(gateway: Any) -> ITargetResolver:  # noqa: N805
-        """The resolver for ``gateway`` (a :class:`gateway.app.service.GatewayService`)."""
+    def build(context: ResolverContext) -> ITargetResolver:  # noqa: N805
+        """The resolver over ``context``."""
 
 
 class ResolverChain:
@@ -128,9 +179,9 @@ def available_resolvers() -> dict[str, IResolverFactory]:
     return {factory.name: factory for factory in getPlugins(IResolverFactory, package)}
 
 
-def build_chain(names: Iterable[str], gateway: Any,
+def build_chain(names: Iterable[str], context: ResolverContext,
                 factories: Callable[[], dict[str, IResolverFactory]] = available_resolvers,
                 ) -> ResolverChain:
     """The chain of the resolvers named (config order); unknown names raise KeyError."""
     known = factories()
-    return ResolverChain(known[name].build(gateway) for name in names)
+    return ResolverChain(known[name].build(context) for name in names)

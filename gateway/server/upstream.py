@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IDelayedCall
@@ -59,18 +59,20 @@ class _Registration:
     challenge_tried: bool = False
 
 
-class UpstreamRegistrations:
-    """Keeps the upstream registrar's bindings for our AoRs equal to our registry.
+@dataclass(frozen=True)
+class UpstreamServer:
+    """Where the upstream server is: its address, the Route value that reaches it and
+    the domain of our users' AoRs there."""
 
-    ``io`` is the SIP core (``start_client``, ``local_address``); ``location`` the
-    location service (``lookup``, ``snapshot``, ``watchers``, ``expiry_watchers``)."""
+    settings: UpstreamSettings
+    destination: Address
+    domain: str
+    #: The Route value that sends a request to the upstream server (loose routing).
+    route: str
 
-    def __init__(self, settings: UpstreamSettings, io: Any, location: Any,
-                 reactor: Any) -> None:
-        self.settings = settings
-        self.io = io
-        self.location = location
-        self.reactor = reactor
+    @classmethod
+    def from_settings(cls, settings: UpstreamSettings) -> UpstreamServer:
+        """Parse ``settings.uri``; ValueError names the setting when it is unusable."""
         uri = parse_uri(settings.uri)
         if not isinstance(uri, SipUri):
             raise ValueError(f"upstream.uri: {settings.uri!r} is not a SIP URI")
@@ -78,12 +80,45 @@ class UpstreamRegistrations:
         if address is None:
             raise ValueError(f"upstream.uri: {settings.uri!r} needs an IP address (DNS "
                              "resolution is not supported yet)")
-        self.destination: Address = address
-        self.domain = settings.domain or uri.host
-        #: The Route value that sends a request to the upstream server (loose routing).
-        self.route = (f"sip:{bracketed(address.host)}:{address.port}"
-                      + ("" if address.transport == "udp" else f";transport={address.transport}")
-                      + ";lr")
+        route = (f"sip:{bracketed(address.host)}:{address.port}"
+                 + ("" if address.transport == "udp" else f";transport={address.transport}")
+                 + ";lr")
+        return cls(settings, address, settings.domain or uri.host, route)
+
+    def is_upstream(self, host: str, port: int | None) -> bool:
+        """Whether ``host``/``port`` (a source address or a Via's sent-by) is the
+        upstream server (port 5060 when None)."""
+        return host == self.destination.host and (port or 5060) == self.destination.port
+
+
+class RequestSender(Protocol):
+    """How the registrations send: a REGISTER in a client transaction whose events come
+    back to the ``user``, and the gateway's address for a transport."""
+
+    def send_request(self, request: Request, destination: Address, user: object,
+                     branch: str) -> None:
+        """Send ``request`` in a new client transaction."""
+
+    def local_address(self, transport: str) -> tuple[str, int] | None:
+        """(host, port) the gateway advertises for ``transport``."""
+
+
+class UpstreamRegistrations:
+    """Keeps the upstream registrar's bindings for our AoRs equal to our registry.
+
+    ``sender`` sends the REGISTERs (the core's driver); ``location`` is the location
+    service (``lookup``, ``snapshot``, ``watchers``, ``expiry_watchers``)."""
+
+    def __init__(self, server: UpstreamServer, sender: RequestSender, location: Any,
+                 reactor: Any) -> None:
+        self.server = server
+        self.settings = server.settings
+        self.sender = sender
+        self.location = location
+        self.reactor = reactor
+        self.destination: Address = server.destination
+        self.domain = server.domain
+        self.route = server.route
         self._registrations: dict[str, _Registration] = {}
         self._dirty: set[str] = set()
         self._flush_call: IDelayedCall | None = None
@@ -112,11 +147,6 @@ class UpstreamRegistrations:
         for call in (self._flush_call, self._refresh_call):
             if call is not None and call.active():
                 call.cancel()
-
-    def is_upstream(self, host: str, port: int | None) -> bool:
-        """Whether ``host``/``port`` (a source address or a Via's sent-by) is the
-        upstream server (port 5060 when None)."""
-        return host == self.destination.host and (port or 5060) == self.destination.port
 
     # --- changes and refreshes --------------------------------------------------------
 
@@ -154,7 +184,7 @@ class UpstreamRegistrations:
                 return  # never registered upstream: nothing to withdraw
             registration = self._registrations[aor] = _Registration(
                 aor, f"{uuid.uuid4().hex}@p2psip-gateway", new_tag())
-        local = self.io.local_address(self.destination.transport)
+        local = self.sender.local_address(self.destination.transport)
         if local is None:
             log.warn("upstream: no {t} transport to reach {uri}",
                      t=self.destination.transport, uri=self.settings.uri)
@@ -180,7 +210,7 @@ class UpstreamRegistrations:
         if authorization is not None:
             request.add_header(*authorization)
         request.add_header("Content-Length", "0")
-        self.io.start_client(request, self.destination, _Owner(self, aor, live), branch)
+        self.sender.send_request(request, self.destination, _Owner(self, aor, live), branch)
 
     def client_event(self, owner: _Owner, event: ClientEvent, txn: ClientTransaction,
                      response: Response | None) -> None:

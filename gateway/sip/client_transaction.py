@@ -43,7 +43,8 @@ class ClientEvent(Enum):
 @dataclass(slots=True, eq=False)
 class ClientTransaction:
     """One client transaction. ``owner`` is the transaction user's handle (e.g. a proxy
-    branch); the layer never looks into it."""
+    branch) and ``user`` who hears of its events (None: the proxy); the layer never
+    looks into either."""
 
     key: tuple[str, str]  # (branch, method)
     method: str
@@ -52,6 +53,7 @@ class ClientTransaction:
     destination: Address
     state: ClientState
     owner: object = None
+    user: object = None
     interval: float = 0.0
     serial: int = 0
     ack: bytes | None = None  # the ACK sent for a non-2xx final response
@@ -128,7 +130,8 @@ class ClientTransactionLayer:
     # --- sending --------------------------------------------------------------------------
 
     def send(self, request: Request, destination: Address, owner: object,
-             now: float, branch: str | None = None) -> tuple[ClientTransaction, list[Send]]:
+             now: float, branch: str | None = None,
+             user: object = None) -> tuple[ClientTransaction, list[Send]]:
         """Start a transaction for ``request``, whose top Via carries a fresh branch
         (``branch``, when the caller knows it, saves parsing the Via again)."""
         if branch is None:
@@ -138,7 +141,7 @@ class ClientTransactionLayer:
         invite = method == "INVITE"
         txn = ClientTransaction((branch, method), method, request, data, destination,
                                 ClientState.CALLING if invite else ClientState.TRYING,
-                                owner, self.t1, next(self._sequence))
+                                owner, user, self.t1, next(self._sequence))
         self._table[txn.key] = txn
         if not destination.reliable:
             self._schedule(now + self.t1, "A" if invite else "E", txn)

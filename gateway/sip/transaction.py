@@ -3,7 +3,7 @@
 The layer takes requests, responses and the current time, and returns what to send as
 ``(bytes, Address)`` pairs; timers live in one heap that a driver fires through
 :meth:`TransactionLayer.on_timer` at :meth:`TransactionLayer.next_deadline`.
-The legal state changes are the tables ``_NON_INVITE`` and ``_INVITE`` below.
+The legal state changes are one table, :data:`TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from gateway.sip.address import Address
+from gateway.sip.errors import IllegalTransition
 from gateway.sip.message import Request, Response
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -34,19 +35,80 @@ class State(Enum):
     TERMINATED = "terminated"
 
 
-# (current state, response class) -> next state; 1 = provisional, 2 = 2xx, 3 = 3xx-6xx
-_NON_INVITE = {
-    (State.TRYING, 1): State.PROCEEDING, (State.TRYING, 2): State.COMPLETED,
-    (State.TRYING, 3): State.COMPLETED, (State.PROCEEDING, 1): State.PROCEEDING,
-    (State.PROCEEDING, 2): State.COMPLETED, (State.PROCEEDING, 3): State.COMPLETED,
+class Event(Enum):
+    """What can happen to a server transaction."""
+
+    PROVISIONAL = "1xx"  # the TU sends a 1xx
+    SUCCESS = "2xx"  # the TU sends a 2xx
+    FINAL = "3xx-6xx"  # the TU sends a non-2xx final response
+    REQUEST = "request"  # the request is retransmitted
+    ACK = "ack"  # an ACK matches (INVITE only)
+    TIMER_G = "G"  # retransmit the final response (INVITE, UDP)
+    TIMER_H = "H"  # no ACK came (INVITE)
+    TIMER_I = "I"  # ACK retransmissions are over (INVITE)
+    TIMER_J = "J"  # request retransmissions are over (non-INVITE)
+    TIMER_L = "L"  # 2xx retransmissions are over (INVITE, RFC 6026)
+    STALE = "stale"  # an INVITE nobody answered in time (a safety net)
+
+
+class Effect(Enum):
+    """What a transition does besides changing the state."""
+
+    NONE = "none"  # absorb
+    SEND = "send"  # send the response
+    SEND_ACCEPTED = "send-accepted"  # send the 2xx, start Timer L
+    SEND_COMPLETED = "send-completed"  # send the final, start G (UDP) and H, or J
+    RESEND = "resend"  # send the last response again (if there is one)
+    RETRANSMIT = "retransmit"  # Timer G: resend, double the interval up to T2
+    START_I = "start-I"
+    TERMINATE = "terminate"
+
+
+S, E, X = State, Event, Effect
+#: The legal transitions of RFC 3261 figures 7 and 8 with RFC 6026's Accepted state,
+#: by INVITE (True) or not: (state, event) -> (next state, effect). A response event
+#: missing here is illegal (:class:`IllegalTransition`); a retransmitted request or an
+#: ACK missing here is absorbed; a timer missing here belongs to a state the transaction
+#: has left (timers are not cancelled, they find the state changed) and does nothing.
+TRANSITIONS: dict[bool, dict[tuple[State, Event], tuple[State, Effect]]] = {
+    True: {
+        (S.PROCEEDING, E.PROVISIONAL): (S.PROCEEDING, X.SEND),
+        (S.PROCEEDING, E.SUCCESS): (S.ACCEPTED, X.SEND_ACCEPTED),
+        (S.PROCEEDING, E.FINAL): (S.COMPLETED, X.SEND_COMPLETED),
+        # RFC 6026: further 2xx (forwarded retransmissions, other forks) pass until L.
+        (S.ACCEPTED, E.SUCCESS): (S.ACCEPTED, X.SEND),
+        (S.PROCEEDING, E.REQUEST): (S.PROCEEDING, X.RESEND),
+        (S.ACCEPTED, E.REQUEST): (S.ACCEPTED, X.NONE),
+        (S.COMPLETED, E.REQUEST): (S.COMPLETED, X.RESEND),
+        (S.CONFIRMED, E.REQUEST): (S.CONFIRMED, X.NONE),
+        (S.COMPLETED, E.ACK): (S.CONFIRMED, X.START_I),
+        (S.CONFIRMED, E.ACK): (S.CONFIRMED, X.NONE),
+        (S.COMPLETED, E.TIMER_G): (S.COMPLETED, X.RETRANSMIT),
+        (S.COMPLETED, E.TIMER_H): (S.TERMINATED, X.TERMINATE),
+        (S.CONFIRMED, E.TIMER_I): (S.TERMINATED, X.TERMINATE),
+        (S.ACCEPTED, E.TIMER_L): (S.TERMINATED, X.TERMINATE),
+        (S.PROCEEDING, E.STALE): (S.TERMINATED, X.TERMINATE),
+    },
+    False: {
+        (S.TRYING, E.PROVISIONAL): (S.PROCEEDING, X.SEND),
+        (S.PROCEEDING, E.PROVISIONAL): (S.PROCEEDING, X.SEND),
+        (S.TRYING, E.SUCCESS): (S.COMPLETED, X.SEND_COMPLETED),
+        (S.TRYING, E.FINAL): (S.COMPLETED, X.SEND_COMPLETED),
+        (S.PROCEEDING, E.SUCCESS): (S.COMPLETED, X.SEND_COMPLETED),
+        (S.PROCEEDING, E.FINAL): (S.COMPLETED, X.SEND_COMPLETED),
+        (S.TRYING, E.REQUEST): (S.TRYING, X.NONE),
+        (S.PROCEEDING, E.REQUEST): (S.PROCEEDING, X.RESEND),
+        (S.COMPLETED, E.REQUEST): (S.COMPLETED, X.RESEND),
+        (S.COMPLETED, E.TIMER_J): (S.TERMINATED, X.TERMINATE),
+    },
 }
-# A 2xx moves an INVITE server transaction to Accepted (RFC 6026): it absorbs INVITE
-# retransmissions and lets further 2xx (forwarded retransmissions, other forks) through
-# until Timer L; the TU owns 2xx retransmission.
-_INVITE = {
-    (State.PROCEEDING, 1): State.PROCEEDING, (State.PROCEEDING, 2): State.ACCEPTED,
-    (State.PROCEEDING, 3): State.COMPLETED, (State.ACCEPTED, 2): State.ACCEPTED,
-}
+_TIMER_EVENTS = {"G": E.TIMER_G, "H": E.TIMER_H, "I": E.TIMER_I, "J": E.TIMER_J,
+                 "L": E.TIMER_L, "stale": E.STALE}
+
+
+def response_event(status: int) -> Event:
+    """The event of sending a response with ``status``."""
+    return E.PROVISIONAL if status < 200 else E.SUCCESS if status < 300 else E.FINAL
 
 
 @dataclass(slots=True, eq=False)
@@ -152,10 +214,7 @@ class TransactionLayer:
             self.absorb_ack(request, source, now)
             return None, []
         if txn is not None:
-            if txn.last_response is not None and txn.state in (
-                    State.PROCEEDING, State.COMPLETED):
-                return None, [(txn.last_response, txn.reply_to)]
-            return None, []
+            return None, self._apply(txn, Event.REQUEST, now)
         txn = ServerTransaction(key, request.method, reply_to, request,
                                 State.PROCEEDING if request.method == "INVITE" else
                                 State.TRYING, serial=next(self._sequence))
@@ -169,12 +228,11 @@ class TransactionLayer:
         non-2xx final response (it is then absorbed, RFC 3261 §17.2.1); any other ACK
         (the ACK of a 2xx) is the TU's to forward."""
         txn = self._table.get(transaction_key(request))
-        if txn is None or not txn.is_invite:
+        if txn is None or not txn.is_invite or txn.state not in (State.COMPLETED,
+                                                                   State.CONFIRMED):
             return False
-        if txn.state is State.COMPLETED:
-            txn.state = State.CONFIRMED
-            self._schedule(now + (0 if source.reliable else self.t4), "I", txn)
-        return txn.state in (State.COMPLETED, State.CONFIRMED)
+        self._apply(txn, Event.ACK, now, source)
+        return True
 
     def remember_datagram(self, txn: ServerTransaction, data: bytes, source: Address) -> None:
         """Let :meth:`absorb_datagram` recognise retransmissions of ``data``."""
@@ -187,10 +245,7 @@ class TransactionLayer:
         txn = self._by_datagram.get((hash(data), source.host, source.port))
         if txn is None or txn.state is State.TERMINATED:
             return False, []
-        if txn.last_response is not None and txn.state in (State.PROCEEDING,
-                                                           State.COMPLETED):
-            return True, [(txn.last_response, txn.reply_to)]
-        return True, []
+        return True, self._apply(txn, Event.REQUEST, 0.0)
 
     def _forget(self, txn: ServerTransaction) -> None:
         txn.state = State.TERMINATED
@@ -200,34 +255,56 @@ class TransactionLayer:
             del self._by_datagram[txn.raw_key]
 
     def respond(self, txn: ServerTransaction, response: Response, now: float) -> list[Send]:
-        """Send ``response`` in ``txn``; returns what to put on the wire (maybe nothing if
-        the transaction already ended)."""
-        table = _INVITE if txn.is_invite else _NON_INVITE
-        klass = 1 if response.status < 200 else 2 if response.status < 300 else 3
-        next_state = table.get((txn.state, klass))
-        if next_state is None:
-            return []
-        data = response.serialize()
-        entering = next_state is not txn.state
+        """Send ``response`` in ``txn``; returns what to put on the wire. Raises
+        :class:`IllegalTransition` when the state machine does not allow it (e.g. a
+        1xx after the final response, or anything after the transaction ended)."""
+        return self._apply(txn, response_event(response.status), now, response=response)
+
+    def _apply(self, txn: ServerTransaction, event: Event, now: float,
+               source: Address | None = None, response: Response | None = None,
+               ) -> list[Send]:
+        """Take ``txn`` through the transition of ``event`` (see :data:`TRANSITIONS`)."""
+        transition = TRANSITIONS[txn.is_invite].get((txn.state, event))
+        if transition is None:
+            if response is not None:
+                raise IllegalTransition(
+                    f"{txn.method} server transaction {txn.key[0]} in state "
+                    f"{txn.state.value} cannot send a {response.status} response")
+            return []  # an absorbed retransmission or ACK, or a timer of a left state
+        next_state, effect = transition
         txn.state = next_state
+        if effect is Effect.NONE:
+            return []
+        if effect is Effect.TERMINATE:
+            self._forget(txn)
+            return []
+        if effect is Effect.START_I:
+            reliable = source is not None and source.reliable
+            self._schedule(now + (0 if reliable else self.t4), "I", txn)
+            return []
+        if effect is Effect.RESEND:
+            return [] if txn.last_response is None else [(txn.last_response, txn.reply_to)]
+        if effect is Effect.RETRANSMIT:
+            assert txn.last_response is not None
+            txn.retransmit_interval = min(2 * txn.retransmit_interval, self.t2)
+            self._schedule(now + txn.retransmit_interval, "G", txn)
+            return [(txn.last_response, txn.reply_to)]
+        assert response is not None  # the SEND effects
+        data = response.serialize()
         txn.last_response = data
         txn.status = response.status
-        if next_state is State.ACCEPTED:
+        if effect is Effect.SEND_ACCEPTED:
             txn.request = None
-            if entering:
-                self._schedule(now + 64 * self.t1, "L", txn)
-        elif klass > 1:
+            self._schedule(now + 64 * self.t1, "L", txn)
+        elif effect is Effect.SEND_COMPLETED:
             txn.request = None
-            reliable = txn.reply_to.reliable
-            if next_state is State.TERMINATED:
-                self._forget(txn)
-            elif txn.is_invite:
-                if not reliable:
+            if txn.is_invite:
+                if not txn.reply_to.reliable:
                     txn.retransmit_interval = self.t1
                     self._schedule(now + self.t1, "G", txn)
                 self._schedule(now + 64 * self.t1, "H", txn)
             else:
-                self._schedule(now + (0 if reliable else 64 * self.t1), "J", txn)
+                self._schedule(now + (0 if txn.reply_to.reliable else 64 * self.t1), "J", txn)
         return [(data, txn.reply_to)]
 
     def next_deadline(self) -> float | None:
@@ -241,17 +318,7 @@ class TransactionLayer:
             txn = self._table.get(key)
             if txn is None or txn.serial != serial:
                 continue  # that transaction has ended already
-            if name == "G":
-                if txn.state is State.COMPLETED and txn.last_response is not None:
-                    sends.append((txn.last_response, txn.reply_to))
-                    txn.retransmit_interval = min(2 * txn.retransmit_interval, self.t2)
-                    self._schedule(now + txn.retransmit_interval, "G", txn)
-            elif name == "H" and txn.state is not State.COMPLETED:
-                continue  # ACK arrived; Timer I ends it
-            elif name == "stale" and txn.state is not State.PROCEEDING:
-                continue
-            else:
-                self._forget(txn)
+            sends += self._apply(txn, _TIMER_EVENTS[name], now)
         return sends
 
     def _schedule(self, when: float, name: str, txn: ServerTransaction) -> None:

@@ -237,7 +237,8 @@ class StreamFactory(Factory):
 
     def __init__(self, receive: Receiver, max_message_size: int, max_connections: int,
                  idle_timeout: float, transport_name: str = "tcp",
-                 rejected: Rejected = _ignore_rejected) -> None:
+                 rejected: Rejected = _ignore_rejected,
+                 by_peer: dict[tuple[str, int], StreamTransport] | None = None) -> None:
         self.receive = receive
         self.rejected = rejected
         self.max_message_size = max_message_size
@@ -246,7 +247,8 @@ class StreamFactory(Factory):
         self.transport_name = transport_name
         self.connections: dict[int, StreamTransport] = {}
         # The newest connection with each peer (host, port), accepted or opened by us.
-        self.by_peer: dict[tuple[str, int], StreamTransport] = {}
+        self.by_peer: dict[tuple[str, int], StreamTransport] = (
+            by_peer if by_peer is not None else {})
 
     def buildProtocol(self, addr: Any) -> StreamTransport | None:  # noqa: N802 - Twisted API
         """Refuse connections beyond the limit."""
@@ -317,13 +319,31 @@ class _OutgoingFactory(ClientFactory):
             protocol.transport.write(data)
 
 
+class OpenConnections:
+    """The newest open stream connection with each peer, per transport: written by the
+    transports, read by whoever decides where a request goes (the proxy reuses the
+    connection a phone registered over). Built before both, so neither needs the other."""
+
+    def __init__(self) -> None:
+        self.by_transport: dict[str, dict[tuple[str, int], StreamTransport]] = {
+            "tcp": {}, "tls": {}}
+
+    def is_open(self, address: Address) -> bool:
+        """Whether a connection of ``address``'s transport with its host and port is
+        open."""
+        peers = self.by_transport.get(address.transport)
+        connection = peers.get((address.host, address.port)) if peers is not None else None
+        return connection is not None and connection.transport is not None
+
+
 class TransportManager:
     """Owns the listeners and sends messages out of the right one."""
 
     def __init__(self, reactor: IReactorSocket, receive: Receiver, max_message_size: int,
                  max_connections: int, idle_timeout: float,
                  absorb: Absorber | None = None, tls: TlsContexts | None = None,
-                 rejected: Rejected = _ignore_rejected) -> None:
+                 rejected: Rejected = _ignore_rejected,
+                 connections: OpenConnections | None = None) -> None:
         self.reactor = reactor
         self.receive = receive
         self.absorb = absorb
@@ -331,11 +351,14 @@ class TransportManager:
         self.max_message_size = max_message_size
         self.udp: dict[int, UdpTransport] = {}
         self.udp_by_family: dict[int, UdpTransport] = {}
+        self.connections = connections if connections is not None else OpenConnections()
         self.stream_factory = StreamFactory(self._receive, max_message_size, max_connections,
-                                            idle_timeout, rejected=rejected)
+                                            idle_timeout, rejected=rejected,
+                                            by_peer=self.connections.by_transport["tcp"])
         self.tls = tls
         self.tls_factory = StreamFactory(self._receive, max_message_size, max_connections,
-                                         idle_timeout, transport_name="tls", rejected=rejected)
+                                         idle_timeout, transport_name="tls", rejected=rejected,
+                                         by_peer=self.connections.by_transport["tls"])
         self.ports: list[tuple[str, Any]] = []
         self._connecting: dict[tuple[str, str, int], _OutgoingFactory] = {}
         #: Seconds an outgoing TCP connection may take to open.
@@ -404,9 +427,7 @@ class TransportManager:
     def has_connection(self, address: Address) -> bool:
         """Whether a stream connection of ``address``'s transport with its host and port
         is open."""
-        streams = self._streams(address.transport)
-        connection = streams.by_peer.get((address.host, address.port)) if streams else None
-        return connection is not None and connection.transport is not None
+        return self.connections.is_open(address)
 
     def _connect(self, address: Address, data: bytes, on_error: SendError | None) -> None:
         streams = self._streams(address.transport)

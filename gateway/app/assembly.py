@@ -1,0 +1,189 @@
+"""The gateway's parts, built once and wired by their constructors.
+
+:func:`assemble` builds everything bottom-up — registry, addresses, authentication, the
+overlay, the sans-IO core, its driver (which builds the transports), the upstream
+registrations — so no part learns a collaborator after it is made. The service
+(:mod:`gateway.app.service`) only starts and stops them.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from gateway.app.metrics import Metrics
+from gateway.app.startup import Prepared, host_address, machine_addresses
+from gateway.app.status_file import OVERLAY_STATUS_FILE, write_status_file
+from gateway.app.wiring import auth_policy, registrar_policy, upstream_settings
+from gateway.overlay.dns_bootstrap import DnsBootstrap
+from gateway.overlay.identity import load_node_id
+from gateway.overlay.record import Signer
+from gateway.overlay.service import OverlayService, OverlaySettings
+from gateway.overlay.trust import RecordTrust
+from gateway.registry.overlay_store import OverlayStore, PinDirectory
+from gateway.registry.runner import ProcessStoreRunner, StoreRunner, ThreadStoreRunner
+from gateway.registry.service import LocationService
+from gateway.registry.users import UserDirectory, UserStore
+from gateway.server.authenticator import Authenticator
+from gateway.server.core import SipCore
+from gateway.server.driver import CoreDriver, MessageSink
+from gateway.server.myself import LocalDomains, Myself
+from gateway.server.ratelimit import SourceRateLimiter
+from gateway.server.registrar import Registrar
+from gateway.server.routing import ResolverContext, build_chain
+from gateway.server.upstream import UpstreamRegistrations, UpstreamServer
+from gateway.sip.address import Address
+from gateway.sip.client_transaction import ClientTransactionLayer
+from gateway.sip.transaction import TransactionLayer
+from gateway.sip.transport import OpenConnections, TransportManager
+from gateway.sip.uri import bracketed
+
+
+@dataclass
+class Gateway:
+    """Every part of one gateway."""
+
+    prepared: Prepared
+    metrics: Metrics
+    location: LocationService
+    local_domains: LocalDomains
+    listen_hosts: list[str]
+    myself: Myself
+    users: UserDirectory
+    authenticator: Authenticator
+    overlay: OverlayService | None
+    upstream_server: UpstreamServer | None
+    core: SipCore
+    driver: CoreDriver
+    upstream: UpstreamRegistrations | None
+
+    @property
+    def transports(self) -> TransportManager:
+        """The listeners and outgoing connections (built by the driver)."""
+        return self.driver.transports
+
+
+def assemble(prepared: Prepared, reactor: Any) -> Gateway:
+    """Build every part of the gateway from a prepared start-up."""
+    config = prepared.config
+    metrics = Metrics()
+    location = LocationService(prepared.store, reactor,
+                               sweep_interval=config.database.sweep_interval,
+                               sync_interval=config.database.sync_interval,
+                               commit_interval=config.database.commit_interval,
+                               runner=_store_runner(prepared, reactor),
+                               on_commit=metrics.db_write.observe)
+    listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]
+    local_domains = LocalDomains(config.gateway.domains, [*machine_addresses(), *listen_hosts],
+                                 (socket.gethostname(), socket.getfqdn()))
+    # The sockets are bound already (prepare): the gateway knows its own addresses.
+    listeners = [(kind, *sock.getsockname()[:2]) for kind, sock in prepared.sockets]
+    myself = Myself(local_domains, listeners, advertised_host=config.sip.advertised_address,
+                    wildcard_host=host_address())
+    user_store = UserStore(config.database.url, engine=prepared.store.engine
+                           if prepared.store.in_memory else None)
+    users = UserDirectory(user_store, reactor, config.database.sync_interval)
+    authenticator = Authenticator(auth_policy(config), users, prepared.secret, myself)
+    settings = upstream_settings(config)
+    upstream_server = UpstreamServer.from_settings(settings) if settings is not None else None
+    overlay = None
+    if prepared.overlay_socket is not None and prepared.material is not None:
+        route = config.overlay.route or _own_route(myself)
+        overlay = _overlay_service(prepared, location, route, metrics, reactor)
+    limits = config.limits
+    rate_limit = None
+    if limits.source_rate > 0:
+        exempt = authenticator.is_trusted if limits.exempt_trusted else (lambda _host: False)
+        rate_limit = SourceRateLimiter(limits.source_rate, limits.source_burst, exempt)
+    t1 = config.sip.t1
+    transactions = TransactionLayer(t1, config.sip.t2, config.sip.t4,
+                                    invite_lifetime=config.proxy.timer_c + 64 * t1 + 32)
+    connections = OpenConnections()
+    core = SipCore(Registrar(registrar_policy(config), local_domains), location, transactions,
+                   ClientTransactionLayer(t1, config.sip.t2, config.sip.t4), myself,
+                   timer_c=config.proxy.timer_c, force_rport=config.sip.force_rport,
+                   authenticator=authenticator,
+                   trusted_peer=partial(_trusted_peer, prepared, upstream_server),
+                   counters=metrics, rate_limit=rate_limit, flow_alive=connections.is_open)
+    resolvers = build_chain(config.proxy.resolvers, ResolverContext(
+        location, local_domains, overlay, upstream_server))
+
+    def make_transports(sink: MessageSink) -> TransportManager:
+        return TransportManager(reactor, sink.receive, config.sip.max_message_size,
+                                config.sip.max_tcp_connections, config.sip.tcp_idle_timeout,
+                                absorb=sink.absorb, tls=prepared.tls, rejected=metrics.rejected,
+                                connections=connections)
+
+    driver = CoreDriver(core, reactor, resolvers, location, make_transports)
+    upstream = (UpstreamRegistrations(upstream_server, driver, location, reactor)
+                if upstream_server is not None else None)
+    return Gateway(prepared, metrics, location, local_domains, listen_hosts, myself, users,
+                   authenticator, overlay, upstream_server, core, driver, upstream)
+
+
+def _trusted_peer(prepared: Prepared, upstream: UpstreamServer | None,
+                  source: Address) -> bool:
+    """Whether ``source`` proved who it is at the transport, so digest is not asked."""
+    # Mutual TLS: every TLS connection proved its certificate in the handshake.
+    if source.transport == "tls" and prepared.tls is not None and prepared.tls.require_client_cert:
+        return True
+    # The configured upstream server relays its own users' requests.
+    return upstream is not None and upstream.is_upstream(source.host, source.port)
+
+
+def _own_route(myself: Myself) -> str:
+    """This gateway's SIP URI for overlay records: its UDP (else TCP) address."""
+    for transport in ("udp", "tcp"):
+        address = myself.address(transport)
+        if address is not None:
+            suffix = "" if transport == "udp" else ";transport=tcp"
+            return f"sip:{bracketed(address[0])}:{address[1]}{suffix};lr"
+    return ""
+
+
+def _overlay_service(prepared: Prepared, location: LocationService, route: str,
+                     metrics: Metrics, reactor: Any) -> OverlayService:
+    """The overlay node, its signer (the gateway's certificate) and trust policy."""
+    config = prepared.config
+    overlay = config.overlay
+    material = prepared.material
+    assert material is not None and prepared.overlay_socket is not None
+    signer = Signer(material.private_key, material.certificate)
+    pins: dict[str, set[str]] = {}
+    for domain, fingerprint in overlay.pins:
+        pins.setdefault(domain, set()).add(fingerprint)
+    store = OverlayStore(config.database.url, engine=prepared.store.engine
+                         if prepared.store.in_memory else None)
+    runner = ThreadStoreRunner(store, reactor)
+    pin_directory = PinDirectory(runner)
+    trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
+                        own_signer=signer.signer_id, pin_store=pin_directory)
+    settings = OverlaySettings(
+        bootstrap=tuple((a.host, a.port) for a in overlay.bootstrap), k=overlay.k,
+        alpha=overlay.alpha, rpc_timeout=overlay.rpc_timeout,
+        record_lifetime=overlay.record_lifetime, cache_seconds=overlay.cache,
+        negative_cache_seconds=min(overlay.cache, 2.0),
+        node_id=load_node_id(config.data_dir), publish_rate=overlay.publish_rate,
+        health_interval=overlay.health_interval)
+    dns = None
+    if overlay.bootstrap_dns:
+        servers = [(a.host, a.port) for a in overlay.dns_servers] or None
+        dns = DnsBootstrap(overlay.bootstrap_dns, servers)
+    return OverlayService(settings, prepared.overlay_socket, signer, trust, location, route,
+                          reactor, runner, pins=pin_directory, dns_bootstrap=dns,
+                          status_writer=partial(write_status_file,
+                                                Path(config.data_dir) / OVERLAY_STATUS_FILE),
+                          lookup_observer=metrics.observe_overlay_lookup)
+
+
+def _store_runner(prepared: Prepared, reactor: Any) -> StoreRunner:
+    """``database.worker``: a worker process, except for an in-memory SQLite database
+    (which only exists inside this process)."""
+    if prepared.config.database.worker == "process" and not prepared.store.in_memory:
+        return ProcessStoreRunner(prepared.config.database.url, reactor)
+    return ThreadStoreRunner(prepared.store, reactor)
+
+

@@ -1,0 +1,45 @@
+"""What ``/status``, ``status.json`` and ``p2psip-admin status`` show of a gateway."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from gateway import __version__
+from gateway.app.assembly import Gateway
+from gateway.app.metrics import process_memory
+
+
+def gateway_status(gateway: Gateway, *, stopped: bool = False) -> dict[str, Any]:
+    """The gateway's state now, as plain JSON-able values."""
+    location, metrics, core = gateway.location, gateway.metrics, gateway.core
+    upstream = gateway.upstream
+    return {
+        "state": "stopped" if stopped else "running",
+        "version": __version__, "pid": os.getpid(),
+        "uptime_seconds": round(time.time() - metrics.started, 1),
+        "updated": time.time(),
+        "listeners": gateway.transports.listening_descriptions(),
+        "domains": sorted(gateway.local_domains.names),
+        "registry": {
+            "database": gateway.prepared.store.safe_url,
+            "state": "failing" if location.last_error else "ok",
+            "last_error": location.last_error, "bindings": location.binding_count(),
+            "aors": location.aor_count(), "commits": location.commits,
+            "commit_failures": location.commit_failures,
+            "last_commit_ms": round(1000 * location.last_commit_seconds, 2)},
+        "transactions": {"server": len(core.transactions), "client": len(core.clients),
+                         "proxied": len(core.proxy)},
+        "overlay": gateway.overlay.status() if gateway.overlay is not None
+        else {"state": "disabled"},
+        "upstream": {"uri": upstream.settings.uri, "registered_ok": upstream.ok,
+                     "failed": upstream.failed} if upstream is not None else None,
+        "auth": {"users": len(gateway.users), "failures": gateway.authenticator.failures},
+        "requests": dict(metrics.requests),
+        "responses": dict(metrics.responses),
+        "registrations": metrics.registrations,
+        "rate_limited": metrics.rate_limited,
+        "malformed": metrics.malformed,
+        "memory": process_memory(),
+    }
