@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.server.core import validate_request
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, StreamFramer, parse_message
@@ -47,15 +48,10 @@ def parse(name: str) -> Request | Response:
 
 
 def core_validation_error(message: Request) -> SipSyntaxError | None:
-    """What the core checks before it accepts a request (gateway/server/core.py), in its order:
-    the first error, which the core answers with 400, or None."""
+    """The first error the core's own validation finds (the core answers it with 400),
+    or None: :func:`gateway.server.core.validate_request` itself."""
     try:
-        if not message.vias:
-            raise SipSyntaxError("missing Via header")
-        message.from_, message.to, message.call_id  # noqa: B018
-        if message.cseq.method != message.method:
-            raise SipSyntaxError("CSeq method does not match the request method")
-        message.max_forwards  # noqa: B018
+        validate_request(message)
     except SipSyntaxError as exc:
         return exc
     return None

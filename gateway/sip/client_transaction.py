@@ -32,6 +32,81 @@ class ClientState(Enum):
     TERMINATED = "terminated"
 
 
+class Input(Enum):
+    """What can happen to a client transaction."""
+
+    PROVISIONAL = "1xx"
+    SUCCESS = "2xx"
+    FINAL = "3xx-6xx"
+    TIMER_A = "A"  # retransmit the INVITE (UDP)
+    TIMER_B = "B"  # no answer to the INVITE
+    TIMER_D = "D"  # retransmitted finals absorbed long enough (INVITE)
+    TIMER_E = "E"  # retransmit the request (non-INVITE, UDP)
+    TIMER_F = "F"  # no final response (non-INVITE)
+    TIMER_K = "K"  # retransmitted finals absorbed long enough (non-INVITE)
+    TIMER_M = "M"  # 2xx retransmissions passed on long enough (INVITE, RFC 6026)
+    TRANSPORT_ERROR = "transport-error"
+
+
+class Step(Enum):
+    """What a transition does besides changing the state."""
+
+    DELIVER = "deliver"  # pass the response to the TU
+    ACCEPT = "accept"  # 2xx: release the request, start M, deliver
+    COMPLETE_ACK = "complete-ack"  # non-2xx final: ACK it, start D, deliver
+    RESEND_ACK = "resend-ack"  # the final came again: ACK again
+    COMPLETE = "complete"  # non-INVITE final: start K, deliver
+    RETRANSMIT = "retransmit"  # A/E: send the request again, back off
+    TIMEOUT = "timeout"  # B/F: tell the TU (408)
+    FAIL = "fail"  # the transport could not send: tell the TU (503)
+    END = "end"  # D, K, M: the lingering time is over
+
+
+C, I_, P = ClientState, Input, Step
+#: The legal transitions of RFC 3261 figures 5 and 6 with RFC 6026's Accepted state, by
+#: INVITE (True) or not: (state, input) -> (next state, step). A response missing here
+#: is absorbed (a retransmission, or one that comes too late); a timer missing here
+#: belongs to a state the transaction has left and does nothing; so does a transport
+#: error once a final response is in.
+TRANSITIONS: dict[bool, dict[tuple[ClientState, Input], tuple[ClientState, Step]]] = {
+    True: {
+        (C.CALLING, I_.PROVISIONAL): (C.PROCEEDING, P.DELIVER),
+        (C.PROCEEDING, I_.PROVISIONAL): (C.PROCEEDING, P.DELIVER),
+        (C.CALLING, I_.SUCCESS): (C.ACCEPTED, P.ACCEPT),
+        (C.PROCEEDING, I_.SUCCESS): (C.ACCEPTED, P.ACCEPT),
+        (C.ACCEPTED, I_.SUCCESS): (C.ACCEPTED, P.DELIVER),  # retransmitted or forked 2xx
+        (C.CALLING, I_.FINAL): (C.COMPLETED, P.COMPLETE_ACK),
+        (C.PROCEEDING, I_.FINAL): (C.COMPLETED, P.COMPLETE_ACK),
+        (C.COMPLETED, I_.FINAL): (C.COMPLETED, P.RESEND_ACK),
+        (C.CALLING, I_.TIMER_A): (C.CALLING, P.RETRANSMIT),
+        # Timer B only ends a silent INVITE: a ringing one waits for the proxy's Timer C
+        # instead (RFC 3261 §17.1.1.2, §16.8).
+        (C.CALLING, I_.TIMER_B): (C.TERMINATED, P.TIMEOUT),
+        (C.COMPLETED, I_.TIMER_D): (C.TERMINATED, P.END),
+        (C.ACCEPTED, I_.TIMER_M): (C.TERMINATED, P.END),
+        (C.CALLING, I_.TRANSPORT_ERROR): (C.TERMINATED, P.FAIL),
+        (C.PROCEEDING, I_.TRANSPORT_ERROR): (C.TERMINATED, P.FAIL),
+    },
+    False: {
+        (C.TRYING, I_.PROVISIONAL): (C.PROCEEDING, P.DELIVER),
+        (C.PROCEEDING, I_.PROVISIONAL): (C.PROCEEDING, P.DELIVER),
+        (C.TRYING, I_.SUCCESS): (C.COMPLETED, P.COMPLETE),
+        (C.TRYING, I_.FINAL): (C.COMPLETED, P.COMPLETE),
+        (C.PROCEEDING, I_.SUCCESS): (C.COMPLETED, P.COMPLETE),
+        (C.PROCEEDING, I_.FINAL): (C.COMPLETED, P.COMPLETE),
+        (C.TRYING, I_.TIMER_E): (C.TRYING, P.RETRANSMIT),
+        (C.PROCEEDING, I_.TIMER_E): (C.PROCEEDING, P.RETRANSMIT),
+        (C.TRYING, I_.TIMER_F): (C.TERMINATED, P.TIMEOUT),
+        (C.PROCEEDING, I_.TIMER_F): (C.TERMINATED, P.TIMEOUT),
+        (C.COMPLETED, I_.TIMER_K): (C.TERMINATED, P.END),
+        (C.TRYING, I_.TRANSPORT_ERROR): (C.TERMINATED, P.FAIL),
+        (C.PROCEEDING, I_.TRANSPORT_ERROR): (C.TERMINATED, P.FAIL),
+    },
+}
+_TIMERS = {"A": I_.TIMER_A, "B": I_.TIMER_B, "D": I_.TIMER_D, "E": I_.TIMER_E,
+           "F": I_.TIMER_F, "K": I_.TIMER_K, "M": I_.TIMER_M}
+
+
 class ClientEvent(Enum):
     """What the transaction user learns about a client transaction."""
 
@@ -81,9 +156,14 @@ def _hop_request(request: Request, method: str, to: str | None) -> Request:
     Call-ID, Route and Max-Forwards, CSeq number with ``method``; To as in the request,
     or ``to`` when given."""
     headers = []
+    via_done = False
     for key, name, value in request.headers:
         if key == "via":
-            headers.append((key, name, str(request.top_via)))
+            # Only the request's top Via value, once (RFC 3261 §9.1, §17.1.1.3), even
+            # when the request carries several Via lines.
+            if not via_done:
+                headers.append((key, name, str(request.top_via)))
+                via_done = True
         elif key in ("from", "call-id", "route", "max-forwards") or (key == "to"
                                                                      and to is None):
             headers.append((key, name, value))
@@ -150,10 +230,9 @@ class ClientTransactionLayer:
 
     def transport_error(self, txn: ClientTransaction, reason: str = "") -> None:
         """The transport could not deliver ``txn``'s request (RFC 3261 §17.1.4)."""
-        if txn.state in (ClientState.CALLING, ClientState.TRYING, ClientState.PROCEEDING):
+        if (txn.state, Input.TRANSPORT_ERROR) in TRANSITIONS[txn.is_invite]:
             txn.error = reason
-            self._forget(txn)
-            self._events.append((ClientEvent.TRANSPORT_ERROR, txn, None))
+        self._apply(txn, Input.TRANSPORT_ERROR, None, 0.0)
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -165,56 +244,61 @@ class ClientTransactionLayer:
         if txn is None:
             return False, []
         status = response.status
-        if txn.is_invite:
-            return True, self._invite_response(txn, response, status, now)
-        self._non_invite_response(txn, response, status, now)
-        return True, []
+        event = (Input.PROVISIONAL if status < 200 else Input.SUCCESS if status < 300
+                 else Input.FINAL)
+        return True, self._apply(txn, event, response, now)
+
+    def _apply(self, txn: ClientTransaction, event: Input, response: Response | None,
+               now: float) -> list[Send]:
+        """Take ``txn`` through the transition of ``event`` (see :data:`TRANSITIONS`)."""
+        transition = TRANSITIONS[txn.is_invite].get((txn.state, event))
+        if transition is None:
+            return []  # absorbed: see TRANSITIONS
+        next_state, step = transition
+        txn.state = next_state
+        if step is Step.DELIVER:
+            assert response is not None
+            self._deliver(txn, response)
+        elif step is Step.ACCEPT:
+            assert response is not None
+            _release(txn)
+            self._schedule(now + 64 * self.t1, "M", txn)
+            self._deliver(txn, response)
+        elif step is Step.COMPLETE_ACK:
+            assert response is not None and txn.request is not None
+            txn.ack = build_ack(txn.request, response).serialize()
+            _release(txn)
+            self._schedule(now + (0 if txn.destination.reliable else 32.0), "D", txn)
+            self._deliver(txn, response)
+            return [(txn.ack, txn.destination)]
+        elif step is Step.RESEND_ACK:
+            return [] if txn.ack is None else [(txn.ack, txn.destination)]
+        elif step is Step.COMPLETE:
+            assert response is not None
+            _release(txn)
+            self._schedule(now + (0 if txn.destination.reliable else self.t4), "K", txn)
+            self._deliver(txn, response)
+        elif step is Step.RETRANSMIT:
+            if txn.is_invite:
+                txn.interval *= 2
+            else:  # Timer E: doubling up to T2, T2 at once once a provisional came
+                txn.interval = (min(2 * txn.interval, self.t2)
+                                if txn.state is ClientState.TRYING else self.t2)
+            self._schedule(now + txn.interval, "A" if txn.is_invite else "E", txn)
+            return [(txn.data, txn.destination)]
+        elif step is Step.TIMEOUT:
+            self._forget(txn)
+            self._events.append((ClientEvent.TIMEOUT, txn, None))
+        elif step is Step.FAIL:
+            self._forget(txn)
+            self._events.append((ClientEvent.TRANSPORT_ERROR, txn, None))
+        else:  # END
+            self._forget(txn)
+        return []
 
     def _deliver(self, txn: ClientTransaction, response: Response) -> None:
         txn.status = max(txn.status, response.status)
         self._events.append((ClientEvent.RESPONSE, txn, response))
-
-    def _invite_response(self, txn: ClientTransaction, response: Response, status: int,
-                         now: float) -> list[Send]:
-        state = txn.state
-        if status < 200:
-            if state in (ClientState.CALLING, ClientState.PROCEEDING):
-                txn.state = ClientState.PROCEEDING
-                self._deliver(txn, response)
-            return []
-        if status < 300:
-            if state in (ClientState.CALLING, ClientState.PROCEEDING):
-                _release(txn)
-                txn.state = ClientState.ACCEPTED
-                self._schedule(now + 64 * self.t1, "M", txn)
-                self._deliver(txn, response)
-            elif state is ClientState.ACCEPTED:
-                self._deliver(txn, response)  # retransmitted or forked 2xx: pass it on
-            return []
-        if state in (ClientState.CALLING, ClientState.PROCEEDING):
-            assert txn.request is not None
-            txn.ack = build_ack(txn.request, response).serialize()
-            _release(txn)
-            txn.state = ClientState.COMPLETED
-            self._schedule(now + (0 if txn.destination.reliable else 32.0), "D", txn)
-            self._deliver(txn, response)
-            return [(txn.ack, txn.destination)]
-        if state is ClientState.COMPLETED and txn.ack is not None:
-            return [(txn.ack, txn.destination)]  # the final was retransmitted: ACK again
-        return []
-
-    def _non_invite_response(self, txn: ClientTransaction, response: Response, status: int,
-                             now: float) -> None:
-        if txn.state not in (ClientState.TRYING, ClientState.PROCEEDING):
-            return  # retransmitted final: absorbed
-        if status < 200:
-            txn.state = ClientState.PROCEEDING
-            self._deliver(txn, response)
-            return
-        _release(txn)
-        txn.state = ClientState.COMPLETED
-        self._schedule(now + (0 if txn.destination.reliable else self.t4), "K", txn)
-        self._deliver(txn, response)
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -229,27 +313,7 @@ class ClientTransactionLayer:
             txn = self._table.get(key)  # type: ignore[arg-type]
             if txn is None or txn.serial != serial:
                 continue
-            state = txn.state
-            if name == "A":
-                if state is ClientState.CALLING:
-                    sends.append((txn.data, txn.destination))
-                    txn.interval *= 2
-                    self._schedule(now + txn.interval, "A", txn)
-            elif name == "E":
-                if state in (ClientState.TRYING, ClientState.PROCEEDING):
-                    sends.append((txn.data, txn.destination))
-                    txn.interval = (min(2 * txn.interval, self.t2)
-                                    if state is ClientState.TRYING else self.t2)
-                    self._schedule(now + txn.interval, "E", txn)
-            elif name in ("B", "F"):
-                # Timer B only runs in Calling: a ringing INVITE waits for the proxy's
-                # Timer C instead (RFC 3261 §17.1.1.2, §16.8).
-                if state in (ClientState.CALLING, ClientState.TRYING) or (
-                        name == "F" and state is ClientState.PROCEEDING):
-                    self._forget(txn)
-                    self._events.append((ClientEvent.TIMEOUT, txn, None))
-            else:  # D, K, M: the transaction's lingering time is over
-                self._forget(txn)
+            sends += self._apply(txn, _TIMERS[name], None, now)
         return sends
 
     def _schedule(self, when: float, name: str, txn: ClientTransaction) -> None:

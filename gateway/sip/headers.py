@@ -365,3 +365,30 @@ def route_uri(value: str) -> SipUri:
     if not isinstance(addr.uri, SipUri):
         raise SipSyntaxError("route is not a SIP URI")
     return addr.uri
+
+
+#: More digits than any Content-Length of a message this stack accepts can have.
+MAX_LENGTH_DIGITS = 12
+
+
+class ContentLengthTooLarge(SipSyntaxError):
+    """A Content-Length with more digits than any message may have."""
+
+
+def content_length(values: list[str]) -> int:
+    """The body length that the Content-Length values of one message give (RFC 3261
+    §20.14: 1*DIGIT); the one parser of it, for datagrams and for stream framing alike.
+    Raises :class:`SipSyntaxError` for a value that is not digits or values that
+    disagree."""
+    length = -1
+    for text in values:
+        if not is_ascii_digits(text):
+            raise SipSyntaxError("bad Content-Length")
+        digits = text.lstrip("0") or "0"
+        if len(digits) > MAX_LENGTH_DIGITS:
+            raise ContentLengthTooLarge("Content-Length too large")
+        number = int(digits)
+        if length >= 0 and number != length:
+            raise SipSyntaxError("conflicting Content-Length headers")
+        length = number
+    return length

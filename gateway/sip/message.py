@@ -18,6 +18,7 @@ from gateway.sip.headers import (
     NameAddr,
     Via,
     canonical_name,
+    content_length,
     header_key,
     parse_contact,
     parse_cseq,
@@ -229,8 +230,8 @@ class SipMessage:
     @property
     def content_length(self) -> int | None:
         """The Content-Length header, None when absent."""
-        value = self.header("content-length")
-        return None if value is None else parse_delta_seconds(value, "Content-Length")
+        values = self.header_values("content-length")
+        return content_length(values) if values else None
 
     def option_tags(self, name: str) -> list[str]:
         """Option tags of Require/Supported/Proxy-Require, lower-case."""

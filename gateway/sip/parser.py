@@ -9,9 +9,16 @@ from __future__ import annotations
 import re
 
 from gateway.sip.errors import SipSyntaxError
-from gateway.sip.headers import COMPACT_FORMS, canonical_name, header_key, is_token
+from gateway.sip.headers import (
+    COMPACT_FORMS,
+    ContentLengthTooLarge,
+    canonical_name,
+    content_length,
+    header_key,
+    is_token,
+)
 from gateway.sip.message import Header, Request, Response
-from gateway.sip.uri import SipUri, is_ascii_digits, parse_uri
+from gateway.sip.uri import SipUri, parse_uri
 
 _STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?",
                           re.IGNORECASE | re.ASCII | re.DOTALL)
@@ -35,7 +42,6 @@ _KNOWN_NAMES: dict[str, str] = {
      for spelling in (short, short.upper())}
 
 # The largest Content-Length worth converting: anything longer cannot match a body.
-_MAX_LENGTH_DIGITS = 12
 
 
 class ParseError(SipSyntaxError):
@@ -161,19 +167,13 @@ def parse_message(data: bytes, *, framed: bool = False) -> Request | Response:
             raise ParseError("bad status line", headers=headers)
 
     if lengths:
-        length = -1
-        for text in lengths:
-            if not is_ascii_digits(text):
-                raise ParseError("bad Content-Length", headers=headers, is_request=is_request)
-            digits = text.lstrip("0") or "0"
-            if len(digits) > _MAX_LENGTH_DIGITS:
-                raise ParseError("Content-Length larger than the body", headers=headers,
-                                 is_request=is_request)
-            number = int(digits)
-            if length >= 0 and number != length:
-                raise ParseError("conflicting Content-Length headers", headers=headers,
-                                 is_request=is_request)
-            length = number
+        try:
+            length = content_length(lengths)
+        except ContentLengthTooLarge:
+            raise ParseError("Content-Length larger than the body", headers=headers,
+                             is_request=is_request) from None
+        except SipSyntaxError as exc:
+            raise ParseError(str(exc), headers=headers, is_request=is_request) from None
         if length > len(body):
             raise ParseError("Content-Length larger than the body", headers=headers,
                              is_request=is_request)
@@ -243,18 +243,13 @@ _CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(?:\r\n[ \t
 
 
 def _content_length(buffer: bytearray, end: int) -> int:
-    length = -1
-    for text in _CONTENT_LENGTH.findall(buffer, 0, end):
-        text = text.strip(b" \t")
-        if not text.isdigit():  # bytes.isdigit() is ASCII-only
-            raise ParseError("bad Content-Length")
-        text = text.lstrip(b"0") or b"0"
-        if len(text) > _MAX_LENGTH_DIGITS:
-            raise ParseError("message too large")
-        number = int(text)
-        if length >= 0 and number != length:
-            raise ParseError("conflicting Content-Length headers")
-        length = number
-    if length < 0:
+    values = [v.strip(b" \t").decode("latin-1")
+              for v in _CONTENT_LENGTH.findall(buffer, 0, end)]
+    if not values:
         raise ParseError("missing Content-Length on a stream transport")
-    return length
+    try:
+        return content_length(values)
+    except ContentLengthTooLarge:
+        raise ParseError("message too large") from None
+    except SipSyntaxError as exc:
+        raise ParseError(str(exc)) from None

@@ -1,0 +1,106 @@
+"""The registrar's decisions (RFC 3261 §10.3) on their own: a REGISTER and the AoR's
+current bindings in, an error response or the complete new binding set out."""
+
+from __future__ import annotations
+
+from gateway.registry.binding import Binding
+from gateway.server.registrar import Registrar, RegistrarPolicy
+from gateway.sip.address import Address
+from gateway.sip.message import Request
+from gateway.sip.parser import parse_message
+
+NOW = 1_800_000_000.0
+SOURCE = Address("tcp", "198.51.100.7", 40000, 9)
+REGISTRAR = Registrar(RegistrarPolicy(min_expires=60, max_expires=3600, default_expires=1800,
+                                      max_contacts=2),
+                      lambda host: host == "example.com")
+
+
+def register(*contacts: str, expires: str = "", call_id: str = "c1", cseq: int = 1,
+             to: str = "sip:alice@example.com", extra: str = "",
+             uri: str = "sip:example.com") -> Request:
+    lines = [f"REGISTER {uri} SIP/2.0",
+             "Via: SIP/2.0/TCP 198.51.100.7:40000;branch=z9hG4bKreg",
+             f"From: <{to}>;tag=f", f"To: <{to}>", f"Call-ID: {call_id}",
+             f"CSeq: {cseq} REGISTER", "Max-Forwards: 70"]
+    lines += [f"Contact: {c}" for c in contacts]
+    if expires:
+        lines.append(f"Expires: {expires}")
+    if extra:
+        lines.append(extra)
+    message = parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def decide(request: Request, current: list[Binding] | None = None):
+    return REGISTRAR.decide(request, SOURCE, current or [], NOW)
+
+
+def test_a_contact_gets_the_default_expiry_and_remembers_its_flow() -> None:
+    decision = decide(register("<sip:a@192.0.2.1>"))
+    (binding,) = decision.bindings
+    assert decision.response is None and decision.aor == "sip:alice@example.com"
+    assert binding.expires == NOW + 1800
+    assert (binding.received, binding.transport) == ("198.51.100.7:40000", "tcp")
+
+
+def test_contact_expires_wins_over_the_header_and_is_capped() -> None:
+    (a, b) = decide(register("<sip:a@192.0.2.1>;expires=100", "<sip:b@192.0.2.2>",
+                             expires="99999")).bindings
+    assert (a.expires, b.expires) == (NOW + 100, NOW + 3600)
+
+
+def test_too_brief_gets_423_with_min_expires() -> None:
+    response = decide(register("<sip:a@192.0.2.1>", expires="10")).response
+    assert response is not None and response.status == 423
+    assert response.header("min-expires") == "60"
+
+
+def test_expires_zero_removes_only_that_contact() -> None:
+    current = decide(register("<sip:a@192.0.2.1>", "<sip:b@192.0.2.2>")).bindings
+    decision = decide(register("<sip:a@192.0.2.1>;expires=0", cseq=2), list(current))
+    assert [b.contact for b in decision.bindings] == ["sip:b@192.0.2.2"]
+
+
+def test_wildcard_needs_expires_zero_and_removes_everything() -> None:
+    current = list(decide(register("<sip:a@192.0.2.1>")).bindings)
+    assert decide(register("*", cseq=2), current).response.status == 400
+    assert decide(register("*", expires="0", cseq=2), current).bindings == ()
+
+
+def test_an_older_cseq_of_the_same_call_id_is_refused() -> None:
+    current = list(decide(register("<sip:a@192.0.2.1>", cseq=5)).bindings)
+    response = decide(register("<sip:a@192.0.2.1>", cseq=4), current).response
+    assert response is not None and response.status == 400 and "CSeq" in response.reason
+
+
+def test_more_contacts_than_allowed_get_403() -> None:
+    response = decide(register("<sip:a@192.0.2.1>", "<sip:b@192.0.2.2>",
+                               "<sip:c@192.0.2.3>")).response
+    assert response is not None and response.status == 403
+
+
+def test_a_domain_not_served_here_gets_403_and_a_foreign_aor_404() -> None:
+    elsewhere = decide(register("<sip:a@192.0.2.1>", uri="sip:other.example")).response
+    assert elsewhere is not None and elsewhere.status == 403
+    response = decide(register("<sip:a@192.0.2.1>", to="sip:alice@other.example")).response
+    assert response is not None and response.status == 404
+
+
+def test_path_needs_supported_path() -> None:
+    without = decide(register("<sip:a@192.0.2.1>", extra="Path: <sip:edge.example.com;lr>"))
+    assert without.response is not None and without.response.status == 420
+    with_path = decide(register("<sip:a@192.0.2.1>", extra="Path: <sip:edge.example.com;lr>"
+                                "\r\nSupported: path"))
+    assert with_path.bindings[0].path == ("<sip:edge.example.com;lr>",)
+
+
+def test_ok_response_lists_every_live_binding_with_its_remaining_time() -> None:
+    request = register("<sip:a@192.0.2.1>;q=0.5", "<sip:b@192.0.2.2>", expires="600")
+    bindings = decide(request).bindings
+    ok = REGISTRAR.ok_response(request, bindings, NOW + 100)
+    assert ok.status == 200
+    assert ok.header_values("contact") == ["<sip:b@192.0.2.2>;expires=500",
+                                           "<sip:a@192.0.2.1>;expires=500;q=0.5"]
+    assert ok.header("date")
