@@ -147,13 +147,15 @@ def test_the_reader_rejects_a_replayed_older_record(tmp_path: Path) -> None:
 
     from twisted.internet import reactor
 
-    from gateway.overlay.service import OverlayService, OverlaySettings
+    from gateway.app.config import defaults
+    from gateway.app.wiring import overlay_settings
+    from gateway.overlay.service import OverlayService
 
     ca = TestCA(tmp_path / "ca")
     publisher = signer_for(ca, "b", "b.example")
     own = Signer(ec.generate_private_key(ec.SECP256R1()), None)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        service = OverlayService(OverlaySettings(), sock, own,
+        service = OverlayService(overlay_settings(defaults()), sock, own,
                                  RecordTrust("ca", ca_certificates=[ca.certificate]), None,
                                  ROUTE, reactor)
         older = one(publisher.sign("sip:bob@b.example", CONTACT, "sip:127.0.0.7;lr", 600))

@@ -17,11 +17,16 @@ from typing import Any
 from gateway.app.metrics import Metrics
 from gateway.app.startup import Prepared, host_address, machine_addresses
 from gateway.app.status_file import OVERLAY_STATUS_FILE, write_status_file
-from gateway.app.wiring import auth_policy, registrar_policy, upstream_settings
+from gateway.app.wiring import (
+    auth_policy,
+    overlay_settings,
+    registrar_policy,
+    upstream_settings,
+)
 from gateway.overlay.dns_bootstrap import DnsBootstrap
 from gateway.overlay.identity import load_node_id
 from gateway.overlay.record import Signer
-from gateway.overlay.service import OverlayService, OverlaySettings
+from gateway.overlay.service import OverlayService
 from gateway.overlay.trust import RecordTrust
 from gateway.registry.overlay_store import OverlayStore, PinDirectory
 from gateway.registry.runner import ProcessStoreRunner, StoreRunner, ThreadStoreRunner
@@ -161,13 +166,7 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
     pin_directory = PinDirectory(runner)
     trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
                         own_signer=signer.signer_id, pin_store=pin_directory)
-    settings = OverlaySettings(
-        bootstrap=tuple((a.host, a.port) for a in overlay.bootstrap), k=overlay.k,
-        alpha=overlay.alpha, rpc_timeout=overlay.rpc_timeout,
-        record_lifetime=overlay.record_lifetime, cache_seconds=overlay.cache,
-        negative_cache_seconds=min(overlay.cache, 2.0),
-        node_id=load_node_id(config.data_dir), publish_rate=overlay.publish_rate,
-        health_interval=overlay.health_interval)
+    settings = overlay_settings(config, load_node_id(config.data_dir))
     dns = None
     if overlay.bootstrap_dns:
         servers = [(a.host, a.port) for a in overlay.dns_servers] or None

@@ -38,6 +38,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway import __version__
+from gateway.app.config import defaults
+from gateway.app.wiring import tls_settings
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
@@ -46,7 +48,7 @@ from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, parse_message
 from gateway.sip.responses import build_response
-from gateway.sip.tls import TlsSettings, load_material
+from gateway.sip.tls import load_material
 from gateway.sip.uri import SipUri, parse_uri
 
 PROG = "p2psip-peer"
@@ -133,7 +135,7 @@ class Peer:
         self.aor = aor
         self.signer = signer
         self.host = host
-        self.node = OverlayNode(ksize=k, rpc_timeout=1.0)
+        self.node = OverlayNode(ksize=k, rpc_timeout=defaults().overlay.rpc_timeout)
         self.sip_port = sip_port
         self.overlay_port = overlay_port
         self.reject = reject
@@ -275,7 +277,7 @@ def load_signer(state_dir: Path, aor: str) -> tuple[Signer, str]:
     """The peer's signer (key and self-signed certificate for the AoR's domain, kept in
     ``state_dir``) and its AoR (``self@DOMAIN`` becomes the self-certifying AoR)."""
     domain = aor.rsplit("@", 1)[-1]
-    load_material(TlsSettings(), str(state_dir), [domain], ["127.0.0.1"])  # made once
+    load_material(tls_settings(defaults()), str(state_dir), [domain], ["127.0.0.1"])  # made once
     key = serialization.load_pem_private_key(
         (state_dir / "tls" / "gateway.key").read_bytes(), password=None)
     certificate = x509.load_pem_x509_certificate(
@@ -297,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "127.0.0.1)")
     parser.add_argument("--overlay-port", type=int, default=0, help="DHT UDP port (0: any)")
     parser.add_argument("--sip-port", type=int, default=0, help="SIP UDP port (0: any)")
-    parser.add_argument("-k", type=int, default=20, help="Kademlia k (default 20)")
+    k = defaults().overlay.k
+    parser.add_argument("-k", type=int, default=k, help=f"Kademlia k (default {k})")
     parser.add_argument("--state-dir", default="peer-state", type=Path,
                         help="where the peer keeps its key and certificate")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -4,6 +4,7 @@ knows its settings only as the small frozen dataclass it defines, never the conf
 from __future__ import annotations
 
 from gateway.app.config import GatewayConfig
+from gateway.overlay.service import OverlaySettings
 from gateway.server.authenticator import AuthPolicy
 from gateway.server.registrar import RegistrarPolicy
 from gateway.server.upstream import UpstreamSettings
@@ -15,6 +16,18 @@ def tls_settings(config: GatewayConfig) -> TlsSettings:
     tls = config.tls
     return TlsSettings(tls.certificate, tls.private_key, tls.chain, tls.ca_file,
                        tls.require_client_cert, tls.min_version, tls.ciphers)
+
+
+def overlay_settings(config: GatewayConfig, node_id: bytes | None = None) -> OverlaySettings:
+    """The overlay service's settings from ``[overlay]``; ``node_id``: the saved one."""
+    overlay = config.overlay
+    return OverlaySettings(
+        bootstrap=tuple((a.host, a.port) for a in overlay.bootstrap), k=overlay.k,
+        alpha=overlay.alpha, rpc_timeout=overlay.rpc_timeout,
+        record_lifetime=overlay.record_lifetime, cache_seconds=overlay.cache,
+        negative_cache_seconds=min(overlay.cache, 2.0),
+        health_interval=overlay.health_interval, publish_rate=overlay.publish_rate,
+        node_id=node_id)
 
 
 def auth_policy(config: GatewayConfig) -> AuthPolicy:

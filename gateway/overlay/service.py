@@ -36,21 +36,22 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class OverlaySettings:
-    """What the overlay service needs from ``[overlay]``."""
+    """What the overlay service needs from ``[overlay]`` (the application builds it from
+    its configuration; the fields with defaults are not settings but tuning constants)."""
 
-    bootstrap: tuple[tuple[str, int], ...] = ()
-    k: int = 20
-    alpha: int = 3
-    rpc_timeout: float = 1.0
-    record_lifetime: float = 3600.0
-    cache_seconds: float = 5.0
-    negative_cache_seconds: float = 2.0
+    bootstrap: tuple[tuple[str, int], ...]
+    k: int
+    alpha: int
+    rpc_timeout: float
+    record_lifetime: float
+    cache_seconds: float
+    negative_cache_seconds: float
+    health_interval: float
+    publish_rate: float
+    node_id: bytes | None = None
     join_retry: float = 60.0  # longest wait between join attempts
     join_backoff: float = 1.0  # first wait; doubles up to join_retry
-    health_interval: float = 10.0
     lookup_timeout: float = 4.0
-    node_id: bytes | None = None
-    publish_rate: float = 1000.0
 
 
 class OverlayService:

@@ -150,10 +150,12 @@ class SipCore:
                         now: float) -> tuple[bool, list[Action]]:
         """Whether ``data`` is a byte-identical retransmission of a request in a live
         transaction (it is then handled, the last response re-sent, without parsing)."""
-        self._now = now
         absorbed, sends = self.transactions.absorb_datagram(data, source)
+        if not absorbed:
+            return False, []  # nothing changed: no actions, no new deadline
+        self._now = now
         self._send_all(sends)
-        return absorbed, self._flush()
+        return True, self._flush()
 
     def receive(self, message: Request | Response, source: Address, now: float,
                 raw: bytes = b"") -> list[Action]:
@@ -243,10 +245,11 @@ class SipCore:
 
     def next_deadline(self) -> float | None:
         """When :meth:`timer_fired` next has work, or None."""
-        deadlines = [d for d in (self.transactions.next_deadline(),
-                                 self.clients.next_deadline(),
-                                 self.proxy.next_deadline()) if d is not None]
-        return min(deadlines) if deadlines else None
+        earliest = self.transactions.next_deadline()
+        for deadline in (self.clients.next_deadline(), self.proxy.next_deadline()):
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        return earliest
 
     # --- requests ---------------------------------------------------------------------
 

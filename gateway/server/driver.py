@@ -10,7 +10,7 @@ synchronously) is fed back at once, so nothing waits for the reactor needlessly.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -60,6 +60,9 @@ class CoreDriver:
         self.registry = registry
         self.transports = make_transports(self)
         self._timer: IDelayedCall | None = None
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Send: self._send, Wake: self._wake, WriteBindings: self._write,
+            Resolve: self._resolve, Deliver: self._deliver}
 
     # --- from the transports ------------------------------------------------------------
 
@@ -89,40 +92,40 @@ class CoreDriver:
 
     def execute(self, actions: list[Action]) -> None:
         """Carry out ``actions`` in order; a failing one is logged, the rest go on."""
+        handlers = self._handlers
         for action in actions:
+            handler = handlers.get(type(action))
+            if handler is None:
+                log.error("unknown action {action!r}", action=action)
+                continue
             try:
-                self._do(action)
+                handler(action)
             except Exception:
                 log.failure("executing {action!r} failed", action=action)
 
-    def _do(self, action: Action) -> None:
-        kind = type(action)
-        if kind is Send:
-            assert isinstance(action, Send)
-            if action.client is None:
-                self.transports.send(action.data, action.address)
-            else:
-                key = action.client
-                self.transports.send(action.data, action.address,
-                                     lambda reason: self._send_failed(key, reason))
-        elif kind is Wake:
-            assert isinstance(action, Wake)
-            self._wake_at(action.at)
-        elif kind is WriteBindings:
-            assert isinstance(action, WriteBindings)
-            self.registry.replace(action.aor, action.bindings).addCallbacks(
-                self._committed, self._write_failed, callbackArgs=(action.token,),
-                errbackArgs=(action.token,))
-        elif kind is Resolve:
-            assert isinstance(action, Resolve)
-            maybeDeferred(self.resolvers.resolve, action.uri, action.request).addCallbacks(
-                self._resolved, self._resolve_failed, callbackArgs=(action.token,),
-                errbackArgs=(action.token,))
-        elif kind is Deliver:
-            assert isinstance(action, Deliver)
-            action.user.client_event(action.event, action.txn, action.response)
+    def _send(self, action: Send) -> None:
+        key = action.client
+        if key is None:
+            self.transports.send(action.data, action.address)
         else:
-            raise TypeError(f"unknown action {action!r}")
+            self.transports.send(action.data, action.address,
+                                 lambda reason: self._send_failed(key, reason))
+
+    def _wake(self, action: Wake) -> None:
+        self._wake_at(action.at)
+
+    def _write(self, action: WriteBindings) -> None:
+        self.registry.replace(action.aor, action.bindings).addCallbacks(
+            self._committed, self._write_failed, callbackArgs=(action.token,),
+            errbackArgs=(action.token,))
+
+    def _resolve(self, action: Resolve) -> None:
+        maybeDeferred(self.resolvers.resolve, action.uri, action.request).addCallbacks(
+            self._resolved, self._resolve_failed, callbackArgs=(action.token,),
+            errbackArgs=(action.token,))
+
+    def _deliver(self, action: Deliver) -> None:
+        action.user.client_event(action.event, action.txn, action.response)
 
     def _send_failed(self, key: tuple[str, str], reason: str) -> None:
         self.execute(self.core.send_failed(key, reason, self.reactor.seconds()))

@@ -46,13 +46,13 @@ class TlsSettings:
     """How the TLS transport is set up: the certificate files (empty: generate one), the
     trust store for peers, client certificates, protocol floor and ciphers."""
 
-    certificate: str = ""
-    private_key: str = ""
-    chain: str = ""
-    ca_file: str = ""
-    require_client_cert: bool = False
-    min_version: str = "1.2"
-    ciphers: str = ""
+    certificate: str
+    private_key: str
+    chain: str
+    ca_file: str
+    require_client_cert: bool
+    min_version: str
+    ciphers: str
 
 
 @dataclass(frozen=True)
