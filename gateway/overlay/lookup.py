@@ -5,7 +5,7 @@ stalls the round for the whole RPC timeout), and for values keeps the first roun
 answer. Here queries are kept in flight continuously: whenever fewer than ``alpha``
 are outstanding — or one has been outstanding longer than ``stall`` seconds, which then
 stops counting — the closest not yet asked candidate is asked. The lookup ends when the
-``k`` closest candidates that did not fail have all answered (or stalled), or, for
+``k`` closest candidates that neither failed nor stalled have all answered, or, for
 values, once
 ``enough`` nodes returned the key (the publisher stores on all k closest, so a few
 holders are enough to see its newest record). Every bundle found is returned for
@@ -70,16 +70,23 @@ class IterativeLookup:
         self._depth[node.id] = depth
         self._state[node.id] = "new"
 
-    def _closest(self) -> list[bytes]:
-        """The k closest candidates that have not failed."""
-        alive = [i for i, s in self._state.items() if s != "failed"]
+    def _closest(self, *, without_stalled: bool = False) -> list[bytes]:
+        """The k closest candidates that have not failed (nor, with
+        ``without_stalled``, stalled while still unanswered)."""
+        stalled = self._stalled if without_stalled else ()
+        alive = [i for i, s in self._state.items()
+                 if s != "failed" and not (s == "pending" and i in stalled)]
         alive.sort(key=lambda i: self._nodes[i].distance_to(self.target))
         return alive[:self.k]
 
     async def run(self) -> LookupResult:
         """Run the lookup to its end."""
         while True:
-            closest = self._closest()
+            # A stalled node (no answer within ``stall``) is most likely gone: it gives
+            # its place among the k closest to the next candidate, so the lookup goes
+            # on past dead nodes instead of ending at them. Its RPC times out on its
+            # own, and an answer that still comes is used.
+            closest = self._closest(without_stalled=True)
             if self.values and self.result.holders >= self.enough:
                 break
             active = [i for i, s in self._state.items()
@@ -90,10 +97,7 @@ class IterativeLookup:
                 if self._state[node_id] == "new":
                     self._ask(node_id)
                     active.append(node_id)
-            # A stalled node (no answer within ``stall``) does not hold the lookup up:
-            # it is most likely gone, and its RPC times out on its own.
-            if all(self._state[i] in ("done", "failed") or i in self._stalled
-                   for i in closest):
+            if all(self._state[i] in ("done", "failed") for i in closest):
                 break
             pending = [t for t, i in self._tasks.items() if self._state[i] == "pending"]
             if not pending:
