@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import NoReturn
 
+import netlab
 import pytest
 import pytest_twisted
+from netlab import Lab
 
 from gateway.app.service import GatewayService, prepare
 
@@ -76,3 +78,17 @@ def sipp() -> str:
         unavailable("sipp (SIPp, Debian package sip-tester) is not on PATH",
                     "P2PSIP_REQUIRE_SIPP")
     return path
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """A lab; skipped where namespaces cannot be made, unless P2PSIP_REQUIRE_NETNS=1
+    (CI), where that is a failure."""
+    reason = netlab.unavailable()
+    if reason is not None:
+        unavailable(f"the network lab: {reason}", "P2PSIP_REQUIRE_NETNS")
+    built = Lab()
+    try:
+        yield built
+    finally:
+        built.close()

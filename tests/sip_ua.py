@@ -27,13 +27,14 @@ class UA:
     def __init__(self, user: str, gateway_port: int, transport: str = "udp",
                  timeout: float = 5.0, *, local_host: str = HOST,
                  tls: ssl.SSLContext | None = None, server_name: str = "localhost",
-                 sips_contact: bool = False, domain: str = HOST) -> None:
+                 sips_contact: bool = False, domain: str = HOST,
+                 gateway_host: str = HOST) -> None:
         self.user = user
         self.domain = domain
         self.transport = transport
         self.local_host = local_host
         self.sips_contact = sips_contact
-        self.gateway = (HOST, gateway_port)
+        self.gateway = (gateway_host, gateway_port)
         self.timeout = timeout
         self._framer = StreamFramer(65535)
         self._framers: dict[int, StreamFramer] = {}

@@ -228,7 +228,7 @@ async def test_an_unreachable_bootstrap_leaves_the_gateway_serving_locally(tmp_p
         service = await start_gateway(tmp_path / "d", **{
             "overlay.bootstrap": f"127.0.0.1:{silent.getsockname()[1]}"})
         try:
-            await _sleep(1.5)  # one join attempt has timed out by now
+            await _sleep(2.5)  # one join attempt (2 x rpc_timeout, cold) has timed out
             assert not service.overlay.joined
             assert service.overlay.state == "joining"
             assert "no bootstrap peer answered" in service.overlay.last_error

@@ -182,7 +182,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("overlay", "alpha", "3", v.int_range(1, 20),
             "Kademlia alpha: queries a lookup sends in parallel."),
     Setting("overlay", "rpc_timeout", "1", v.seconds(0.05, 30),
-            "Seconds an overlay RPC may take before the node is taken as unreachable."),
+            "Seconds an overlay RPC may take before the node is taken as unreachable, "
+            "at least: on a slower path the wait grows to twice the contact's measured "
+            "retransmission timeout (RFC 6298), and a contact never measured gets twice "
+            "that of all contacts (twice this value before any answer)."),
     Setting("overlay", "trust", "tofu", v.choice("tofu", "ca", "pinned"),
             "Who may sign records for a domain: \"tofu\" (the certificate must name the "
             "domain; the first one seen is pinned in the registry, table overlay_pins), "

@@ -3,8 +3,9 @@
 The package's crawl sends alpha queries, waits for *all* of them (one dead contact
 stalls the round for the whole RPC timeout), and for values keeps the first round's
 answer. Here queries are kept in flight continuously: whenever fewer than ``alpha``
-are outstanding — or one has been outstanding longer than ``stall`` seconds, which then
-stops counting — the closest not yet asked candidate is asked. The lookup ends when the
+are outstanding — or one has been outstanding longer than that contact's ``stall`` time
+(its measured RTO, :mod:`gateway.overlay.rtt`), which then stops counting — the closest
+not yet asked candidate is asked. The lookup ends when the
 ``k`` closest candidates that neither failed nor stalled have all answered, or, for
 values, once
 ``enough`` nodes returned the key (the publisher stores on all k closest, so a few
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +46,9 @@ class IterativeLookup:
     """One FIND_NODE or FIND_VALUE lookup for ``target``."""
 
     def __init__(self, protocol: Any, target: Node, seeds: list[Node], k: int, alpha: int,
-                 *, values: bool, stall: float = 0.25, enough: int = 3) -> None:
+                 *, values: bool, stall: Callable[[tuple[str, int]], float],
+                 enough: int = 3) -> None:
+        """``stall`` tells how long a contact's silence is normal (by its address)."""
         self.protocol = protocol
         self.target = target
         self.k = k
@@ -56,6 +60,7 @@ class IterativeLookup:
         self._depth: dict[bytes, int] = {}
         self._state: dict[bytes, str] = {}  # new, pending, done, failed
         self._started: dict[bytes, float] = {}
+        self._stall_after: dict[bytes, float] = {}  # when a pending query stalls
         self._stalled: set[bytes] = set()
         self._tasks: dict[asyncio.Future[Any], bytes] = {}
         self.result = LookupResult()
@@ -102,13 +107,17 @@ class IterativeLookup:
             pending = [t for t, i in self._tasks.items() if self._state[i] == "pending"]
             if not pending:
                 break
-            done, _ = await asyncio.wait(pending, timeout=self.stall,
+            now = time.monotonic()
+            counting = [self._stall_after[i] for i in active if self._state[i] == "pending"]
+            wait = max(0.005, min(counting) - now) if counting else None
+            done, _ = await asyncio.wait(pending, timeout=wait,
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:
-                # Every query older than ``stall`` stops counting towards alpha.
-                limit = time.monotonic() - self.stall
+                # Every query silent for longer than its contact's stall time stops
+                # counting towards alpha.
+                now = time.monotonic() + 1e-3
                 self._stalled.update(i for i in active if self._state[i] == "pending"
-                                     and self._started[i] <= limit + 1e-3)
+                                     and self._stall_after[i] <= now)
                 continue
             for task in done:
                 self._handle(self._tasks.pop(task), task)
@@ -127,7 +136,8 @@ class IterativeLookup:
         task = asyncio.ensure_future(call(node, self.target))
         self._tasks[task] = node_id
         self._state[node_id] = "pending"
-        self._started[node_id] = time.monotonic()
+        self._started[node_id] = started = time.monotonic()
+        self._stall_after[node_id] = started + self.stall((node.ip, node.port))
         self.result.queries += 1
 
     def _handle(self, node_id: bytes, task: asyncio.Future[Any]) -> None:

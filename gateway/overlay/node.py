@@ -3,7 +3,8 @@ OVERLAY-NOTES.md fixed in subclasses, and record-aware storage and lookups.
 
 Fixes over kademlia 2.2.3 / rpcudp 5.0.1:
 
-- RPCs time out after ``rpc_timeout`` (default 1 s, not 5 s), and a timeout is not
+- RPCs time out after ``rpc_timeout`` (default 1 s, not 5 s), or twice the contact's
+  measured RTO when that is longer (:mod:`gateway.overlay.rtt`), and a timeout is not
   logged as an error twice;
 - incoming datagrams are unpacked under a guard: garbage cannot raise into the loop;
 - ``find_neighbors`` looks at every bucket, so it returns the k closest known nodes
@@ -24,7 +25,8 @@ import heapq
 import logging
 import operator
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import umsgpack
@@ -36,6 +38,7 @@ from kademlia.utils import digest
 
 from gateway.overlay.lookup import IterativeLookup, LookupResult, consume_exception
 from gateway.overlay.record import Record, decode_bundle, encode_bundle, merge
+from gateway.overlay.rtt import RttTable
 from gateway.overlay.storage import RecordStorage
 
 log = logging.getLogger("gateway.overlay.node")
@@ -75,9 +78,56 @@ class OverlayProtocol(KademliaProtocol):
     def __init__(self, source_node: Node, storage: RecordStorage, ksize: int,
                  rpc_timeout: float) -> None:
         super().__init__(source_node, storage, ksize)
+        self.rpc_timeout = rpc_timeout
         self._wait_timeout = rpc_timeout
         self.router = CompleteRoutingTable(self, ksize, source_node)
         self.storage: RecordStorage = storage
+        self.rtt = RttTable(initial=rpc_timeout)
+
+    def rpc_deadline(self, address: tuple[str, int]) -> float:
+        """Seconds to wait for an answer from ``address``: ``rpc_timeout``, or twice the
+        contact's RTO (or, for a contact not measured yet, that of all contacts) on a
+        path slower than that."""
+        # Without any measurement that is 2 x rpc_timeout: an RPC is one datagram,
+        # never retransmitted, and the first one on a cold path also waits for ARP.
+        return min(self.rtt.ceiling, max(self.rpc_timeout, 2 * self.rtt.timeout(address)))
+
+    async def timed(self, address: tuple[str, int],
+                    call: Callable[[], Awaitable[tuple[bool, Any]]]) -> tuple[bool, Any]:
+        """Make the RPC ``call()`` to ``address`` with that contact's deadline, and learn
+        its round-trip time from the answer."""
+        # rpcudp reads _wait_timeout when the call sends its datagram, which happens
+        # synchronously as the call starts below: no other call can interleave.
+        self._wait_timeout = self.rpc_deadline(address)
+        started = time.monotonic()
+        result = await call()
+        if result[0]:
+            self.rtt.observe(address, time.monotonic() - started)
+        return result
+
+    async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> Any:
+        """FIND_NODE, timed."""
+        parent = super().call_find_node
+        return await self.timed((node_to_ask.ip, node_to_ask.port),
+                                lambda: parent(node_to_ask, node_to_find))
+
+    async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> Any:
+        """FIND_VALUE, timed."""
+        parent = super().call_find_value
+        return await self.timed((node_to_ask.ip, node_to_ask.port),
+                                lambda: parent(node_to_ask, node_to_find))
+
+    async def call_ping(self, node_to_ask: Node) -> Any:
+        """PING, timed."""
+        parent = super().call_ping
+        return await self.timed((node_to_ask.ip, node_to_ask.port),
+                                lambda: parent(node_to_ask))
+
+    async def call_store(self, node_to_ask: Node, key: bytes, value: Any) -> Any:
+        """STORE, timed."""
+        parent = super().call_store
+        return await self.timed((node_to_ask.ip, node_to_ask.port),
+                                lambda: parent(node_to_ask, key, value))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Decode under a guard; a bad datagram is dropped."""
@@ -184,6 +234,13 @@ class OverlayNode(Server):
             return 0
         return sum(len(b) for b in self.protocol.router.buckets)
 
+    async def bootstrap_node(self, addr: tuple[str, int]) -> Node | None:
+        """PING a bootstrap address (timed, so the first RTT is known at once)."""
+        assert self.protocol is not None
+        result = await self.protocol.timed(
+            addr, lambda: self.protocol.ping(addr, self.node.id))
+        return Node(result[1], addr[0], addr[1]) if result[0] else None
+
     async def join(self, addresses: Iterable[tuple[str, int]]) -> int:
         """Bootstrap from ``addresses`` (IPs); returns how many answered."""
         addresses = [a for a in addresses if a != self.address]
@@ -237,5 +294,5 @@ class OverlayNode(Server):
 
     async def _lookup(self, target: Node, seeds: list[Node], *, values: bool) -> LookupResult:
         lookup = IterativeLookup(self.protocol, target, seeds, self.ksize, self.alpha,
-                                 values=values, stall=min(0.25, self.rpc_timeout))
+                                 values=values, stall=self.protocol.rtt.timeout)
         return await lookup.run()

@@ -1,0 +1,98 @@
+"""The real gateway (``twistd -n p2psip-gateway``) on a host of the network lab."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from contextlib import suppress
+from pathlib import Path
+
+from gateway_proc import REPO, twistd_executable
+from netlab import Lab
+
+SIP_PORT = 5060
+OVERLAY_PORT = 6084
+LAB_NETWORKS = "198.18.0.0/15, 10.0.0.0/8"
+
+
+def options(address: str, port: int, local: tuple[str, int]) -> bytes:
+    """An OPTIONS request to ``address:port`` from ``local``."""
+    return (f"OPTIONS sip:{address}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {local[0]}:{local[1]};branch=z9hG4bK{uuid.uuid4().hex[:16]}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@{local[0]}>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"To: <sip:probe@{address}>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+class LabGateway:
+    """One gateway listening on ``address`` (UDP and TCP 5060, overlay 6084) in ``ns``."""
+
+    def __init__(self, lab: Lab, ns: str, address: str, domain: str, workdir: Path,
+                 *settings: str, bootstrap: str = "") -> None:
+        self.lab, self.ns, self.address, self.domain = lab, ns, address, domain
+        self.data_dir = workdir / f"{domain}-data"
+        self.log = workdir / f"{domain}.log"
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.process = None
+
+    @property
+    def overlay(self) -> str:
+        """host:port of its overlay node."""
+        return f"{self.address}:{OVERLAY_PORT}"
+
+    def command(self) -> list[str]:
+        """The twistd command line."""
+        argv = [twistd_executable(), "-n", "--pidfile=", "p2psip-gateway",
+                "--data-dir", str(self.data_dir), "--domain", self.domain,
+                "--listen-udp", f"{self.address}:{SIP_PORT}",
+                "--listen-tcp", f"{self.address}:{SIP_PORT}", "--listen-tls", "",
+                "--listen-overlay", self.overlay,
+                "--set", f"auth.trusted_networks={LAB_NETWORKS}"]
+        if self.bootstrap:
+            argv += ["--bootstrap", self.bootstrap]
+        for setting in self.settings:
+            argv += ["--set", setting]
+        return argv
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start it and wait (bounded) until it answers OPTIONS from inside its host."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        self.process = self.lab.popen(self.ns, self.command(), self.log, env=env)
+        with self.lab.inside(self.ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            sock.bind((self.address, 0))
+            sock.settimeout(0.2)
+            deadline = time.monotonic() + timeout
+            while True:
+                assert self.process.poll() is None, f"gateway exited:\n{self.tail()}"
+                assert time.monotonic() < deadline, f"gateway not ready:\n{self.tail()}"
+                sock.sendto(options(self.address, SIP_PORT, sock.getsockname()),
+                            (self.address, SIP_PORT))
+                with suppress(TimeoutError):
+                    if sock.recv(65535).startswith(b"SIP/2.0 "):
+                        return
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 10 s)."""
+        if self.process is not None:
+            self.lab.stop(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of its log."""
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
