@@ -32,8 +32,11 @@ class LabGateway:
     """One gateway listening on ``address`` (UDP and TCP 5060, overlay 6084) in ``ns``."""
 
     def __init__(self, lab: Lab, ns: str, address: str, domain: str, workdir: Path,
-                 *settings: str, bootstrap: str = "") -> None:
+                 *settings: str, bootstrap: str = "", listen: str | None = None) -> None:
+        """``listen``: the SIP and overlay listen host (default ``address``; "0.0.0.0"
+        for a wildcard listener)."""
         self.lab, self.ns, self.address, self.domain = lab, ns, address, domain
+        self.listen = listen or address
         self.data_dir = workdir / f"{domain}-data"
         self.log = workdir / f"{domain}.log"
         self.settings = settings
@@ -49,9 +52,9 @@ class LabGateway:
         """The twistd command line."""
         argv = [twistd_executable(), "-n", "--pidfile=", "p2psip-gateway",
                 "--data-dir", str(self.data_dir), "--domain", self.domain,
-                "--listen-udp", f"{self.address}:{SIP_PORT}",
-                "--listen-tcp", f"{self.address}:{SIP_PORT}", "--listen-tls", "",
-                "--listen-overlay", self.overlay,
+                "--listen-udp", f"{self.listen}:{SIP_PORT}",
+                "--listen-tcp", f"{self.listen}:{SIP_PORT}", "--listen-tls", "",
+                "--listen-overlay", f"{self.listen}:{OVERLAY_PORT}",
                 "--set", f"auth.trusted_networks={LAB_NETWORKS}"]
         if self.bootstrap:
             argv += ["--bootstrap", self.bootstrap]

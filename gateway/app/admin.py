@@ -374,6 +374,7 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
         ("lookups", f"{status.get('lookups', 0)}, {status.get('rejected_records', 0)} "
                     "records rejected"),
         ("route", status.get("route") or "-"),
+        *(("warning", text) for text in status.get("warnings") or ()),
     ]
     _labelled(rows, out)
     return code

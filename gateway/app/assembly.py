@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app.metrics import Metrics
-from gateway.app.startup import Prepared, host_address, machine_addresses
+from gateway.app.reachability import host_address, route_problem
+from gateway.app.startup import Prepared, machine_addresses
 from gateway.app.status_file import OVERLAY_STATUS_FILE, write_status_file
 from gateway.app.wiring import (
     auth_policy,
@@ -23,6 +24,7 @@ from gateway.app.wiring import (
     registrar_policy,
     upstream_settings,
 )
+from gateway.log import get_logger
 from gateway.overlay.dns_bootstrap import DnsBootstrap
 from gateway.overlay.identity import load_node_id
 from gateway.overlay.record import Signer
@@ -45,6 +47,8 @@ from gateway.sip.client_transaction import ClientTransactionLayer
 from gateway.sip.transaction import TransactionLayer
 from gateway.sip.transport import OpenConnections, TransportManager
 from gateway.sip.uri import bracketed
+
+log = get_logger("gateway.app.assembly")
 
 
 @dataclass
@@ -97,7 +101,11 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
     overlay = None
     if prepared.overlay_socket is not None and prepared.material is not None:
         route = config.overlay.route or _own_route(myself)
-        overlay = _overlay_service(prepared, location, route, metrics, reactor)
+        problem = route_problem(route, [a.host for a in config.overlay.bootstrap])
+        if problem is not None:
+            log.warn("{problem}", problem=problem)
+        overlay = _overlay_service(prepared, location, route, metrics, reactor,
+                                   warnings=(problem,) if problem else ())
     limits = config.limits
     rate_limit = None
     if limits.source_rate > 0:
@@ -150,7 +158,8 @@ def _own_route(myself: Myself) -> str:
 
 
 def _overlay_service(prepared: Prepared, location: LocationService, route: str,
-                     metrics: Metrics, reactor: Any) -> OverlayService:
+                     metrics: Metrics, reactor: Any,
+                     warnings: tuple[str, ...] = ()) -> OverlayService:
     """The overlay node, its signer (the gateway's certificate) and trust policy."""
     config = prepared.config
     overlay = config.overlay
@@ -175,7 +184,8 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
                           reactor, runner, pins=pin_directory, dns_bootstrap=dns,
                           status_writer=partial(write_status_file,
                                                 Path(config.data_dir) / OVERLAY_STATUS_FILE),
-                          lookup_observer=metrics.observe_overlay_lookup)
+                          lookup_observer=metrics.observe_overlay_lookup,
+                          warnings=warnings)
 
 
 def _store_runner(prepared: Prepared, reactor: Any) -> StoreRunner:

@@ -94,7 +94,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sip", "advertised_address", "", v.advertised,
             "The IP address this gateway puts in Via and Record-Route (what phones and "
             "other servers send back to). Empty: the listen address of each transport, "
-            "or, when that is 0.0.0.0 or ::, the address this host's name resolves to."),
+            "or, when that is 0.0.0.0 or ::, the IPv4 address of the interface of the "
+            "default route (else of the host name, when an interface has it; else of "
+            "any interface). A route that others cannot reach (loopback; private while "
+            "an overlay peer is public) is warned about at start and in the overlay "
+            "status."),
     Setting("sip", "shutdown_grace", "5", v.seconds(0, 600),
             "On SIGTERM: seconds to let requests being proxied (and registry writes) "
             "finish while new calls and registrations get 503 with Retry-After; then "

@@ -157,14 +157,6 @@ def machine_addresses() -> list[str]:
     return addresses
 
 
-def host_address() -> str:
-    """This host's address by its name (what a wildcard listener advertises)."""
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-
-
 def certificates(path: str, key: str) -> list[Any]:
     try:
         with open(path, "rb") as handle:

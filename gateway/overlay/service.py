@@ -63,19 +63,22 @@ class OverlayService:
                  pins: PinDirectory | None = None,
                  dns_bootstrap: Callable[[], Deferred[list[tuple[str, int]]]] | None = None,
                  status_writer: Callable[[dict[str, Any]], None] | None = None,
-                 lookup_observer: Callable[[float, str], None] | None = None) -> None:
+                 lookup_observer: Callable[[float, str], None] | None = None,
+                 warnings: tuple[str, ...] = ()) -> None:
         """``route``: the SIP URI published in records (how the gateway is reached);
         ``runner``: runs the SQL node cache and pins (:class:`OverlayStore`; started and
         stopped here); ``pins``:
         the pin directory ``trust`` consults (loaded from ``store`` at start);
         ``dns_bootstrap``: extra bootstrap peers from DNS; ``status_writer`` gets
         :meth:`status` on every change; ``lookup_observer`` gets (seconds, outcome) of
-        every lookup (outcome: found, not_found, error)."""
+        every lookup (outcome: found, not_found, error); ``warnings``: what the status
+        says is wrong with this node's setup (e.g. a route others cannot reach)."""
         self.settings = settings
         self._sock = sock
         self.signer = signer
         self.trust = trust
         self.route = route
+        self.warnings = warnings
         self.reactor = reactor
         self.node = OverlayNode(settings.k, settings.alpha, settings.node_id,
                                 settings.rpc_timeout)
@@ -266,6 +269,7 @@ class OverlayService:
             "published": self.mirror.published, "publish_failures": self.mirror.failures,
             "backlog": self.mirror.backlog, "lookups": self.lookups,
             "rejected_records": self.rejected, "route": self.route,
+            "warnings": list(self.warnings),
             "updated": time.time(), "pid": os.getpid(),
         }
 
