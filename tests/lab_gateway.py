@@ -42,6 +42,7 @@ class LabGateway:
         self.settings = settings
         self.bootstrap = bootstrap
         self.process = None
+        self.crashed_pid: int | None = None  # the pid of the last process killed
 
     @property
     def overlay(self) -> str:
@@ -91,6 +92,7 @@ class LabGateway:
     def kill(self) -> None:
         """SIGKILL: a crash."""
         if self.process is not None and self.process.poll() is None:
+            self.crashed_pid = self.process.pid
             self.process.kill()
             self.process.wait(timeout=5)
 

@@ -104,6 +104,7 @@ class OverlayService:
         self._seen_seq: dict[tuple[str, str], int] = {}
         self.lookups = 0
         self.rejected = 0
+        self._saved_nodes: set[tuple[str, str, int]] = set()
 
     @property
     def joined(self) -> bool:
@@ -203,15 +204,21 @@ class OverlayService:
                                  return_exceptions=True)
         count = self.node.contact_count()
         self.write_status()
-        if self.state == "alone" and count:
-            self._set_state("joined", "")  # other nodes joined through us
+        if count:
+            # From the first minute, not only after a join through others: the first
+            # node of an overlay must find it again after a crash.
+            await self._save_nodes(only_if_changed=True)
+        if self.state in ("alone", "joining") and count:
+            self._set_state("joined", "")  # other nodes joined through us, or found us
         elif self.state == "joined" and count == 0:
             log.warn("overlay: every neighbour is gone; joining again")
             self._set_state("joining", "every neighbour vanished")
             self._schedule_join(0.0)
             return True
-        elif self.state == "alone" and (self.settings.bootstrap or self.dns_bootstrap):
-            self._schedule_join(0.0)  # a bootstrap peer may be up by now
+        elif self.state == "alone" and await self._bootstrap_peers():
+            # Alone, keep trying every source (static peers, DNS, the node cache): two
+            # overlays that formed apart merge as soon as one node reaches the other.
+            self._schedule_join(0.0)
             return True
         return False
 
@@ -234,8 +241,10 @@ class OverlayService:
             self._set_state("joined", "")
             self.mirror.republish_all()
             await self._save_nodes()
-        elif self.state == "alone" and self.node.contact_count():
-            return  # nodes joined us meanwhile; nothing to do
+        elif self.node.contact_count():
+            # None of the known peers answered, but other nodes reached us meanwhile
+            # (they still had us in their tables): we are part of their overlay.
+            self._set_state("joined", "")
         else:
             error = ("no bootstrap peer answered (" + ", ".join(f"{h}:{p}" for h, p in peers)
                      + ")")
@@ -278,11 +287,14 @@ class OverlayService:
         if self._status_writer is not None:
             self._status_writer(self.status())
 
-    async def _save_nodes(self) -> None:
+    async def _save_nodes(self, only_if_changed: bool = False) -> None:
         if self._runner is None or self.node.protocol is None:
             return
         nodes = [(n.id.hex(), n.ip, n.port)
                  for n in self.node.protocol.router.find_neighbors(self.node.node)]
+        if only_if_changed and set(nodes) == self._saved_nodes:
+            return
+        self._saved_nodes = set(nodes)
         try:
             await _wait(self._runner.call("save_nodes", nodes))
         except Exception as exc:
