@@ -50,7 +50,7 @@ class CoreHarness:
 
     def __post_init__(self) -> None:
         domains = LocalDomains(["example.com"], ["127.0.0.1"])
-        self.core = SipCore(Registrar(RegistrarPolicy(60, 3600, 3600, 10), domains),
+        self.core = SipCore(Registrar(RegistrarPolicy(60, 3600, 3600, 10, 20), domains),
                             self.bindings, TransactionLayer(0.5, 4.0, 5.0),
                             ClientTransactionLayer(0.5, 4.0, 5.0),
                             Myself(domains, [GATEWAY]), timer_c=self.timer_c)

@@ -4,7 +4,7 @@ current bindings in, an error response or the complete new binding set out."""
 from __future__ import annotations
 
 from gateway.registry.binding import Binding
-from gateway.server.registrar import Registrar, RegistrarPolicy
+from gateway.server.registrar import Registrar, RegistrarPolicy, behind_nat
 from gateway.sip.address import Address
 from gateway.sip.message import Request
 from gateway.sip.parser import parse_message
@@ -12,7 +12,7 @@ from gateway.sip.parser import parse_message
 NOW = 1_800_000_000.0
 SOURCE = Address("tcp", "198.51.100.7", 40000, 9)
 REGISTRAR = Registrar(RegistrarPolicy(min_expires=60, max_expires=3600, default_expires=1800,
-                                      max_contacts=2),
+                                      max_contacts=2, nat_min_expires=20),
                       lambda host: host == "example.com")
 
 
@@ -52,9 +52,28 @@ def test_contact_expires_wins_over_the_header_and_is_capped() -> None:
 
 
 def test_too_brief_gets_423_with_min_expires() -> None:
-    response = decide(register("<sip:a@192.0.2.1>", expires="10")).response
+    response = decide(register("<sip:a@198.51.100.7:40000>", expires="30")).response
     assert response is not None and response.status == 423
     assert response.header("min-expires") == "60"
+
+
+def test_a_phone_behind_nat_may_register_for_as_little_as_nat_min_expires() -> None:
+    # Its Contact names a private address, not the one its REGISTER came from.
+    (binding,) = decide(register("<sip:a@10.0.0.7:5060>", expires="30")).bindings
+    assert binding.expires == NOW + 30
+    response = decide(register("<sip:a@10.0.0.7:5060>", expires="10")).response
+    assert response is not None and response.status == 423
+    assert response.header("min-expires") == "20"
+
+
+def test_nat_is_seen_in_the_via_too_and_udp_ports_count() -> None:
+    udp = Address("udp", "198.51.100.7", 40000)
+    same = register("<sip:a@198.51.100.7:40000>", expires="30")
+    same.headers[0] = ("via", "Via", "SIP/2.0/UDP 198.51.100.7:40000;branch=z9hG4bKreg")
+    assert behind_nat(same, udp) is False
+    assert behind_nat(same, Address("udp", "198.51.100.7", 1024)) is True  # port mapped
+    assert behind_nat(same, Address("tcp", "198.51.100.7", 1024)) is False  # connection
+    assert behind_nat(same, Address("udp", "203.0.113.9", 40000)) is True
 
 
 def test_expires_zero_removes_only_that_contact() -> None:

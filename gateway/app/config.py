@@ -56,6 +56,7 @@ class RegistrarSection:
     """``[registrar]``: RFC 3261 §10.3 limits."""
 
     min_expires: int
+    nat_min_expires: int
     max_expires: int
     default_expires: int
     max_contacts: int

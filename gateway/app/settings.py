@@ -258,6 +258,10 @@ SETTINGS: tuple[Setting, ...] = (
             "limited."),
     Setting("registrar", "min_expires", "60", v.int_range(0, 2**31 - 1),
             "Shortest registration accepted; shorter ones get 423 Interval Too Brief."),
+    Setting("registrar", "nat_min_expires", "20", v.int_range(0, 2**31 - 1),
+            "Shortest registration accepted from a phone behind NAT (its source address "
+            "is not what its Via or Contact says): NATed phones register every 20-30 s "
+            "to keep their NAT binding open. Never above min_expires."),
     Setting("registrar", "max_expires", "3600", v.int_range(1, 2**31 - 1),
             "Longer registrations are cut to this."),
     Setting("registrar", "default_expires", "3600", v.int_range(1, 2**31 - 1),

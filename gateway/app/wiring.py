@@ -41,7 +41,8 @@ def registrar_policy(config: GatewayConfig) -> RegistrarPolicy:
     """The registrar's limits from ``[registrar]``."""
     registrar = config.registrar
     return RegistrarPolicy(registrar.min_expires, registrar.max_expires,
-                           registrar.default_expires, registrar.max_contacts)
+                           registrar.default_expires, registrar.max_contacts,
+                           registrar.nat_min_expires)
 
 
 def upstream_settings(config: GatewayConfig) -> UpstreamSettings | None:

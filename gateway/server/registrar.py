@@ -36,6 +36,9 @@ class RegistrarPolicy:
     max_expires: int
     default_expires: int
     max_contacts: int
+    #: The shortest registration of a phone behind NAT (it refreshes often to keep its
+    #: NAT binding open; RFC 5626 phones send keep-alives instead).
+    nat_min_expires: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,8 @@ class Registrar:
             return RegisterDecision(aor=aor, bindings=())
 
         header_expires = request.expires
+        min_expires = (min(self.policy.nat_min_expires, self.policy.min_expires)
+                       if behind_nat(request, source) else self.policy.min_expires)
         user_agent = (request.header("user-agent") or "")[:200]
         received = f"{bracketed(source.host)}:{source.port}"
         too_brief = False
@@ -118,7 +123,7 @@ class Registrar:
                 expires = header_expires
             else:
                 expires = self.policy.default_expires
-            if 0 < expires < self.policy.min_expires:
+            if 0 < expires < min_expires:
                 too_brief = True
                 continue
             expires = min(expires, self.policy.max_expires)
@@ -141,7 +146,7 @@ class Registrar:
                 registered_at=old.registered_at if old is not None else now)
         if too_brief:
             return self._error(request, 423,
-                               headers=[("Min-Expires", str(self.policy.min_expires))])
+                               headers=[("Min-Expires", str(min_expires))])
         if len(live) > self.policy.max_contacts:
             return self._error(request, 403,
                                f"Forbidden (too many contacts, at most "
@@ -198,3 +203,20 @@ def _reg_id(raw: str | None) -> int:
     if not raw.isdigit() or int(raw) > 2**31:
         raise SipSyntaxError("bad reg-id")
     return int(raw)
+
+
+def behind_nat(request: Request, source: Address) -> bool:
+    """Whether a request came through NAT: its source is not what its top Via or its
+    first Contact says (the phone wrote its private address), as RFC 3581 detects it."""
+    top = request.vias[0]
+    if top.host.strip("[]") != source.host:
+        return True
+    # Over TCP/TLS the source port is the connection's, not the one the phone listens on.
+    if not source.reliable and (top.port or 5060) != source.port:
+        return True
+    contacts = request.contacts
+    if contacts and contacts[0].address is not None:
+        uri = contacts[0].address.uri
+        if isinstance(uri, SipUri) and uri.host.strip("[]") != source.host:
+            return True
+    return False

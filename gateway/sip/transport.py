@@ -23,6 +23,7 @@ from gateway.sip.address import Address, ListenAddress
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, StreamFramer, parse_message
 from gateway.sip.responses import build_error_response
+from gateway.sip.stun import binding_response, is_stun
 from gateway.sip.tls import TlsContexts, describe_failure
 from gateway.sip.uri import bracketed
 
@@ -104,6 +105,11 @@ class UdpTransport(DatagramProtocol):
         try:
             if len(data) <= 4 and not data.strip(b"\r\n\x00 "):
                 return  # keep-alive
+            if data[0] < 0x40 and is_stun(data):  # a STUN keep-alive (RFC 5626 §4.4.1)
+                response = binding_response(data, host, port)
+                if response is not None and self.transport is not None:
+                    self.transport.write(response, addr)
+                return
             if len(data) > self.max_message_size:
                 log.warn("dropped a {size}-byte datagram from {host}:{port}", size=len(data),
                          host=host, port=port)
