@@ -128,7 +128,7 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
         return TransportManager(reactor, sink.receive, config.sip.max_message_size,
                                 config.sip.max_tcp_connections, config.sip.tcp_idle_timeout,
                                 absorb=sink.absorb, tls=prepared.tls, rejected=metrics.rejected,
-                                connections=connections)
+                                connections=connections, unreachable=sink.unreachable)
 
     driver = CoreDriver(core, reactor, resolvers, location, make_transports)
     upstream = (UpstreamRegistrations(upstream_server, driver, location, reactor)

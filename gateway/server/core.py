@@ -225,9 +225,26 @@ class SipCore:
         self._now = now
         txn = self.clients.find(key)
         if txn is not None:
-            log.info("cannot send {method} to {destination}: {reason}", method=txn.method,
-                     destination=txn.destination, reason=reason)
+            log.warn("cannot send {method} to {host}:{port}: {reason}", method=txn.method,
+                     host=txn.destination.host, port=txn.destination.port, reason=reason)
             self.clients.transport_error(txn, reason)
+            self._dispatch_client_events()
+        return self._flush()
+
+    def unreachable(self, destination: Address, reason: str, now: float) -> list[Action]:
+        """``destination`` answered a datagram with an ICMP error: every transaction
+        still waiting for it ends with a transport error now (RFC 3261 §18.4), instead
+        of running out Timer B/F."""
+        self._now = now
+        waiting = self.clients.sent_to(destination)
+        if waiting:
+            log.warn("{host}:{port} is unreachable ({reason}): {n} request(s) to it fail "
+                     "now", host=destination.host, port=destination.port, reason=reason,
+                     n=len(waiting))
+        for txn in waiting:
+            self.clients.transport_error(txn, f"{destination.host}:{destination.port} "
+                                              f"unreachable, {reason}")
+        if waiting:
             self._dispatch_client_events()
         return self._flush()
 

@@ -44,6 +44,9 @@ class MessageSink(Protocol):
     def absorb(self, data: bytes, source: Address) -> bool:
         """Whether a datagram is a retransmission already handled."""
 
+    def unreachable(self, destination: Address, reason: str) -> None:
+        """``destination`` answered with an ICMP error."""
+
 
 class CoreDriver:
     """Executes the core's actions with Twisted: the transports send, the resolver
@@ -75,6 +78,10 @@ class CoreDriver:
         absorbed, actions = self.core.absorb_datagram(data, source, self.reactor.seconds())
         self.execute(actions)
         return absorbed
+
+    def unreachable(self, destination: Address, reason: str) -> None:
+        """A UDP destination answered with an ICMP error."""
+        self.execute(self.core.unreachable(destination, reason, self.reactor.seconds()))
 
     # --- for the upstream registrations (RequestSender) ----------------------------------
 

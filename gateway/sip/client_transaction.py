@@ -202,6 +202,14 @@ class ClientTransactionLayer:
         """The live transaction with ``key``, if any."""
         return self._table.get(key)
 
+    def sent_to(self, destination: Address) -> list[ClientTransaction]:
+        """The live transactions whose requests went to ``destination`` (transport,
+        host and port; any socket)."""
+        return [txn for txn in self._table.values()
+                if txn.destination.transport == destination.transport
+                and txn.destination.host == destination.host
+                and txn.destination.port == destination.port]
+
     def take_events(self) -> list[tuple[ClientEvent, ClientTransaction, Response | None]]:
         """Responses, timeouts and transport errors for the TU since the last call."""
         events, self._events = self._events, []

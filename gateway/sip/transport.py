@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import udp
 from twisted.internet.interfaces import IHandshakeListener, IReactorSocket
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
@@ -19,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway.log import get_logger
+from gateway.sip import icmp
 from gateway.sip.address import Address, ListenAddress
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, StreamFramer, parse_message
@@ -32,6 +34,7 @@ log = get_logger("gateway.sip.transport")
 Receiver = Callable[..., None]  # (message, source, raw datagram or b"")
 Absorber = Callable[[bytes, Address], bool]
 SendError = Callable[[str], None]  # called with the reason when a send cannot happen
+Unreachable = Callable[[Address, str], None]  # a destination answered with an ICMP error
 #: Told of every message that could not be parsed (or was too big): the status it was
 #: answered with, 0 when it was dropped or its connection closed.
 Rejected = Callable[[int], None]
@@ -92,12 +95,21 @@ class UdpTransport(DatagramProtocol):
 
     def __init__(self, receive: Receiver, max_message_size: int,
                  absorb: Absorber | None = None,
-                 rejected: Rejected = _ignore_rejected) -> None:
+                 rejected: Rejected = _ignore_rejected,
+                 unreachable: Unreachable | None = None) -> None:
+        """``unreachable`` hears of every destination that answered a datagram with an
+        ICMP error (as the :class:`Address` it was sent to from this socket)."""
         self.receive = receive
         self.absorb = absorb
         self.rejected = rejected
         self.max_message_size = max_message_size
+        self.on_unreachable = unreachable
         self.ident = id(self)
+
+    def unreachable(self, host: str, port: int, reason: str) -> None:
+        """An ICMP error for a datagram sent to ``host``:``port``."""
+        if self.on_unreachable is not None:
+            self.on_unreachable(Address("udp", host, port, self.ident), reason)
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 - Twisted API
         """Parse one datagram and hand it to the core; answer 400 to bad requests."""
@@ -142,6 +154,18 @@ class UdpTransport(DatagramProtocol):
         """Send one datagram."""
         if self.transport is not None:
             self.transport.write(data, (host, port))
+
+
+class ErrorQueuePort(udp.Port):
+    """A UDP port that reads the socket's ICMP errors (:mod:`gateway.sip.icmp`) before
+    each read and reports every unreachable destination to its :class:`UdpTransport`."""
+
+    protocol: UdpTransport
+
+    def doRead(self) -> None:  # noqa: N802 - Twisted API
+        """Drain the ICMP errors first, then read datagrams as usual."""
+        icmp.drain(self.socket, self.protocol.unreachable)
+        super().doRead()
 
 
 def _reason(exc: ParseError) -> str:
@@ -349,11 +373,13 @@ class TransportManager:
                  max_connections: int, idle_timeout: float,
                  absorb: Absorber | None = None, tls: TlsContexts | None = None,
                  rejected: Rejected = _ignore_rejected,
-                 connections: OpenConnections | None = None) -> None:
+                 connections: OpenConnections | None = None,
+                 unreachable: Unreachable | None = None) -> None:
         self.reactor = reactor
         self.receive = receive
         self.absorb = absorb
         self.rejected = rejected
+        self.unreachable = unreachable
         self.max_message_size = max_message_size
         self.udp: dict[int, UdpTransport] = {}
         self.udp_by_family: dict[int, UdpTransport] = {}
@@ -378,9 +404,15 @@ class TransportManager:
         family = sock.family
         if kind == "udp":
             protocol = UdpTransport(self._receive, self.max_message_size, self.absorb,
-                                    self.rejected)
-            port = self.reactor.adoptDatagramPort(sock.fileno(), family, protocol,
-                                                  maxPacketSize=self.max_message_size + 1)
+                                    self.rejected, self.unreachable)
+            if icmp.enable(sock):
+                port = ErrorQueuePort._fromListeningDescriptor(  # noqa: SLF001 - as adopt does
+                    self.reactor, sock.fileno(), family, protocol,
+                    maxPacketSize=self.max_message_size + 1)
+                port.startListening()
+            else:
+                port = self.reactor.adoptDatagramPort(sock.fileno(), family, protocol,
+                                                      maxPacketSize=self.max_message_size + 1)
             self.udp[protocol.ident] = protocol
             self.udp_by_family.setdefault(family, protocol)
         elif kind == "tls":
