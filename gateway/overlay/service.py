@@ -209,7 +209,12 @@ class OverlayService:
             # node of an overlay must find it again after a crash.
             await self._save_nodes(only_if_changed=True)
         if self.state in ("alone", "joining") and count:
-            self._set_state("joined", "")  # other nodes joined through us, or found us
+            # Other nodes joined through us, or found us while we were joining (then
+            # our records, lost with a restart, go out again).
+            found_us = self.state == "joining"
+            self._set_state("joined", "")
+            if found_us:
+                self.mirror.republish_all()
         elif self.state == "joined" and count == 0:
             log.warn("overlay: every neighbour is gone; joining again")
             self._set_state("joining", "every neighbour vanished")
@@ -245,6 +250,7 @@ class OverlayService:
             # None of the known peers answered, but other nodes reached us meanwhile
             # (they still had us in their tables): we are part of their overlay.
             self._set_state("joined", "")
+            self.mirror.republish_all()
         else:
             error = ("no bootstrap peer answered (" + ", ".join(f"{h}:{p}" for h, p in peers)
                      + ")")
@@ -294,9 +300,9 @@ class OverlayService:
                  for n in self.node.protocol.router.find_neighbors(self.node.node)]
         if only_if_changed and set(nodes) == self._saved_nodes:
             return
-        self._saved_nodes = set(nodes)
         try:
             await _wait(self._runner.call("save_nodes", nodes))
+            self._saved_nodes = set(nodes)
         except Exception as exc:
             log.warn("overlay: cannot save the node cache: {error}", error=str(exc))
 
