@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from gateway_proc import REPO, twistd_executable
 from netlab import Lab
+
+from gateway.app.status_file import OVERLAY_STATUS_FILE
 
 SIP_PORT = 5060
 OVERLAY_PORT = 6084
@@ -26,6 +29,12 @@ def options(address: str, port: int, local: tuple[str, int]) -> bytes:
             f"To: <sip:probe@{address}>\r\n"
             f"Call-ID: {uuid.uuid4().hex}\r\n"
             "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def lab_env() -> dict[str, str]:
+    """The environment of a lab process: this working tree's ``gateway`` package first."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
 
 class LabGateway:
@@ -66,9 +75,7 @@ class LabGateway:
     def start(self, timeout: float = 30.0) -> None:
         """Start it and wait (bounded) until it answers OPTIONS from inside its host."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-        self.process = self.lab.popen(self.ns, self.command(), self.log, env=env)
+        self.process = self.lab.popen(self.ns, self.command(), self.log, env=lab_env())
         with self.lab.inside(self.ns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with sock:
@@ -95,6 +102,18 @@ class LabGateway:
             self.crashed_pid = self.process.pid
             self.process.kill()
             self.process.wait(timeout=5)
+
+    def overlay_status(self, timeout: float = 20.0) -> dict:
+        """The overlay status file, once it names a route (bounded wait)."""
+        path = self.data_dir / OVERLAY_STATUS_FILE
+        deadline = time.monotonic() + timeout
+        while True:
+            if path.exists():
+                status = json.loads(path.read_text())
+                if status.get("route"):
+                    return status
+            assert time.monotonic() < deadline, f"no overlay status:\n{self.tail()}"
+            time.sleep(0.2)
 
     def tail(self, lines: int = 40) -> str:
         """The end of its log."""

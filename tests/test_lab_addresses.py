@@ -4,29 +4,12 @@ call fail with no word in the log)."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 from lab_gateway import LabGateway
 from netlab import Lab
 
-from gateway.app.status_file import OVERLAY_STATUS_FILE
-
 A = "198.18.1.2"
-
-
-def overlay_status(gateway: LabGateway) -> dict:
-    """The overlay status file, once it names a route (bounded wait)."""
-    path = gateway.data_dir / OVERLAY_STATUS_FILE
-    deadline = time.monotonic() + 20
-    while True:
-        if path.exists():
-            status = json.loads(path.read_text())
-            if status.get("route"):
-                return status
-        assert time.monotonic() < deadline, f"no overlay status:\n{gateway.tail()}"
-        time.sleep(0.2)
 
 
 def one_host(lab: Lab) -> str:
@@ -40,7 +23,7 @@ def test_a_wildcard_listener_publishes_its_interface_address(lab: Lab,
                                                              tmp_path: Path) -> None:
     gateway = LabGateway(lab, one_host(lab), A, "a.example", tmp_path, listen="0.0.0.0")
     gateway.start()
-    status = overlay_status(gateway)
+    status = gateway.overlay_status()
     assert status["route"] == f"sip:{A}:5060;lr"
     assert status["warnings"] == []
     assert "loopback" not in gateway.tail(200)
@@ -51,7 +34,7 @@ def test_a_loopback_route_is_warned_about_in_the_log_and_the_status(lab: Lab,
     gateway = LabGateway(lab, one_host(lab), A, "a.example", tmp_path,
                          "overlay.route=sip:127.0.0.1:5060;lr")
     gateway.start()
-    status = overlay_status(gateway)
+    status = gateway.overlay_status()
     assert len(status["warnings"]) == 1 and "loopback" in status["warnings"][0]
     assert "[gateway.app.assembly#warn] the overlay route sip:127.0.0.1:5060;lr is a " \
            "loopback address" in gateway.tail(200)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from lab_gateway import LabGateway
 from netlab import Lab
-from test_lab_addresses import overlay_status
-from test_lab_sites import A, B, call_until_it_works, phone, two_sites
+from test_lab_sites import call_until_it_works, phone, two_gateways, two_sites
 
 
 def wait_for_state(gateway: LabGateway, state: str, seconds: float) -> dict:
@@ -17,7 +16,7 @@ def wait_for_state(gateway: LabGateway, state: str, seconds: float) -> dict:
     assert gateway.process is not None
     deadline = time.monotonic() + seconds
     while True:
-        status = overlay_status(gateway)
+        status = gateway.overlay_status()
         if status["state"] == state and status["pid"] != gateway.crashed_pid:
             return status
         assert time.monotonic() < deadline, (f"state {status['state']}, wanted {state}:\n"
@@ -26,13 +25,9 @@ def wait_for_state(gateway: LabGateway, state: str, seconds: float) -> dict:
 
 
 def test_the_first_gateway_rejoins_after_a_crash(lab: Lab, tmp_path: Path) -> None:
-    site_a, site_b = two_sites(lab, tmp_path, 0)
-    fast = "overlay.health_interval=2"
-    gateway_a = LabGateway(lab, site_a, A, "a.example", tmp_path, fast)
-    gateway_a.start()
-    gateway_b = LabGateway(lab, site_b, B, "b.example", tmp_path, fast,
-                           bootstrap=gateway_a.overlay)
-    gateway_b.start()
+    site_a, site_b, _ = two_sites(lab, tmp_path, 0)
+    gateway_a, gateway_b = two_gateways(lab, site_a, site_b, tmp_path,
+                                        "overlay.health_interval=2")
     wait_for_state(gateway_a, "joined", 20)  # B joined through A
     time.sleep(3)  # at least one health check since: the node cache is written
 

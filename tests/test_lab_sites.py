@@ -6,15 +6,13 @@ overlay, ACK and BYE included, at 0, 300 and 600 ms round-trip time between the 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from gateway_proc import REPO
-from lab_gateway import LabGateway
+from lab_gateway import LabGateway, lab_env
 from netlab import Lab
 from sip_ua import UA, call
 
@@ -23,8 +21,9 @@ from gateway.sip.message import Request, Response
 A, B = "198.18.1.2", "198.18.2.2"
 
 
-def two_sites(lab: Lab, workdir: Path, one_way_ms: float) -> tuple[str, str]:
-    """Hosts a and b behind router r; b's cable delayed ``one_way_ms`` each way."""
+def two_sites(lab: Lab, workdir: Path, one_way_ms: float) -> tuple[str, str, str]:
+    """Hosts a and b behind router r (returned last); b's cable delayed ``one_way_ms``
+    each way."""
     a, b, r = lab.host("a"), lab.host("b"), lab.router("r")
     lab.cable(a, "eth0", f"{A}/24", r, "to-a", "198.18.1.1/24")
     if one_way_ms:
@@ -34,7 +33,19 @@ def two_sites(lab: Lab, workdir: Path, one_way_ms: float) -> tuple[str, str]:
         lab.cable(r, "to-b", "198.18.2.1/24", b, "eth0", f"{B}/24")
     lab.default_route(a, "198.18.1.1")
     lab.default_route(b, "198.18.2.1")
-    return a, b
+    return a, b, r
+
+
+def two_gateways(lab: Lab, site_a: str, site_b: str, workdir: Path,
+                 *settings: str) -> tuple[LabGateway, LabGateway]:
+    """Gateway A (a.example, the first of the overlay) and B (b.example, joined through
+    A), started with ``settings`` (``section.key=value``) both."""
+    gateway_a = LabGateway(lab, site_a, A, "a.example", workdir, *settings)
+    gateway_a.start()
+    gateway_b = LabGateway(lab, site_b, B, "b.example", workdir, *settings,
+                           bootstrap=gateway_a.overlay)
+    gateway_b.start()
+    return gateway_a, gateway_b
 
 
 def phone(lab: Lab, ns: str, user: str, gateway: LabGateway) -> UA:
@@ -94,12 +105,8 @@ def call_until_it_works(caller: UA, callee: UA, deadline: float) -> dict[str, ob
 
 @pytest.mark.parametrize("rtt_ms", [0, 300, 600])
 def test_calls_between_two_sites_both_ways(lab: Lab, tmp_path: Path, rtt_ms: int) -> None:
-    site_a, site_b = two_sites(lab, tmp_path, rtt_ms / 2)
-    gateway_a = LabGateway(lab, site_a, A, "a.example", tmp_path)
-    gateway_a.start()
-    gateway_b = LabGateway(lab, site_b, B, "b.example", tmp_path,
-                           bootstrap=gateway_a.overlay)
-    gateway_b.start()
+    site_a, site_b, _ = two_sites(lab, tmp_path, rtt_ms / 2)
+    gateway_a, gateway_b = two_gateways(lab, site_a, site_b, tmp_path)
     alice = phone(lab, site_a, "alice", gateway_a)
     bob = phone(lab, site_b, "bob", gateway_b)
     try:
@@ -121,21 +128,14 @@ def test_a_new_node_finds_records_across_a_slow_link(lab: Lab, tmp_path: Path,
                                                      rtt_ms: int) -> None:
     """``p2psip-peer lookup`` from a host whose only link is slow: it knows nobody but
     the seed, so every query of its lookup crosses that link."""
-    site_a, site_b = two_sites(lab, tmp_path, 0)
-    router = next(ns for ns in lab.namespaces if ns.endswith("r"))
+    site_a, site_b, router = two_sites(lab, tmp_path, 0)
     peer_host = lab.host("p")
     lab.delayed_cable(router, "to-p", "198.18.5.1/24", peer_host, "eth0", "198.18.5.2/24",
                       rtt_ms / 2, tmp_path)
     lab.default_route(peer_host, "198.18.5.1")
-    gateway_a = LabGateway(lab, site_a, A, "a.example", tmp_path)
-    gateway_a.start()
-    gateway_b = LabGateway(lab, site_b, B, "b.example", tmp_path,
-                           bootstrap=gateway_a.overlay)
-    gateway_b.start()
+    gateway_a, gateway_b = two_gateways(lab, site_a, site_b, tmp_path)
     alice = phone(lab, site_a, "alice", gateway_a)
     alice.close()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     found, took = 0, []
     for _attempt in range(5):
         started = time.monotonic()
@@ -143,7 +143,7 @@ def test_a_new_node_finds_records_across_a_slow_link(lab: Lab, tmp_path: Path,
             ["ip", "netns", "exec", peer_host, sys.executable, "-m", "gateway.app.peer",
              "--host", "198.18.5.2", "--state-dir", str(tmp_path / "peer"),
              "--bootstrap", gateway_b.overlay, "lookup", "sip:alice@a.example"],
-            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+            capture_output=True, text=True, env=lab_env(), timeout=60, cwd=tmp_path)
         took.append(time.monotonic() - started)
         found += done.returncode == 0
     assert found == 5, (f"found {found}/5 at {rtt_ms} ms RTT (seconds per run: "

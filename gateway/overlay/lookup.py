@@ -59,7 +59,6 @@ class IterativeLookup:
         self._nodes: dict[bytes, Node] = {}
         self._depth: dict[bytes, int] = {}
         self._state: dict[bytes, str] = {}  # new, pending, done, failed
-        self._started: dict[bytes, float] = {}
         self._stall_after: dict[bytes, float] = {}  # when a pending query stalls
         self._stalled: set[bytes] = set()
         self._tasks: dict[asyncio.Future[Any], bytes] = {}
@@ -136,7 +135,7 @@ class IterativeLookup:
         task = asyncio.ensure_future(call(node, self.target))
         self._tasks[task] = node_id
         self._state[node_id] = "pending"
-        self._started[node_id] = started = time.monotonic()
+        started = time.monotonic()
         self._stall_after[node_id] = started + self.stall((node.ip, node.port))
         self.result.queries += 1
 

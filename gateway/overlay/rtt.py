@@ -68,15 +68,6 @@ class RttTable:
         else:
             self._all.update(seconds)
 
-    @property
-    def measured_any(self) -> bool:
-        """Whether any contact has answered yet."""
-        return self._all is not None
-
-    def forget(self, address: Address) -> None:
-        """Drop what is known of ``address`` (a contact that left)."""
-        self._contacts.pop(address, None)
-
     def timeout(self, address: Address) -> float:
         """How long a silence from ``address`` is normal: its RTO, else that of all
         contacts, else ``initial``."""

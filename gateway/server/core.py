@@ -237,15 +237,15 @@ class SipCore:
         of running out Timer B/F."""
         self._now = now
         waiting = self.clients.sent_to(destination)
-        if waiting:
-            log.warn("{host}:{port} is unreachable ({reason}): {n} request(s) to it fail "
-                     "now", host=destination.host, port=destination.port, reason=reason,
-                     n=len(waiting))
+        if not waiting:
+            return []  # nothing was waiting for it: no actions, no new deadline
+        log.warn("{host}:{port} is unreachable ({reason}): {n} request(s) to it fail now",
+                 host=destination.host, port=destination.port, reason=reason,
+                 n=len(waiting))
         for txn in waiting:
             self.clients.transport_error(txn, f"{destination.host}:{destination.port} "
                                               f"unreachable, {reason}")
-        if waiting:
-            self._dispatch_client_events()
+        self._dispatch_client_events()
         return self._flush()
 
     def send_request(self, request: Request, destination: Address, user: object,

@@ -49,9 +49,7 @@ def drain(sock: socket.socket, report: Report) -> int:
         try:
             _, ancillary, _, destination = sock.recvmsg(
                 1, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError:
+        except OSError:  # the queue is empty (EAGAIN), or cannot be read
             break
         count += 1
         reason = _reason(ancillary)

@@ -117,7 +117,7 @@ class UdpTransport(DatagramProtocol):
         try:
             if len(data) <= 4 and not data.strip(b"\r\n\x00 "):
                 return  # keep-alive
-            if data[0] < 0x40 and is_stun(data):  # a STUN keep-alive (RFC 5626 §4.4.1)
+            if is_stun(data):  # a STUN keep-alive (RFC 5626 §4.4.1)
                 response = binding_response(data, host, port)
                 if response is not None and self.transport is not None:
                     self.transport.write(response, addr)
