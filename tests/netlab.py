@@ -138,12 +138,22 @@ class Lab:
         """A route to ``destination`` (CIDR) through ``via``."""
         run("ip", "-n", ns, "route", "add", destination, "via", via)
 
-    def nat(self, ns: str, outside: str) -> None:
+    def nat(self, ns: str, outside: str,
+            forwards: tuple[tuple[str, int, str], ...] = ()) -> None:
         """Make ``ns`` a NAT box: what leaves through ``outside`` is masqueraded, and
-        nothing enters from there unless it answers what went out (no port forwards)."""
+        nothing enters from there unless it answers what went out, or matches one of
+        the port ``forwards`` (protocol, port, inside address: same port inside)."""
         self.sysctl(ns, "net.ipv4.ip_forward", "1")
+        dnat = "\n".join(f'        iifname "{outside}" {proto} dport {port} dnat to {inside}'
+                         for proto, port, inside in forwards)
+        allowed = "\n".join(f'        iifname "{outside}" ip daddr {inside} {proto} dport '
+                            f'{port} accept' for proto, port, inside in forwards)
         rules = f"""
 table ip nat {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+{dnat}
+    }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname "{outside}" masquerade
@@ -154,6 +164,7 @@ table inet filter {{
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
         iifname != "{outside}" accept
+{allowed}
     }}
     chain input {{
         type filter hook input priority filter; policy accept;

@@ -235,9 +235,10 @@ def ack_for(invite: Request, response: Response) -> Request:
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
 
 
-def call(caller: UA, callee: UA) -> dict[str, object]:
-    """INVITE/180/200/ACK/BYE/200 from caller to callee's AoR; what each side saw
-    (``incoming`` INVITE, ``ringing``, ``ok``, ``ack``, ``bye``, ``bye_ok``)."""
+def call(caller: UA, callee: UA, hang_up: str = "caller") -> dict[str, object]:
+    """INVITE/180/200/ACK/BYE/200 from caller to callee's AoR, the BYE from the caller
+    or (``hang_up="callee"``) from the callee; what each side saw (``incoming``
+    INVITE, ``ringing``, ``ok``, ``ack``, ``bye``, ``bye_ok``)."""
     seen: dict[str, object] = {}
     invite = caller.request("INVITE", callee.uri, body=SDP)
     caller.send(invite)
@@ -250,9 +251,27 @@ def call(caller: UA, callee: UA) -> dict[str, object]:
     seen["ok"] = ok
     caller.send(in_dialog(caller, "ACK", ok, invite, 1))
     seen["ack"] = callee.expect_request("ACK")
+    if hang_up == "callee":
+        seen["bye_ok"] = callee_hangs_up(caller, callee, incoming)
+        return seen
     caller.send(in_dialog(caller, "BYE", ok, invite, 2))
     bye = callee.expect_request("BYE")
     seen["bye"] = bye
     callee.answer(bye, 200, record_route=False)
     seen["bye_ok"] = caller.expect(200, method="BYE")
     return seen
+
+
+def callee_hangs_up(caller: UA, callee: UA, incoming: Request) -> Response:
+    """After :func:`call`-like set-up without the caller's BYE: the callee sends BYE along
+    the Record-Route set of the INVITE it received (in order) to the caller's Contact;
+    the caller answers; the callee's 200 is returned."""
+    target = incoming.contacts[0].address.uri  # type: ignore[union-attr]
+    bye = callee.request("BYE", str(target), to=str(incoming.from_.uri),
+                         call_id=incoming.call_id, cseq=1, from_tag="callee",
+                         to_tag=incoming.from_.tag,
+                         extra=[("Route", v) for v in incoming.header_values("record-route")])
+    callee.send(bye)
+    received = caller.expect_request("BYE")
+    caller.answer(received, 200, record_route=False)
+    return callee.expect(200, method="BYE")

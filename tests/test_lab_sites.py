@@ -86,13 +86,14 @@ def drain(*uas: UA) -> list[str]:
     return left
 
 
-def call_until_it_works(caller: UA, callee: UA, deadline: float) -> dict[str, object]:
+def call_until_it_works(caller: UA, callee: UA, deadline: float,
+                        hang_up: str = "caller") -> dict[str, object]:
     """Call until the callee's record is found (the publication may still be on its
     way); the last failure, with what the phones saw, once ``deadline`` passes."""
     while True:
         started = time.monotonic()
         try:
-            seen = call(caller, callee)
+            seen = call(caller, callee, hang_up)
         except (AssertionError, TimeoutError) as failure:
             left = drain(caller, callee)
             if time.monotonic() > deadline:

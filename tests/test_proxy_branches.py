@@ -58,7 +58,8 @@ class FakeIO:
     def is_me(self, host: str, port: int | None) -> bool:
         return False
 
-    def local_address(self, transport: str) -> tuple[str, int] | None:
+    def local_address(self, transport: str, toward: str | None = None,
+                      ) -> tuple[str, int] | None:
         return ("127.0.0.1", 5060)
 
     def flow_alive(self, flow: Address) -> bool:

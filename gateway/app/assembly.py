@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.app.metrics import Metrics
 from gateway.app.reachability import host_address, route_problem
-from gateway.app.startup import Prepared, machine_addresses
+from gateway.app.startup import Prepared, machine_addresses, machine_networks
 from gateway.app.status_file import OVERLAY_STATUS_FILE, write_status_file
 from gateway.app.wiring import (
     auth_policy,
@@ -86,12 +86,16 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                                runner=_store_runner(prepared, reactor),
                                on_commit=metrics.db_write.observe)
     listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]
-    local_domains = LocalDomains(config.gateway.domains, [*machine_addresses(), *listen_hosts],
+    external = config.sip.external_address
+    local_domains = LocalDomains(config.gateway.domains,
+                                 [*machine_addresses(), *listen_hosts,
+                                  *([external[0]] if external else [])],
                                  (socket.gethostname(), socket.getfqdn()))
     # The sockets are bound already (prepare): the gateway knows its own addresses.
     listeners = [(kind, *sock.getsockname()[:2]) for kind, sock in prepared.sockets]
     myself = Myself(local_domains, listeners, advertised_host=config.sip.advertised_address,
-                    wildcard_host=host_address())
+                    wildcard_host=host_address(), external=external,
+                    local_networks=[*config.sip.local_networks, *machine_networks()])
     user_store = UserStore(config.database.url, engine=prepared.store.engine
                            if prepared.store.in_memory else None)
     users = UserDirectory(user_store, reactor, config.database.sync_interval)
@@ -148,9 +152,10 @@ def _trusted_peer(prepared: Prepared, upstream: UpstreamServer | None,
 
 
 def _own_route(myself: Myself) -> str:
-    """This gateway's SIP URI for overlay records: its UDP (else TCP) address."""
+    """This gateway's SIP URI for overlay records: its UDP (else TCP) address, the
+    external one behind NAT."""
     for transport in ("udp", "tcp"):
-        address = myself.address(transport)
+        address = myself.external_address(transport)
         if address is not None:
             suffix = "" if transport == "udp" else ";transport=tcp"
             return f"sip:{bracketed(address[0])}:{address[1]}{suffix};lr"

@@ -48,6 +48,8 @@ class SipSection:
     t2: float
     t4: float
     advertised_address: str
+    external_address: tuple[str, int | None] | None
+    local_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     shutdown_grace: float
 
 

@@ -99,6 +99,19 @@ SETTINGS: tuple[Setting, ...] = (
             "any interface). A route that others cannot reach (loopback; private while "
             "an overlay peer is public) is warned about at start and in the overlay "
             "status."),
+    Setting("sip", "external_address", "", v.external_address,
+            "The public IP address (and port, when the NAT forwards another one) that "
+            "hosts beyond this gateway's NAT reach it at, with port forwarding of its "
+            "SIP ports (Asterisk's externaddr, Kamailio's advertise). It goes into "
+            "overlay records and into Via and Record-Route towards hosts outside "
+            "sip.local_networks, and requests naming it are for this gateway. Empty: "
+            "no NAT, or none the gateway can be reached through (see "
+            "overlay.mode and docs/deployment.md)."),
+    Setting("sip", "local_networks", "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, "
+            "fc00::/7", v.networks,
+            "With sip.external_address: the networks on this side of the NAT, which "
+            "get the LAN address (loopback, link-local and the subnets of this host's "
+            "interfaces always count)."),
     Setting("sip", "shutdown_grace", "5", v.seconds(0, 600),
             "On SIGTERM: seconds to let requests being proxied (and registry writes) "
             "finish while new calls and registrations get 503 with Retry-After; then "

@@ -5,6 +5,7 @@ each failure is one line naming the setting and a non-zero exit."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -138,6 +139,8 @@ def _tls_material(config: GatewayConfig) -> TlsMaterial:
     hosts = [a.host for a in config.tls.listen if a.host not in ("0.0.0.0", "::")]
     if config.sip.advertised_address:
         hosts.append(config.sip.advertised_address)
+    if config.sip.external_address is not None:
+        hosts.append(config.sip.external_address[0])
     if len(hosts) < len(config.tls.listen) or not hosts:
         with contextlib.suppress(OSError):
             hosts.append(socket.gethostbyname(socket.gethostname()))  # what we advertise
@@ -155,6 +158,18 @@ def machine_addresses() -> list[str]:
             if entry.family in (socket.AF_INET, socket.AF_INET6):
                 addresses.append(entry.address.split("%", 1)[0])
     return addresses
+
+
+def machine_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The subnets of this machine's interfaces (hosts on them are on our LAN)."""
+    found = []
+    for entries in psutil.net_if_addrs().values():
+        for entry in entries:
+            if entry.family in (socket.AF_INET, socket.AF_INET6) and entry.netmask:
+                with contextlib.suppress(ValueError):
+                    found.append(ipaddress.ip_network(
+                        f"{entry.address.split('%', 1)[0]}/{entry.netmask}", strict=False))
+    return found
 
 
 def certificates(path: str, key: str) -> list[Any]:

@@ -143,6 +143,38 @@ def advertised(raw: str) -> str:
     return value.strip("[]")
 
 
+@kind("IP address, optionally :port")
+def external_address(raw: str) -> tuple[str, int | None] | None:
+    value = raw.strip()
+    if not value:
+        return None
+    host, port = value, None
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"{value!r}: no closing ]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{value!r} is not [IPv6]:port")
+            port = _port(rest[1:], value)
+    elif value.count(":") == 1:
+        host, text = value.split(":")
+        port = _port(text, value)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+    if address.is_unspecified or address.is_loopback or address.is_multicast:
+        raise ValueError(f"{value!r} cannot be reached from beyond a NAT")
+    return str(address), port
+
+
+def _port(text: str, value: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return int(text)
+
+
 @kind("resolver names")
 def resolvers(raw: str) -> tuple[str, ...]:
     """Resolver names in order; whether each is installed is checked at start-up."""

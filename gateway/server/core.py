@@ -422,9 +422,11 @@ class SipCore:
         """Whether ``host``/``port`` name this gateway (for the proxy)."""
         return self.myself.is_me(host, port)
 
-    def local_address(self, transport: str) -> tuple[str, int] | None:
-        """The advertised (host, port) for ``transport`` (for the proxy)."""
-        return self.myself.address(transport)
+    def local_address(self, transport: str, toward: str | None = None,
+                      ) -> tuple[str, int] | None:
+        """The advertised (host, port) for ``transport`` towards ``toward`` (for the
+        proxy)."""
+        return self.myself.address(transport, toward)
 
     def contact_flow(self, contact: str) -> Address | None:
         """The registration flow of the phone with this Contact (for the proxy)."""

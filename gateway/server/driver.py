@@ -91,9 +91,10 @@ class CoreDriver:
         self.execute(self.core.send_request(request, destination, user, branch,
                                             self.reactor.seconds()))
 
-    def local_address(self, transport: str) -> tuple[str, int] | None:
-        """(host, port) the gateway advertises for ``transport``."""
-        return self.core.myself.address(transport)
+    def local_address(self, transport: str, toward: str | None = None,
+                      ) -> tuple[str, int] | None:
+        """(host, port) the gateway advertises for ``transport`` towards ``toward``."""
+        return self.core.myself.address(transport, toward)
 
     # --- executing ------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from gateway.sip.uri import SipUri
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class LocalDomains:
     """The configured domains, this host's names, and the IP addresses of this machine.
@@ -68,23 +70,41 @@ class LocalDomains:
 class Myself:
     """This gateway's own SIP addresses: the domains it serves (``is_local``) and the
     listeners (transport, host, port) it has open, plus the host it advertises in Via
-    and Record-Route."""
+    and Record-Route.
+
+    Behind NAT with port forwarding a gateway has two faces (Asterisk's ``externaddr``
+    and ``localnet``, Kamailio's ``advertise``): the ``external`` address that hosts
+    beyond the NAT reach it at, and the LAN address for hosts in ``local_networks``. What
+    it advertises towards a next hop depends on which side that hop is, and requests
+    naming either address are for it.
+    """
 
     def __init__(self, is_local: Callable[[str], bool],
                  listeners: Iterable[tuple[str, str, int]] = (),
-                 advertised_host: str = "", wildcard_host: str = "127.0.0.1") -> None:
+                 advertised_host: str = "", wildcard_host: str = "127.0.0.1",
+                 external: tuple[str, int | None] | None = None,
+                 local_networks: Iterable[IpNetwork] = ()) -> None:
         """``advertised_host`` replaces every listener's host in what the gateway
-        publishes; without it a wildcard listener (0.0.0.0, ::) is advertised as
-        ``wildcard_host`` (the application's best guess of this host's address)."""
+        advertises on its LAN; without it a wildcard listener (0.0.0.0, ::) is advertised
+        as ``wildcard_host`` (the application's best guess of this host's address).
+        ``external``: (host, port or None for each listener's own port) advertised to
+        hosts outside ``local_networks``."""
         self.is_local = is_local
         self.advertised_host = advertised_host
         self.wildcard_host = wildcard_host
+        self.external = external
+        self.local_networks = tuple(local_networks)
         self._ports: set[int] = set()
         self._addresses: dict[str, tuple[str, int]] = {}
+        self._external: dict[str, tuple[str, int]] = {}
+        self._lan_hosts: dict[str, bool] = {}
         for transport, host, port in listeners:
             self._ports.add(port)
             if transport not in self._addresses:
                 self._addresses[transport] = (self._advertise(host), port)
+                if external is not None:
+                    self._external[transport] = (external[0], external[1] or port)
+        self._ports.update(port for _, port in self._external.values())
 
     def _advertise(self, host: str) -> str:
         if self.advertised_host:
@@ -106,6 +126,38 @@ class Myself:
         uri = request.uri
         return isinstance(uri, SipUri) and not uri.user and self.is_me(uri.host, uri.port)
 
-    def address(self, transport: str) -> tuple[str, int] | None:
-        """The (host, port) to advertise for ``transport``, None without a listener."""
+    def address(self, transport: str, toward: str | None = None) -> tuple[str, int] | None:
+        """The (host, port) to advertise for ``transport`` (None without a listener):
+        the external address when one is set and ``toward`` (the host the message goes
+        to) is outside the local networks, else the LAN address."""
+        if toward is not None and self._external and not self.on_lan(toward):
+            return self._external.get(transport)
         return self._addresses.get(transport)
+
+    def external_address(self, transport: str) -> tuple[str, int] | None:
+        """What hosts beyond the NAT reach ``transport`` at (the LAN address when no
+        external address is set)."""
+        return self._external.get(transport) or self._addresses.get(transport)
+
+    def on_lan(self, host: str) -> bool:
+        """Whether ``host`` (an IP address; a name counts as outside, except
+        ``localhost``) is in the local networks."""
+        known = self._lan_hosts.get(host)
+        if known is None:
+            known = _in_networks(host, self.local_networks)
+            if len(self._lan_hosts) >= 4096:  # hosts come from the network: bounded
+                self._lan_hosts.clear()
+            self._lan_hosts[host] = known
+        return known
+
+
+def _in_networks(host: str, networks: tuple[IpNetwork, ...]) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if address.is_loopback or address.is_link_local:
+        return True
+    return any(address.version == net.version and address in net for net in networks)

@@ -63,9 +63,11 @@ class ProxyIO(Protocol):
     def is_me(self, host: str, port: int | None) -> bool:
         """Whether a URI host/port names this gateway."""
 
-    def local_address(self, transport: str) -> tuple[str, int] | None:
-        """(host, port) this gateway advertises for ``transport``, None if it has no
-        listener for it."""
+    def local_address(self, transport: str, toward: str | None = None,
+                      ) -> tuple[str, int] | None:
+        """(host, port) this gateway advertises for ``transport`` to the host
+        ``toward`` (its external address beyond the NAT, its LAN one on the LAN), None if
+        it has no listener for it."""
 
     def flow_alive(self, flow: Address) -> bool:
         """Whether a stream connection with that peer is open."""
@@ -227,7 +229,7 @@ class Proxy:
             self._synthesise(context, None, 503, "Service Unavailable (cannot resolve the "
                              "next hop: DNS resolution is not enabled)")
             return
-        local = self.io.local_address(destination.transport)
+        local = self.io.local_address(destination.transport, destination.host)
         if local is None:
             self._synthesise(context, None, 503, "Service Unavailable (no "
                              f"{destination.transport.upper()} transport for the next hop)")
@@ -237,8 +239,8 @@ class Proxy:
                              "this target; a sips: request is never downgraded)")
             return
         if request.method in DIALOG_CREATING and not original.to.tag:
-            self._record_route(request, context.server.reply_to.transport,
-                               destination.transport, secure=_secure(original))
+            self._record_route(request, context.server.reply_to, destination,
+                               secure=_secure(original))
         branch_id = forwarding.new_branch(context.loop_id)
         request.add_header("Via", forwarding.via_value(destination.transport, *local,
                                                        branch_id), first=True)
@@ -275,15 +277,18 @@ class Proxy:
             return flow
         return named
 
-    def _record_route(self, request: Request, inbound: str, outbound: str,
+    def _record_route(self, request: Request, inbound: Address, outbound: Address,
                       secure: bool = False) -> None:
-        # Two entries when the transport changes (RFC 5658): the top one is the side
-        # the next hop talks to, the other the side the previous hop talks to.
-        entries = []
-        for transport in ((outbound, inbound) if inbound != outbound else (inbound,)):
-            local = self.io.local_address(transport)
+        # Two entries when the transport or the address changes (RFC 5658; the LAN and
+        # the external address behind NAT): the top one is the side the next hop talks
+        # to, the other the side the previous hop talks to.
+        entries: list[str] = []
+        for side in (outbound, inbound):
+            local = self.io.local_address(side.transport, side.host)
             if local is not None:
-                entries.append(forwarding.record_route_value(*local, transport, secure))
+                entry = forwarding.record_route_value(*local, side.transport, secure)
+                if entry not in entries:
+                    entries.append(entry)
         # Above any Record-Route already there, below the Via lines (kept together).
         headers = request.headers
         at = next((i for i, h in enumerate(headers) if h[0] == "record-route"), None)
@@ -310,7 +315,7 @@ class Proxy:
         destination = self._next_hop(request, self._routed_target(request))
         if destination is None:
             return
-        local = self.io.local_address(destination.transport)
+        local = self.io.local_address(destination.transport, destination.host)
         if local is None:
             return
         forwarding.decrement_max_forwards(request, max_forwards)

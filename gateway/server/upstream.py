@@ -99,8 +99,9 @@ class RequestSender(Protocol):
                      branch: str) -> None:
         """Send ``request`` in a new client transaction."""
 
-    def local_address(self, transport: str) -> tuple[str, int] | None:
-        """(host, port) the gateway advertises for ``transport``."""
+    def local_address(self, transport: str, toward: str | None = None,
+                      ) -> tuple[str, int] | None:
+        """(host, port) the gateway advertises for ``transport`` towards ``toward``."""
 
 
 class UpstreamRegistrations:
@@ -184,7 +185,8 @@ class UpstreamRegistrations:
                 return  # never registered upstream: nothing to withdraw
             registration = self._registrations[aor] = _Registration(
                 aor, f"{uuid.uuid4().hex}@p2psip-gateway", new_tag())
-        local = self.sender.local_address(self.destination.transport)
+        local = self.sender.local_address(self.destination.transport,
+                                          self.destination.host)
         if local is None:
             log.warn("upstream: no {t} transport to reach {uri}",
                      t=self.destination.transport, uri=self.settings.uri)

@@ -1,0 +1,67 @@
+"""A site behind a NAT box: gateway C on a private LAN, its NAT forwarding the SIP and
+overlay ports, ``sip.external_address`` naming the NAT's public address. It publishes
+that address, advertises it to the other site and its LAN address to its own phones,
+and calls work both ways with ACK and BYE from either end."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lab_gateway import OVERLAY_PORT, SIP_PORT, LabGateway
+from netlab import Lab
+from test_lab_sites import call_until_it_works, phone
+
+A, NAT_PUBLIC, C = "198.18.1.2", "198.18.4.2", "10.4.0.2"
+
+
+def natted_site(lab: Lab, forwards: bool) -> tuple[str, str]:
+    """Host a (public) and host c behind a NAT box, both behind router r; the NAT box
+    forwards the SIP (UDP, TCP) and overlay ports to c when ``forwards``."""
+    a, r, natbox, c = lab.host("a"), lab.router("r"), lab.host("nat"), lab.host("c")
+    lab.cable(a, "eth0", f"{A}/24", r, "to-a", "198.18.1.1/24")
+    lab.cable(r, "to-nat", "198.18.4.1/24", natbox, "up", f"{NAT_PUBLIC}/24")
+    lab.cable(natbox, "lan", "10.4.0.1/24", c, "eth0", f"{C}/24")
+    ports = (("udp", SIP_PORT, C), ("tcp", SIP_PORT, C), ("udp", OVERLAY_PORT, C))
+    lab.nat(natbox, "up", ports if forwards else ())
+    lab.default_route(a, "198.18.1.1")
+    lab.default_route(natbox, "198.18.4.1")
+    lab.default_route(c, "10.4.0.1")
+    return a, c
+
+
+def test_a_site_behind_nat_with_port_forwarding_is_called_both_ways(
+        lab: Lab, tmp_path: Path) -> None:
+    site_a, site_c = natted_site(lab, forwards=True)
+    gateway_a = LabGateway(lab, site_a, A, "a.example", tmp_path)
+    gateway_a.start()
+    gateway_c = LabGateway(lab, site_c, C, "c.example", tmp_path,
+                           f"sip.external_address={NAT_PUBLIC}", bootstrap=gateway_a.overlay)
+    gateway_c.start()
+    status = gateway_c.overlay_status()
+    assert status["route"] == f"sip:{NAT_PUBLIC}:{SIP_PORT};lr"
+    assert not status.get("warnings"), status
+    alice = phone(lab, site_a, "alice", gateway_a)
+    carol = phone(lab, site_c, "carol", gateway_c)
+    try:
+        deadline = time.monotonic() + 30
+        into = call_until_it_works(alice, carol, deadline)
+        into_far_bye = call_until_it_works(alice, carol, deadline, hang_up="callee")
+        out = call_until_it_works(carol, alice, deadline)
+        out_far_bye = call_until_it_works(carol, alice, deadline, hang_up="callee")
+    finally:
+        alice.close()
+        carol.close()
+    for seen in (into, into_far_bye, out, out_far_bye):
+        assert seen["bye_ok"] is not None
+    # Carol's phone sees C's LAN side on top, then the side alice's gateway talks to.
+    assert into["incoming"].header_values("record-route")[:2] == [
+        f"<sip:{C}:{SIP_PORT};lr>", f"<sip:{NAT_PUBLIC}:{SIP_PORT};lr>"]
+    # Seen from alice's side, C's public entry comes first: the private one after it
+    # is C's own (RFC 5658 double Record-Route) and never a next hop for A.
+    for message in (into["ok"], out["incoming"]):
+        routes = message.header_values("record-route")
+        public, private = (routes.index(f"<sip:{NAT_PUBLIC}:{SIP_PORT};lr>"),
+                           routes.index(f"<sip:{C}:{SIP_PORT};lr>"))
+        assert abs(public - private) == 1
+        assert routes.index(f"<sip:{A}:{SIP_PORT};lr>") in (public - 1, public + 1)
