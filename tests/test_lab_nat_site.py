@@ -6,6 +6,7 @@ and calls work both ways with ACK and BYE from either end."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lab_gateway import OVERLAY_PORT, SIP_PORT, LabGateway
@@ -65,3 +66,34 @@ def test_a_site_behind_nat_with_port_forwarding_is_called_both_ways(
                            routes.index(f"<sip:{C}:{SIP_PORT};lr>"))
         assert abs(public - private) == 1
         assert routes.index(f"<sip:{A}:{SIP_PORT};lr>") in (public - 1, public + 1)
+
+
+def wait_for_status(gateway: LabGateway, ready: Callable[[dict], bool],
+                    timeout: float = 30.0) -> dict:
+    """The gateway's overlay status once ``ready`` says so (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = gateway.overlay_status()
+        if ready(status):
+            return status
+        assert time.monotonic() < deadline, f"status never ready: {status}"
+        time.sleep(0.3)
+
+
+def test_a_gateway_behind_nat_without_forwarding_joins_as_a_client_and_says_why(
+        lab: Lab, tmp_path: Path) -> None:
+    site_a, site_c = natted_site(lab, forwards=False)
+    gateway_a = LabGateway(lab, site_a, A, "a.example", tmp_path,
+                           "overlay.health_interval=0.5")
+    gateway_a.start()
+    gateway_c = LabGateway(lab, site_c, C, "c.example", tmp_path,
+                           bootstrap=gateway_a.overlay)
+    gateway_c.start()
+    status = wait_for_status(gateway_c, lambda s: s["state"] == "joined" and s["nat"])
+    assert status["mode"] == "client" and status["published_route"] == ""
+    assert status["nat"]["kind"] == "nat"
+    assert status["nat"]["observed"].startswith(f"{NAT_PUBLIC}:")
+    assert any("cannot be called from other sites" in w for w in status["warnings"])
+    # Nothing unreachable enters A's routing table.
+    time.sleep(1.5)
+    assert gateway_a.overlay_status()["contacts"] == 0

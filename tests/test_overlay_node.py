@@ -121,3 +121,32 @@ def _node(server: OverlayNode):  # noqa: ANN202 - a kademlia Node with an addres
 
     host, port = server.address
     return Node(server.node.id, host, port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_node_uses_the_overlay_without_entering_routing_tables() -> None:
+    async def scenario() -> tuple[int, int, int, bool, int, tuple[str, int] | None]:
+        nodes, _ = await overlay(6, k=4)
+        client = OverlayNode(ksize=4, rpc_timeout=0.3, client=True)
+        await client.listen(0, "127.0.0.1")
+        signer = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+        try:
+            answered = await client.join([nodes[0].address])
+            await nodes[1].publish("sip:bob@b.example", record(signer, "sip:bob@b.example"))
+            found = await client.lookup("sip:bob@b.example")
+            stored = await client.publish("sip:carol@b.example",
+                                          record(signer, "sip:carol@b.example"))
+            by_others = bool(await nodes[3].lookup("sip:carol@b.example"))
+            in_tables = sum(1 for node in nodes for bucket in node.protocol.router.buckets
+                            for contact in bucket.get_nodes()
+                            if contact.port == client.address[1])
+            seen = await client.protocol.observed_address(nodes[2].address)
+            return answered, len(found), stored, by_others, in_tables, seen
+        finally:
+            for node in [*nodes, client]:
+                node.stop()
+
+    answered, found, stored, by_others, in_tables, seen = await run(scenario())
+    assert answered == 1 and found == 1 and stored >= 2 and by_others
+    assert in_tables == 0
+    assert seen is not None and seen[0] == "127.0.0.1"

@@ -180,7 +180,8 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
     pin_directory = PinDirectory(runner)
     trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
                         own_signer=signer.signer_id, pin_store=pin_directory)
-    settings = overlay_settings(config, load_node_id(config.data_dir))
+    settings = overlay_settings(config, load_node_id(config.data_dir),
+                                frozenset(machine_addresses()))
     dns = None
     if overlay.bootstrap_dns:
         servers = [(a.host, a.port) for a in overlay.dns_servers] or None

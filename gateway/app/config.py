@@ -118,6 +118,7 @@ class OverlaySection:
     enabled: bool
     listen: ListenAddress | None
     bootstrap: tuple[ListenAddress, ...]
+    mode: str
     k: int
     alpha: int
     rpc_timeout: float

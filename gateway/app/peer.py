@@ -11,9 +11,11 @@
 its own SIP URI, and answers calls (200 with a minimal SDP, or ``--reject 486``) until
 interrupted. ``lookup`` prints the merged, signature-checked records as JSON. ``call``
 looks the target up and places INVITE → 200 → ACK → BYE → 200 (``--hold`` seconds in
-between). The peer signs with a key and a self-signed certificate for its AoR's domain
-kept in ``--state-dir`` (readers that trust on first use accept it); ``--aor
-self@DOMAIN`` makes a self-certifying AoR instead (its user part derived from the key).
+between). ``lookup`` and ``call`` use the overlay as a client: no node adds them to its
+routing table, so a one-off command leaves no dead contact behind. The peer signs with
+a key and a self-signed certificate for its AoR's domain kept in ``--state-dir``
+(readers that trust on first use accept it); ``--aor self@DOMAIN`` makes a
+self-certifying AoR instead (its user part derived from the key).
 
 It is a user agent, not a proxy: one UDP socket, the gateway's SIP parser and response
 builder, requests retransmitted on RFC 3261 timer A/E schedules (bounded).
@@ -131,11 +133,14 @@ class Peer:
     """An overlay node with a SIP user agent on one host."""
 
     def __init__(self, aor: str, signer: Signer, host: str, sip_port: int,
-                 overlay_port: int, k: int, reject: int = 0) -> None:
+                 overlay_port: int, k: int, reject: int = 0, client: bool = False) -> None:
+        """``client``: use the overlay as a client (a one-off lookup or call), not as
+        a node others keep in their routing tables."""
         self.aor = aor
         self.signer = signer
         self.host = host
-        self.node = OverlayNode(ksize=k, rpc_timeout=defaults().overlay.rpc_timeout)
+        self.node = OverlayNode(ksize=k, rpc_timeout=defaults().overlay.rpc_timeout,
+                                client=client)
         self.sip_port = sip_port
         self.overlay_port = overlay_port
         self.reject = reject
@@ -324,8 +329,10 @@ async def _main(args: argparse.Namespace) -> int:
     bootstrap = parse_peers(item for item in args.bootstrap.split(",") if item.strip())
     aor = getattr(args, "aor", None) or "sip:self@overlay.invalid"
     signer, aor = load_signer(args.state_dir, aor)
+    # Only "join" stays in the overlay: a lookup or a call must not leave a dead
+    # routing-table entry behind on every node it talked to.
     peer = Peer(aor, signer, args.host, args.sip_port, args.overlay_port, args.k,
-                getattr(args, "reject", 0))
+                getattr(args, "reject", 0), client=args.command != "join")
     await peer.start(bootstrap)
     try:
         if args.command == "lookup":

@@ -194,6 +194,13 @@ SETTINGS: tuple[Setting, ...] = (
             "from the last run (registry table overlay_nodes); with none either, this "
             "node starts an overlay.",
             option="bootstrap"),
+    Setting("overlay", "mode", "auto", v.choice("auto", "peer", "client"),
+            "How this node takes part: \"peer\" is a full DHT node (it stores records "
+            "and others route through it); \"client\" uses the overlay (publishes, "
+            "looks up) without entering others' routing tables; \"auto\" asks the "
+            "bootstrap peers what address they see and becomes a client when that is "
+            "behind a NAT and no sip.external_address is set (then its records are held "
+            "too: their route could not be reached; the status says why)."),
     Setting("overlay", "k", "20", v.int_range(2, 100),
             "Kademlia k: replicas per key and bucket size."),
     Setting("overlay", "alpha", "3", v.int_range(1, 20),

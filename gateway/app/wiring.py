@@ -18,16 +18,21 @@ def tls_settings(config: GatewayConfig) -> TlsSettings:
                        tls.require_client_cert, tls.min_version, tls.ciphers)
 
 
-def overlay_settings(config: GatewayConfig, node_id: bytes | None = None) -> OverlaySettings:
-    """The overlay service's settings from ``[overlay]``; ``node_id``: the saved one."""
+def overlay_settings(config: GatewayConfig, node_id: bytes | None = None,
+                     own_addresses: frozenset[str] = frozenset()) -> OverlaySettings:
+    """The overlay service's settings from ``[overlay]``; ``node_id``: the saved one;
+    ``own_addresses``: this machine's."""
     overlay = config.overlay
+    external = config.sip.external_address
     return OverlaySettings(
         bootstrap=tuple((a.host, a.port) for a in overlay.bootstrap), k=overlay.k,
         alpha=overlay.alpha, rpc_timeout=overlay.rpc_timeout,
         record_lifetime=overlay.record_lifetime, cache_seconds=overlay.cache,
         negative_cache_seconds=min(overlay.cache, 2.0),
         health_interval=overlay.health_interval, publish_rate=overlay.publish_rate,
-        node_id=node_id)
+        node_id=node_id, mode=overlay.mode,
+        external_host=external[0] if external is not None else None,
+        own_addresses=own_addresses)
 
 
 def auth_policy(config: GatewayConfig) -> AuthPolicy:

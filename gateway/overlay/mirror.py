@@ -92,6 +92,15 @@ class RegistrationMirror:
         """AoRs whose change is not published yet."""
         return len(self._dirty)
 
+    def set_route(self, route: str) -> None:
+        """Sign records with ``route`` from now on, and re-publish them all when it
+        changed; ``""`` holds publications (this gateway has no route others reach)."""
+        if route == self.route:
+            return
+        self.route = route
+        if route:
+            self.republish_all()
+
     def republish_all(self) -> None:
         """Queue every AoR with live bindings for publication (after a join, and
         periodically); they go out at ``max_rate``."""
@@ -102,6 +111,8 @@ class RegistrationMirror:
         self._schedule_flush()
 
     def _flush(self) -> None:
+        if not self.route:
+            return  # held: the changes wait for a route (set_route re-publishes all)
         budget = max(1, int(self.max_rate * self.delay))
         aors = list(itertools.islice(self._dirty, budget))
         for aor in aors:

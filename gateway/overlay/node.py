@@ -16,6 +16,12 @@ Fixes over kademlia 2.2.3 / rpcudp 5.0.1:
 - lookups keep alpha queries in flight without waiting for the slowest node
   (:mod:`gateway.overlay.lookup`) and merge every bundle found instead of keeping the
   first value seen, then repair the closest node that lacked it.
+
+Client mode (P2PP's and RELOAD's overlay clients): a node that others cannot reach
+(behind NAT) or that lives for one command (``p2psip-peer lookup``) sends its RPCs with
+its id and one extra byte. Every node of ours takes only 20-byte ids into its routing
+table (:meth:`OverlayProtocol.welcome_if_new`), so a client uses the overlay without
+becoming a contact that others would wait on.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ logging.getLogger("kademlia").setLevel(logging.ERROR)
 logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
 
 
+#: Appended to a client's node id in its requests: 21 bytes is not a routing-table id.
+CLIENT_MARK = b"\x00"
+
+
 def key_for(aor: str) -> bytes:
     """The DHT key of an AoR: SHA-1 of its canonical form (kademlia's ``digest``)."""
     return digest(aor)
@@ -76,8 +86,9 @@ class OverlayProtocol(KademliaProtocol):
     """Kademlia RPCs with short timeouts, a guarded decoder and signed-record STOREs."""
 
     def __init__(self, source_node: Node, storage: RecordStorage, ksize: int,
-                 rpc_timeout: float) -> None:
+                 rpc_timeout: float, client: bool = False) -> None:
         super().__init__(source_node, storage, ksize)
+        self.client = client
         self.rpc_timeout = rpc_timeout
         self._wait_timeout = rpc_timeout
         self.router = CompleteRoutingTable(self, ksize, source_node)
@@ -105,29 +116,42 @@ class OverlayProtocol(KademliaProtocol):
             self.rtt.observe(address, time.monotonic() - started)
         return result
 
+    @property
+    def announced_id(self) -> bytes:
+        """The id this node sends in its requests (marked when it is a client)."""
+        return self.source_node.id + CLIENT_MARK if self.client else self.source_node.id
+
+    async def _call(self, node_to_ask: Node, method: str, *args: Any) -> Any:
+        address = (node_to_ask.ip, node_to_ask.port)
+        stub = getattr(self, method)  # rpcudp's stub: sends the request datagram
+        result = await self.timed(address, lambda: stub(address, self.announced_id, *args))
+        return self.handle_call_response(result, node_to_ask)
+
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> Any:
         """FIND_NODE, timed."""
-        parent = super().call_find_node
-        return await self.timed((node_to_ask.ip, node_to_ask.port),
-                                lambda: parent(node_to_ask, node_to_find))
+        return await self._call(node_to_ask, "find_node", node_to_find.id)
 
     async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> Any:
         """FIND_VALUE, timed."""
-        parent = super().call_find_value
-        return await self.timed((node_to_ask.ip, node_to_ask.port),
-                                lambda: parent(node_to_ask, node_to_find))
+        return await self._call(node_to_ask, "find_value", node_to_find.id)
 
     async def call_ping(self, node_to_ask: Node) -> Any:
         """PING, timed."""
-        parent = super().call_ping
-        return await self.timed((node_to_ask.ip, node_to_ask.port),
-                                lambda: parent(node_to_ask))
+        return await self._call(node_to_ask, "ping")
 
     async def call_store(self, node_to_ask: Node, key: bytes, value: Any) -> Any:
         """STORE, timed."""
-        parent = super().call_store
-        return await self.timed((node_to_ask.ip, node_to_ask.port),
-                                lambda: parent(node_to_ask, key, value))
+        return await self._call(node_to_ask, "store", key, value)
+
+    async def observed_address(self, address: tuple[str, int]) -> tuple[str, int] | None:
+        """Where the node at ``address`` sees this node's datagrams come from (the
+        package's STUN RPC): this node's address beyond any NAT on the way."""
+        stub = self.stun
+        ok, answer = await self.timed(address, lambda: stub(address))
+        if (ok and isinstance(answer, list | tuple) and len(answer) == 2
+                and isinstance(answer[0], str) and isinstance(answer[1], int)):
+            return answer[0], answer[1]
+        return None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Decode under a guard; a bad datagram is dropped."""
@@ -205,14 +229,28 @@ class OverlayNode(Server):
     protocol_class = OverlayProtocol
 
     def __init__(self, ksize: int = 20, alpha: int = 3, node_id: bytes | None = None,
-                 rpc_timeout: float = 1.0) -> None:
+                 rpc_timeout: float = 1.0, client: bool = False) -> None:
+        """``client``: use the overlay without joining others' routing tables."""
         super().__init__(ksize, alpha, node_id or os.urandom(20))
         # Set here: an empty RecordStorage is falsy, and Server would replace it.
         self.storage: RecordStorage = RecordStorage()
         self.rpc_timeout = rpc_timeout
+        self._client = client
+
+    @property
+    def client(self) -> bool:
+        """Whether this node is an overlay client (in nobody's routing table)."""
+        return self._client
+
+    @client.setter
+    def client(self, value: bool) -> None:
+        self._client = value
+        if self.protocol is not None:
+            self.protocol.client = value
 
     def _create_protocol(self) -> OverlayProtocol:
-        return OverlayProtocol(self.node, self.storage, self.ksize, self.rpc_timeout)
+        return OverlayProtocol(self.node, self.storage, self.ksize, self.rpc_timeout,
+                               self._client)
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -238,7 +276,7 @@ class OverlayNode(Server):
         """PING a bootstrap address (timed, so the first RTT is known at once)."""
         assert self.protocol is not None
         result = await self.protocol.timed(
-            addr, lambda: self.protocol.ping(addr, self.node.id))
+            addr, lambda: self.protocol.ping(addr, self.protocol.announced_id))
         return Node(result[1], addr[0], addr[1]) if result[0] else None
 
     async def join(self, addresses: Iterable[tuple[str, int]]) -> int:

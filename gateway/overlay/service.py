@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 
 from gateway.log import get_logger
 from gateway.overlay.mirror import RegistrationMirror
+from gateway.overlay.nat import NatFinding, classify, observe
 from gateway.overlay.node import OverlayNode, OverlayProtocol
 from gateway.overlay.record import Record, Signer
 from gateway.overlay.trust import RecordTrust
@@ -49,6 +50,12 @@ class OverlaySettings:
     health_interval: float
     publish_rate: float
     node_id: bytes | None = None
+    #: auto (a client when behind a NAT nothing is forwarded through), peer, client.
+    mode: str = "auto"
+    #: The configured external address (sip.external_address), if any.
+    external_host: str | None = None
+    #: This machine's own addresses (what other nodes see when there is no NAT).
+    own_addresses: frozenset[str] = frozenset()
     join_retry: float = 60.0  # longest wait between join attempts
     join_backoff: float = 1.0  # first wait; doubles up to join_retry
     lookup_timeout: float = 4.0
@@ -81,7 +88,9 @@ class OverlayService:
         self.warnings = warnings
         self.reactor = reactor
         self.node = OverlayNode(settings.k, settings.alpha, settings.node_id,
-                                settings.rpc_timeout)
+                                settings.rpc_timeout, client=settings.mode == "client")
+        #: What other nodes see of this one (None until one answered).
+        self.nat: NatFinding | None = None
         self.mirror = RegistrationMirror(location, self.node.publish, signer, route, reactor,
                                          lifetime=settings.record_lifetime,
                                          max_rate=settings.publish_rate)
@@ -237,7 +246,10 @@ class OverlayService:
                 self._set_state("alone", "")
                 self.mirror.republish_all()
             return
-        answered = await self.node.join(peers)
+        # The address check comes first: it decides how this node joins, and the
+        # peers that answer it are the ones worth joining through.
+        answering = await self._check_nat(peers)
+        answered = await self.node.join(answering) if answering else 0
         if self._stopping:
             return
         if answered:
@@ -256,6 +268,42 @@ class OverlayService:
                      + ")")
             log.warn("overlay: {error}; serving locally", error=error)
             self._set_state("joining", error)
+
+    async def _check_nat(self, peers: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Ask ``peers`` where this node's datagrams come from, before joining; returns
+        those that answered. A node behind a NAT that nothing is forwarded through
+        joins as a client (it cannot be reached, so it must not enter others' routing
+        tables) and holds its records (their route could not be reached either)."""
+        assert self.node.protocol is not None
+        seen = await observe(self.node.protocol, peers)
+        finding = classify(list(seen.values()), self.settings.own_addresses.__contains__,
+                           self.settings.external_host)
+        if finding.kind == "unknown" or finding == self.nat:
+            return list(seen)
+        self.nat = finding
+        unreachable = finding.kind == "nat" and self.settings.external_host is None
+        client = self.settings.mode == "client" or (self.settings.mode == "auto"
+                                                    and unreachable)
+        if finding.kind == "nat":
+            log.warn("overlay: {detail}", detail=finding.detail)
+        if client != self.node.client:
+            log.info("overlay: joining as a {mode}", mode="client" if client else "peer")
+            self.node.client = client
+        self.mirror.set_route("" if unreachable else self.route)
+        return list(seen)
+
+    @property
+    def reachability_warning(self) -> str:
+        """Why others cannot call this gateway's users, or ""."""
+        if self.nat is None or self.nat.kind != "nat":
+            return ""
+        if self.settings.external_host is not None:
+            return (f"{self.nat.detail}: calls from other sites may not reach this "
+                    f"gateway")
+        return (f"{self.nat.detail}; nothing is forwarded to this gateway, so its users "
+                f"cannot be called from other sites and its records are not published "
+                f"(it uses the overlay as a client). Forward the SIP and overlay ports "
+                f"to it and set sip.external_address, or put it on a public address")
 
     async def _bootstrap_peers(self) -> list[tuple[str, int]]:
         """Static peers, then DNS, then the node cache: combined, in that order."""
@@ -284,7 +332,10 @@ class OverlayService:
             "published": self.mirror.published, "publish_failures": self.mirror.failures,
             "backlog": self.mirror.backlog, "lookups": self.lookups,
             "rejected_records": self.rejected, "route": self.route,
-            "warnings": list(self.warnings),
+            "published_route": self.mirror.route,
+            "mode": "client" if self.node.client else "peer",
+            "nat": self.nat.as_status() if self.nat is not None else None,
+            "warnings": [*self.warnings, *filter(None, [self.reachability_warning])],
             "updated": time.time(), "pid": os.getpid(),
         }
 
