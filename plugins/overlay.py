@@ -45,7 +45,12 @@ class OverlayResolver:
         if not self.overlay.joined:
             return _unreachable(self.overlay.last_error or "not joined yet")
         aor = uri.aor()
-        d = self.overlay.lookup(aor).addCallback(self._targets, uri)
+        overlay = self.overlay
+        d = overlay.lookup(aor).addCallback(self._targets, uri)
+        # Nothing found because of the overlay (records rejected, a partition): say
+        # so with 480 rather than let the chain end in 404 "no such user".
+        d.addCallback(lambda found: found if found is not None or not overlay.why_empty(aor)
+                      else _unreachable(overlay.why_empty(aor), "no usable record"))
         d.addErrback(lambda failure: _unreachable(
             f"lookup failed: {failure.getErrorMessage() or failure.type.__name__}"))
         return d
@@ -67,11 +72,12 @@ class OverlayResolver:
         return Resolution(targets=tuple(targets)) if targets else None
 
 
-def _unreachable(detail: str) -> Resolution:
-    text = "".join(ch for ch in detail if ch.isprintable() and ch not in '"\\')[:120]
-    return Resolution(status=480, reason="Temporarily Unavailable (overlay unreachable)",
-                      headers=(("Warning", f'399 p2psip-gateway "overlay unreachable: '
-                                           f'{text}"'),), final=False)
+def _unreachable(detail: str, what: str = "overlay unreachable") -> Resolution:
+    """A non-final 480 naming the overlay problem in a Warning."""
+    text = "".join(ch for ch in detail if ch.isprintable() and ch not in '"\\')[:160]
+    return Resolution(status=480, reason=f"Temporarily Unavailable ({what})",
+                      headers=(("Warning", f'399 p2psip-gateway "{what}: {text}"'),),
+                      final=False)
 
 
 @implementer(IPlugin, IResolverFactory)

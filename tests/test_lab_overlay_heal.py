@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lab_gateway import LabGateway
 from netlab import Lab
-from test_lab_sites import call_until_it_works, phone, two_gateways, two_sites
+from test_lab_sites import call_until_it_works, drain, phone, two_gateways, two_sites
 
 
 def wait_for_state(gateway: LabGateway, state: str, seconds: float) -> dict:
@@ -49,3 +49,53 @@ def test_the_first_gateway_rejoins_after_a_crash(lab: Lab, tmp_path: Path) -> No
     finally:
         alice.close()
         bob.close()
+
+
+def test_a_60_s_partition_is_noticed_in_seconds_and_heals_by_itself(
+        lab: Lab, tmp_path: Path) -> None:
+    """The router silently drops everything between the sites for 60 s (no ICMP, as a
+    real outage): both gateways notice within a health interval, callers hear 480 with
+    a Warning (not 404), and calls work again soon after the link is back. The
+    measured times are printed (``pytest -s``) and reported in docs/benchmarks.md."""
+    site_a, site_b, router = two_sites(lab, tmp_path, 0)
+    gateway_a, gateway_b = two_gateways(lab, site_a, site_b, tmp_path)  # default intervals
+    wait_for_state(gateway_a, "joined", 20)
+    alice = phone(lab, site_a, "alice", gateway_a)
+    bob = phone(lab, site_b, "bob", gateway_b)
+    try:
+        deadline = time.monotonic() + 30
+        call_until_it_works(alice, bob, deadline)
+        call_until_it_works(bob, alice, deadline)
+
+        cut = time.monotonic()
+        lab.exec(router, "nft", "add table inet partition")
+        lab.exec(router, "nft", "add chain inet partition forward "
+                 "{ type filter hook forward priority 0; policy accept; }")
+        lab.exec(router, "nft", "add rule inet partition forward ip daddr 198.18.2.0/24 drop")
+        lab.exec(router, "nft", "add rule inet partition forward ip saddr 198.18.2.0/24 drop")
+        wait_for_state(gateway_a, "joining", 30)
+        noticed_a = time.monotonic() - cut
+        wait_for_state(gateway_b, "joining", 30)
+        noticed_b = time.monotonic() - cut
+        alice.send(alice.request("INVITE", bob.uri))
+        refused = alice.expect(480)
+        assert "overlay" in (refused.header("warning") or ""), refused.header("warning")
+        drain(alice, bob)
+
+        time.sleep(max(0.0, cut + 60 - time.monotonic()))
+        lab.exec(router, "nft", "delete table inet partition")
+        healed = time.monotonic()
+        wait_for_state(gateway_a, "joined", 60)
+        wait_for_state(gateway_b, "joined", 60)
+        rejoined = time.monotonic() - healed
+        deadline = time.monotonic() + 60
+        call_until_it_works(alice, bob, deadline)
+        call_until_it_works(bob, alice, deadline)
+        calls_again = time.monotonic() - healed
+    finally:
+        alice.close()
+        bob.close()
+    print(f"partition noticed after {noticed_a:.1f} s (A), {noticed_b:.1f} s (B); "
+          f"rejoined {rejoined:.1f} s and calls both ways {calls_again:.1f} s after it healed")
+    assert noticed_a < 25 and noticed_b < 25
+    assert calls_again < 30

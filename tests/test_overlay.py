@@ -205,6 +205,23 @@ async def test_forged_records_in_the_dht_are_rejected_by_the_reader(pair, tmp_pa
             await run_async(a.overlay.node.publish("sip:bob@b.example", [record]))
         assert (await a.overlay.lookup("sip:bob@b.example")) == [genuine]
         assert a.overlay.rejected >= 2
+        # An AoR with forged records only: the caller hears the overlay is at fault
+        # (480 with a Warning), not 404 "no such user".
+        ghost = rogue.sign_record("sip:ghost@b.example", contacts, "sip:127.0.0.66:5060;lr",
+                                  600)
+        await run_async(a.overlay.node.publish("sip:ghost@b.example", [ghost]))
+        alice = UA("alice", ports(a)["udp"])
+
+        def call_ghost() -> Response:
+            alice.send(alice.request("INVITE", "sip:ghost@b.example"))
+            return alice.expect(480)
+
+        try:
+            assert (await deferToThread(alice.register)).status == 200
+            refused = await deferToThread(call_ghost)
+        finally:
+            alice.close()
+        assert "none trusted" in (refused.header("warning") or ""), refused.header("warning")
     finally:
         bob.close()
 

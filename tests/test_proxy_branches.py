@@ -68,6 +68,18 @@ class FakeIO:
     def contact_flow(self, contact: str) -> Address | None:
         return None
 
+    def relay_flow(self, token: str) -> Address | None:
+        return None
+
+    def relay_route(self, toward: str) -> str:
+        return ""
+
+    def flow_token(self, flow: Address) -> str:
+        return "t"
+
+    def token_flow(self, token: str) -> Address | None:
+        return None
+
 
 def _proxy(*targets: str) -> tuple[Proxy, FakeIO]:
     io = FakeIO(*targets)

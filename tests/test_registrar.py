@@ -123,3 +123,25 @@ def test_ok_response_lists_every_live_binding_with_its_remaining_time() -> None:
     assert ok.header_values("contact") == ["<sip:b@192.0.2.2>;expires=500",
                                            "<sip:a@192.0.2.1>;expires=500;q=0.5"]
     assert ok.header("date")
+
+
+def test_an_outbound_registration_gets_require_outbound_and_the_flow_timer() -> None:
+    registrar = Registrar(RegistrarPolicy(60, 3600, 1800, 2, 20, flow_timer=25),
+                          lambda host: host == "example.com")
+    contact = ('<sip:a@192.0.2.1>;reg-id=1;'
+               '+sip.instance="<urn:uuid:00000000-0000-0000-0000-000000000001>"')
+    request = register(contact, extra="Supported: outbound, path")
+    decision = registrar.decide(request, SOURCE, [], NOW)
+    assert decision.bindings is not None
+    ok = registrar.ok_response(request, decision.bindings, NOW)
+    assert ok.header("require") == "outbound" and ok.header("flow-timer") == "25"
+    # Not outbound: no Supported: outbound, no reg-id, or an edge proxy before us
+    # that did not say ob in its Path.
+    for other in (register(contact), register("<sip:a@192.0.2.1>", extra="Supported: outbound"),
+                  register(contact, extra="Supported: outbound, path\r\n"
+                                          "Path: <sip:edge.example.com;lr>")):
+        response = registrar.ok_response(other, decision.bindings, NOW)
+        assert response.header("require") is None and response.header("flow-timer") is None
+    with_ob = register(contact, extra="Supported: outbound, path\r\n"
+                                      "Path: <sip:edge.example.com;lr;ob>")
+    assert registrar.ok_response(with_ob, decision.bindings, NOW).header("flow-timer") == "25"

@@ -374,10 +374,27 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
         ("lookups", f"{status.get('lookups', 0)}, {status.get('rejected_records', 0)} "
                     "records rejected"),
         ("route", status.get("route") or "-"),
+        ("published route", status.get("published_route") or "- (records held)"),
+        ("mode", status.get("mode") or "peer"),
+        ("nat", _nat_row(status.get("nat"))),
+        *((("relay", _relay_row(status["relay"])),) if status.get("relay") else ()),
+        ("relaying for", f"{status.get('relaying_for', 0)} NATed gateway(s)"),
         *(("warning", text) for text in status.get("warnings") or ()),
     ]
     _labelled(rows, out)
     return code
+
+
+def _nat_row(nat: dict[str, str] | None) -> str:
+    if not nat:
+        return "not checked yet (no peer answered)"
+    return f"{nat.get('kind', '?')}, observed {nat.get('observed') or '-'}"
+
+
+def _relay_row(relay: dict[str, str]) -> str:
+    if relay.get("route"):
+        return f"through {relay.get('relay')}"
+    return f"none ({relay.get('last_error') or 'no relay offered yet'})"
 
 
 def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextIO) -> int:

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gateway.app.config import GatewayConfig
 from gateway.app.metrics import Metrics
 from gateway.app.reachability import host_address, route_problem
 from gateway.app.startup import Prepared, machine_addresses, machine_networks
@@ -40,6 +41,8 @@ from gateway.server.driver import CoreDriver, MessageSink
 from gateway.server.myself import LocalDomains, Myself
 from gateway.server.ratelimit import SourceRateLimiter
 from gateway.server.registrar import Registrar
+from gateway.server.relay import RelayFlows
+from gateway.server.relay_client import RelayClient
 from gateway.server.routing import ResolverContext, build_chain
 from gateway.server.upstream import UpstreamRegistrations, UpstreamServer
 from gateway.sip.address import Address
@@ -68,6 +71,7 @@ class Gateway:
     core: SipCore
     driver: CoreDriver
     upstream: UpstreamRegistrations | None
+    relay_client: RelayClient | None
 
     @property
     def transports(self) -> TransportManager:
@@ -109,7 +113,8 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
         if problem is not None:
             log.warn("{problem}", problem=problem)
         overlay = _overlay_service(prepared, location, route, metrics, reactor,
-                                   warnings=(problem,) if problem else ())
+                                   warnings=(problem,) if problem else (),
+                                   relay_offer=_relay_offer(config, myself))
     limits = config.limits
     rate_limit = None
     if limits.source_rate > 0:
@@ -124,7 +129,9 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                    timer_c=config.proxy.timer_c, force_rport=config.sip.force_rport,
                    authenticator=authenticator,
                    trusted_peer=partial(_trusted_peer, prepared, upstream_server),
-                   counters=metrics, rate_limit=rate_limit, flow_alive=connections.is_open)
+                   counters=metrics, rate_limit=rate_limit, flow_alive=connections.is_open,
+                   relay=RelayFlows(myself.external_address, config.overlay.relay)
+                   if overlay is not None else None)
     resolvers = build_chain(config.proxy.resolvers, ResolverContext(
         location, local_domains, overlay, upstream_server))
 
@@ -137,8 +144,31 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
     driver = CoreDriver(core, reactor, resolvers, location, make_transports)
     upstream = (UpstreamRegistrations(upstream_server, driver, location, reactor)
                 if upstream_server is not None else None)
+    relay_client = None
+    if overlay is not None:
+        relay_client = RelayClient(driver, reactor, partial(_relayed, core, overlay))
+        overlay.relay = relay_client
+        relays = core.relay
+        overlay.relaying_for = (lambda: len(relays)) if relays is not None else (lambda: 0)
     return Gateway(prepared, metrics, location, local_domains, listen_hosts, myself, users,
-                   authenticator, overlay, upstream_server, core, driver, upstream)
+                   authenticator, overlay, upstream_server, core, driver, upstream,
+                   relay_client)
+
+
+def _relayed(core: SipCore, overlay: OverlayService, route: str) -> None:
+    """The relay flow gives this gateway ``route`` ("": lost): the proxy record-routes
+    through it and the overlay publishes it."""
+    core.relayed_through = route
+    overlay.relayed(route)
+
+
+def _relay_offer(config: GatewayConfig, myself: Myself) -> str:
+    """The URI NATed gateways open relay flows to: this gateway's TCP address beyond
+    any NAT ("" when it relays for none or has no TCP listener)."""
+    address = myself.external_address("tcp")
+    if config.overlay.relay <= 0 or address is None:
+        return ""
+    return f"sip:{bracketed(address[0])}:{address[1]};transport=tcp"
 
 
 def _trusted_peer(prepared: Prepared, upstream: UpstreamServer | None,
@@ -163,8 +193,8 @@ def _own_route(myself: Myself) -> str:
 
 
 def _overlay_service(prepared: Prepared, location: LocationService, route: str,
-                     metrics: Metrics, reactor: Any,
-                     warnings: tuple[str, ...] = ()) -> OverlayService:
+                     metrics: Metrics, reactor: Any, warnings: tuple[str, ...] = (),
+                     relay_offer: str = "") -> OverlayService:
     """The overlay node, its signer (the gateway's certificate) and trust policy."""
     config = prepared.config
     overlay = config.overlay
@@ -181,7 +211,7 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
     trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
                         own_signer=signer.signer_id, pin_store=pin_directory)
     settings = overlay_settings(config, load_node_id(config.data_dir),
-                                frozenset(machine_addresses()))
+                                frozenset(machine_addresses()), relay_offer)
     dns = None
     if overlay.bootstrap_dns:
         servers = [(a.host, a.port) for a in overlay.dns_servers] or None

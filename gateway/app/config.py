@@ -62,6 +62,7 @@ class RegistrarSection:
     max_expires: int
     default_expires: int
     max_contacts: int
+    flow_timer: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ class OverlaySection:
     listen: ListenAddress | None
     bootstrap: tuple[ListenAddress, ...]
     mode: str
+    relay: int
     k: int
     alpha: int
     rpc_timeout: float

@@ -140,6 +140,8 @@ class GatewayService(service.Service):
             self.overlay.mirror.stop()  # publish nothing more while going down
         if self.upstream is not None:
             self.upstream.stop()
+        if self.parts.relay_client is not None:
+            self.parts.relay_client.stop()
         self.core.drain()
         grace = self.prepared.config.sip.shutdown_grace
         log.info("stopping: refusing new requests, up to {s:g} s for {n} request(s) "

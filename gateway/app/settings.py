@@ -199,8 +199,13 @@ SETTINGS: tuple[Setting, ...] = (
             "and others route through it); \"client\" uses the overlay (publishes, "
             "looks up) without entering others' routing tables; \"auto\" asks the "
             "bootstrap peers what address they see and becomes a client when that is "
-            "behind a NAT and no sip.external_address is set (then its records are held "
-            "too: their route could not be reached; the status says why)."),
+            "behind a NAT and no sip.external_address is set; such a gateway is then "
+            "reached through a relay (overlay.relay) or, with none, holds its records "
+            "(their route could not be reached) and the status says why."),
+    Setting("overlay", "relay", "100", v.int_range(0, 100000),
+            "How many gateways behind NATs (clients of the overlay) this gateway relays "
+            "calls for, over TCP/TLS connections they keep open to it (0: none). Only a "
+            "gateway that others reach (a peer with a TCP listener) offers to relay."),
     Setting("overlay", "k", "20", v.int_range(2, 100),
             "Kademlia k: replicas per key and bucket size."),
     Setting("overlay", "alpha", "3", v.int_range(1, 20),
@@ -289,6 +294,11 @@ SETTINGS: tuple[Setting, ...] = (
             "parameter."),
     Setting("registrar", "max_contacts", "10", v.int_range(1, 1000),
             "Most contacts one address-of-record may have; more get 403."),
+    Setting("registrar", "flow_timer", "25", v.int_range(0, 3600),
+            "Seconds between keep-alives asked of phones that register with RFC 5626 "
+            "outbound (Supported: outbound, a Contact with reg-id and +sip.instance): "
+            "sent as Flow-Timer with Require: outbound in the 200 OK. Under the usual "
+            "30 s UDP NAT timeout. 0: no Flow-Timer (the phone's defaults apply)."),
     Setting("database", "url", "", v.plain,
             "SQLAlchemy URL of the registry. Empty: the SQLite file "
             "<data_dir>/registry.sqlite3 (WAL, durable commits). For several gateways "

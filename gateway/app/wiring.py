@@ -19,9 +19,11 @@ def tls_settings(config: GatewayConfig) -> TlsSettings:
 
 
 def overlay_settings(config: GatewayConfig, node_id: bytes | None = None,
-                     own_addresses: frozenset[str] = frozenset()) -> OverlaySettings:
+                     own_addresses: frozenset[str] = frozenset(),
+                     relay_offer: str = "") -> OverlaySettings:
     """The overlay service's settings from ``[overlay]``; ``node_id``: the saved one;
-    ``own_addresses``: this machine's."""
+    ``own_addresses``: this machine's; ``relay_offer``: where NATed gateways open relay
+    flows to this one ("" for none)."""
     overlay = config.overlay
     external = config.sip.external_address
     return OverlaySettings(
@@ -32,7 +34,7 @@ def overlay_settings(config: GatewayConfig, node_id: bytes | None = None,
         health_interval=overlay.health_interval, publish_rate=overlay.publish_rate,
         node_id=node_id, mode=overlay.mode,
         external_host=external[0] if external is not None else None,
-        own_addresses=own_addresses)
+        own_addresses=own_addresses, relay_offer=relay_offer)
 
 
 def auth_policy(config: GatewayConfig) -> AuthPolicy:
@@ -47,7 +49,7 @@ def registrar_policy(config: GatewayConfig) -> RegistrarPolicy:
     registrar = config.registrar
     return RegistrarPolicy(registrar.min_expires, registrar.max_expires,
                            registrar.default_expires, registrar.max_contacts,
-                           registrar.nat_min_expires)
+                           registrar.nat_min_expires, registrar.flow_timer)
 
 
 def upstream_settings(config: GatewayConfig) -> UpstreamSettings | None:

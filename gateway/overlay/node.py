@@ -94,6 +94,8 @@ class OverlayProtocol(KademliaProtocol):
         self.router = CompleteRoutingTable(self, ksize, source_node)
         self.storage: RecordStorage = storage
         self.rtt = RttTable(initial=rpc_timeout)
+        #: The SIP URI NATed gateways open a relay flow to ("" offers none).
+        self.offered_relay = ""
 
     def rpc_deadline(self, address: tuple[str, int]) -> float:
         """Seconds to wait for an answer from ``address``: ``rpc_timeout``, or twice the
@@ -152,6 +154,17 @@ class OverlayProtocol(KademliaProtocol):
                 and isinstance(answer[0], str) and isinstance(answer[1], int)):
             return answer[0], answer[1]
         return None
+
+    async def ask_relay_offer(self, address: tuple[str, int]) -> str:
+        """The SIP URI the node at ``address`` relays through, "" when it offers none
+        (or does not know the RPC: older nodes do not answer it)."""
+        stub = self.relay_offer  # rpcudp's stub for rpc_relay_offer
+        ok, answer = await self.timed(address, lambda: stub(address, self.announced_id))
+        return answer if ok and isinstance(answer, str) and len(answer) < 512 else ""
+
+    def rpc_relay_offer(self, sender: Any, nodeid: bytes) -> str:
+        """Where a NATed gateway may open a relay flow to this one ("" for nowhere)."""
+        return self.offered_relay
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Decode under a guard; a bad datagram is dropped."""

@@ -5,7 +5,8 @@ The node is joined in the background: until some bootstrap peer answers, the gat
 serves locally and overlay lookups fail fast (480); once joined (and every time it
 re-joins) every live binding is re-published. Failed joins are retried with jittered
 exponential back-off (1 s doubling up to ``join_retry``); a joined node that loses
-every neighbour joins again. The state is logged and written to
+every neighbour joins again at once, then retries at least every ``health_interval``
+(a partition heals within one of them). The state is logged and written to
 ``<data_dir>/overlay-status.json`` for ``p2psip-admin overlay status``.
 """
 
@@ -18,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
@@ -33,6 +34,22 @@ from gateway.registry.runner import ThreadStoreRunner
 
 log = get_logger("gateway.overlay")
 T = TypeVar("T")
+
+
+class RelayUser(Protocol):
+    """The SIP side of relaying (:class:`gateway.server.relay_client.RelayClient`):
+    keeps a flow to one of the relays offered, and says what route it gives."""
+
+    route: str
+
+    def use(self, candidates: list[str]) -> None:
+        """Open (or keep) a flow to one of these relays (SIP URIs, best first)."""
+
+    def release(self) -> None:
+        """No relay is needed any more."""
+
+    def status(self) -> dict[str, Any]:
+        """What the status shows of the relay."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,8 @@ class OverlaySettings:
     external_host: str | None = None
     #: This machine's own addresses (what other nodes see when there is no NAT).
     own_addresses: frozenset[str] = frozenset()
+    #: The SIP URI NATed gateways may open a relay flow to ("": this one relays none).
+    relay_offer: str = ""
     join_retry: float = 60.0  # longest wait between join attempts
     join_backoff: float = 1.0  # first wait; doubles up to join_retry
     lookup_timeout: float = 4.0
@@ -71,7 +90,7 @@ class OverlayService:
                  dns_bootstrap: Callable[[], Deferred[list[tuple[str, int]]]] | None = None,
                  status_writer: Callable[[dict[str, Any]], None] | None = None,
                  lookup_observer: Callable[[float, str], None] | None = None,
-                 warnings: tuple[str, ...] = ()) -> None:
+                 warnings: tuple[str, ...] = (), relay: RelayUser | None = None) -> None:
         """``route``: the SIP URI published in records (how the gateway is reached);
         ``runner``: runs the SQL node cache and pins (:class:`OverlayStore`; started and
         stopped here); ``pins``:
@@ -79,7 +98,9 @@ class OverlayService:
         ``dns_bootstrap``: extra bootstrap peers from DNS; ``status_writer`` gets
         :meth:`status` on every change; ``lookup_observer`` gets (seconds, outcome) of
         every lookup (outcome: found, not_found, error); ``warnings``: what the status
-        says is wrong with this node's setup (e.g. a route others cannot reach)."""
+        says is wrong with this node's setup (e.g. a route others cannot reach);
+        ``relay``: opens a relay flow when this node turns out to be unreachable (its
+        route then goes to :meth:`relayed`)."""
         self.settings = settings
         self._sock = sock
         self.signer = signer
@@ -91,6 +112,11 @@ class OverlayService:
                                 settings.rpc_timeout, client=settings.mode == "client")
         #: What other nodes see of this one (None until one answered).
         self.nat: NatFinding | None = None
+        #: Behind a NAT nothing is forwarded through: others cannot reach this node.
+        self.unreachable = False
+        self.relay = relay
+        #: How many NATed gateways the SIP side relays for (set by the application).
+        self.relaying_for: Callable[[], int] = lambda: 0
         self.mirror = RegistrationMirror(location, self.node.publish, signer, route, reactor,
                                          lifetime=settings.record_lifetime,
                                          max_rate=settings.publish_rate)
@@ -102,6 +128,9 @@ class OverlayService:
         self.state_since = time.time()
         self.last_error = ""
         self._attempt = 0
+        # Joined once: after a partition the peers are worth asking often (the wait
+        # between attempts stops at health_interval, not join_retry).
+        self._was_joined = False
         self._stopping = False
         self._join_call: Any = None
         self._health_call: Any = None
@@ -113,6 +142,8 @@ class OverlayService:
         self._seen_seq: dict[tuple[str, str], int] = {}
         self.lookups = 0
         self.rejected = 0
+        # AoR -> why its last lookup's records were all rejected (bounded).
+        self._rejections: dict[str, str] = {}
         self._saved_nodes: set[tuple[str, str, int]] = set()
 
     @property
@@ -131,6 +162,7 @@ class OverlayService:
         self.node.transport, self.node.protocol = await loop.create_datagram_endpoint(
             self.node._create_protocol, sock=self._sock)  # noqa: SLF001 - the node's factory
         assert isinstance(self.node.protocol, OverlayProtocol)
+        self.node.protocol.offered_relay = "" if self.node.client else self.settings.relay_offer
         self.node.refresh_table()  # the package's hourly bucket refresh and re-publish
         if self._runner is not None:
             self._runner.start()
@@ -154,6 +186,8 @@ class OverlayService:
             return  # a join or probe under way when the node stopped changes nothing
         if error is not None:
             self.last_error = error
+        if state == "joined":
+            self._was_joined = True
         if state != self.state:
             self.state = state
             self.state_since = time.time()
@@ -184,8 +218,9 @@ class OverlayService:
                                                        self._check_health)
             return
         self._attempt += 1
-        delay = min(self.settings.join_retry,
-                    self.settings.join_backoff * 2 ** (self._attempt - 1))
+        longest = (min(self.settings.join_retry, self.settings.health_interval)
+                   if self._was_joined else self.settings.join_retry)
+        delay = min(longest, self.settings.join_backoff * 2 ** (self._attempt - 1))
         delay *= random.uniform(0.8, 1.2)  # jitter: gateways restarted together spread out
         log.info("overlay: next join attempt in {s:.1f} s", s=delay)
         self._schedule_join(delay)
@@ -206,9 +241,11 @@ class OverlayService:
     async def _probe(self) -> bool:
         """Ping a few neighbours (the unanswered ones leave the routing table); True
         when the node has to join again."""
+        known: list[tuple[str, int]] = []
         if self.node.protocol is not None:
-            known = [n for b in self.node.protocol.router.buckets for n in b.get_nodes()]
-            sample = random.sample(known, min(3, len(known)))
+            nodes = [n for b in self.node.protocol.router.buckets for n in b.get_nodes()]
+            known = [(n.ip, n.port) for n in nodes]
+            sample = random.sample(nodes, min(3, len(nodes)))
             await asyncio.gather(*(self.node.protocol.call_ping(n) for n in sample),
                                  return_exceptions=True)
         count = self.node.contact_count()
@@ -229,6 +266,8 @@ class OverlayService:
             self._set_state("joining", "every neighbour vanished")
             self._schedule_join(0.0)
             return True
+        elif self.unreachable and self.relay is not None and not self.relay.route and count:
+            await self._find_relays(random.sample(known, min(8, len(known))))
         elif self.state == "alone" and await self._bootstrap_peers():
             # Alone, keep trying every source (static peers, DNS, the node cache): two
             # overlays that formed apart merge as soon as one node reaches the other.
@@ -278,32 +317,66 @@ class OverlayService:
         seen = await observe(self.node.protocol, peers)
         finding = classify(list(seen.values()), self.settings.own_addresses.__contains__,
                            self.settings.external_host)
-        if finding.kind == "unknown" or finding == self.nat:
-            return list(seen)
-        self.nat = finding
-        unreachable = finding.kind == "nat" and self.settings.external_host is None
-        client = self.settings.mode == "client" or (self.settings.mode == "auto"
-                                                    and unreachable)
-        if finding.kind == "nat":
-            log.warn("overlay: {detail}", detail=finding.detail)
-        if client != self.node.client:
-            log.info("overlay: joining as a {mode}", mode="client" if client else "peer")
-            self.node.client = client
-        self.mirror.set_route("" if unreachable else self.route)
+        if finding.kind != "unknown" and finding != self.nat:
+            self.nat = finding
+            self.unreachable = finding.kind == "nat" and self.settings.external_host is None
+            client = self.settings.mode == "client" or (self.settings.mode == "auto"
+                                                        and self.unreachable)
+            if finding.kind == "nat":
+                log.warn("overlay: {detail}", detail=finding.detail)
+            if client != self.node.client:
+                log.info("overlay: joining as a {mode}", mode="client" if client else "peer")
+                self.node.client = client
+            # A client is not reached by others: it relays for nobody.
+            self.node.protocol.offered_relay = "" if client else self.settings.relay_offer
+            if not self.unreachable and self.relay is not None:
+                self.relay.release()
+            self._publish_route()
+        if self.unreachable and self.relay is not None and not self.relay.route:
+            await self._find_relays(list(seen))
         return list(seen)
+
+    async def _find_relays(self, peers: list[tuple[str, int]]) -> None:
+        """Ask ``peers`` which relay they offer and hand the offers to the relay user."""
+        assert self.node.protocol is not None and self.relay is not None
+        offers = await asyncio.gather(*(self.node.protocol.ask_relay_offer(p)
+                                        for p in peers[:8]), return_exceptions=True)
+        found = [o for o in offers if isinstance(o, str) and o]
+        if found:
+            self.relay.use(found)
+        else:
+            log.warn("overlay: none of {n} peer(s) offers a relay", n=len(peers[:8]))
+
+    def relayed(self, route: str) -> None:
+        """The relay flow is open with this route ("": lost): publish it."""
+        self._publish_route()
+        self.write_status()
+
+    def _publish_route(self) -> None:
+        if not self.unreachable:
+            self.mirror.set_route(self.route)
+        else:
+            self.mirror.set_route(self.relay.route if self.relay is not None else "")
 
     @property
     def reachability_warning(self) -> str:
         """Why others cannot call this gateway's users, or ""."""
         if self.nat is None or self.nat.kind != "nat":
             return ""
+        if self.relay is not None and self.relay.route:
+            return ""
         if self.settings.external_host is not None:
             return (f"{self.nat.detail}: calls from other sites may not reach this "
                     f"gateway")
-        return (f"{self.nat.detail}; nothing is forwarded to this gateway, so its users "
-                f"cannot be called from other sites and its records are not published "
-                f"(it uses the overlay as a client). Forward the SIP and overlay ports "
-                f"to it and set sip.external_address, or put it on a public address")
+        relay_error = self.relay.status().get("last_error") if self.relay is not None else ""
+        why = (f"no relay could be used ({relay_error})" if relay_error
+               else "no peer offers a relay" if self.relay is not None else "")
+        return (f"{self.nat.detail}; nothing is forwarded to this gateway"
+                + (f" and {why}" if why else "")
+                + ", so its users cannot be called from other sites and its records are "
+                "not published (it uses the overlay as a client). Forward the SIP and "
+                "overlay ports to it and set sip.external_address, put it on a public "
+                "address, or let it use a relay (a reachable gateway with overlay.relay)")
 
     async def _bootstrap_peers(self) -> list[tuple[str, int]]:
         """Static peers, then DNS, then the node cache: combined, in that order."""
@@ -335,6 +408,9 @@ class OverlayService:
             "published_route": self.mirror.route,
             "mode": "client" if self.node.client else "peer",
             "nat": self.nat.as_status() if self.nat is not None else None,
+            "relay": self.relay.status() if self.relay is not None and self.unreachable
+            else None,
+            "relaying_for": self.relaying_for(),
             "warnings": [*self.warnings, *filter(None, [self.reachability_warning])],
             "updated": time.time(), "pid": os.getpid(),
         }
@@ -382,6 +458,7 @@ class OverlayService:
     def _accept(self, records: list[Record], aor: str) -> list[Record]:
         now = time.time()
         accepted = []
+        rejection = ""
         for record in records:
             if record.aor != aor:
                 continue
@@ -391,6 +468,7 @@ class OverlayService:
                 reason = "older than a record already seen (replay)"
             if reason is not None:
                 self.rejected += 1
+                rejection = reason
                 log.warn("overlay: rejected a record for {aor} signed by {signer}: {why}",
                          aor=aor, signer=record.signer[:16], why=reason)
                 continue
@@ -398,6 +476,12 @@ class OverlayService:
             if (record.live(now) and record.signer != self.signer.signer_id
                     and any(c.expires > now for c in record.contacts)):
                 accepted.append(record)
+        if rejection and not accepted:
+            if len(self._rejections) > 10_000:
+                self._rejections.clear()
+            self._rejections[aor] = rejection
+        else:
+            self._rejections.pop(aor, None)
         if len(self._seen_seq) > 100_000:
             self._seen_seq.clear()  # bounded; the DHT's own merge still orders by seq
         ttl = (self.settings.cache_seconds if accepted
@@ -406,6 +490,19 @@ class OverlayService:
             self._cache.clear()
         self._cache[aor] = (time.monotonic() + ttl, accepted)
         return accepted
+
+    def why_empty(self, aor: str) -> str:
+        """Why a lookup of ``aor`` found nothing, when the overlay may be at fault: its
+        records were all rejected, or this node has nobody to ask (alone, or every
+        neighbour gone: a partition). "" when the overlay simply has no record."""
+        rejection = self._rejections.get(aor)
+        if rejection:
+            return f"records found but none trusted ({rejection})"
+        if self.state == "alone":
+            return "this gateway is alone in the overlay (no other node reachable)"
+        if self.node.contact_count() == 0:
+            return "no overlay neighbour answers (partitioned?)"
+        return ""
 
     async def stop(self) -> None:
         """Save the node cache and close the node."""

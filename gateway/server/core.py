@@ -22,10 +22,12 @@ from gateway.log import debug_enabled, get_logger
 from gateway.registry.binding import Binding
 from gateway.server.actions import Action, Deliver, Resolve, Send, Wake, WriteBindings
 from gateway.server.authenticator import Authenticator
+from gateway.server.flow_token import FlowTokens
 from gateway.server.myself import Myself
 from gateway.server.proxy import Proxy
 from gateway.server.ratelimit import SourceRateLimiter
 from gateway.server.registrar import SUPPORTED_EXTENSIONS, Registrar
+from gateway.server.relay import RelayFlows, asks_for_relay, relay_token
 from gateway.server.routing import Resolution
 from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientTransaction, ClientTransactionLayer
@@ -119,11 +121,13 @@ class SipCore:
                  trusted_peer: Callable[[Address], bool] | None = None,
                  counters: CoreCounters | None = None,
                  rate_limit: SourceRateLimiter | None = None,
-                 flow_alive: Callable[[Address], bool] | None = None) -> None:
+                 flow_alive: Callable[[Address], bool] | None = None,
+                 relay: RelayFlows | None = None) -> None:
         """``authenticator`` None lets every request through (tools, tests);
         ``trusted_peer`` tells whether a source proved its identity at the transport
         (mutual TLS, the upstream server); ``flow_alive`` whether a stream connection
-        with a peer is open (the proxy reuses a phone's connection)."""
+        with a peer is open (the proxy reuses a phone's connection); ``relay``: the
+        flows of NATed gateways this one relays for (None: it relays for none)."""
         self.registrar = registrar
         self.location = location
         self.transactions = transactions
@@ -135,6 +139,11 @@ class SipCore:
         self.counters: CoreCounters = counters or NoCounters()
         self.rate_limit = rate_limit
         self._flow_alive = flow_alive or (lambda _flow: False)
+        self.relay = relay
+        #: The relay URI this gateway is reached through from beyond its NAT ("" when
+        #: it is not relayed; set by :class:`gateway.server.relay_client.RelayClient`).
+        self.relayed_through = ""
+        self.flow_tokens = FlowTokens()
         self.proxy = Proxy(self, timer_c=timer_c)
         #: Set while the gateway shuts down: new dialogs and registrations get 503.
         self.draining = False
@@ -301,7 +310,7 @@ class SipCore:
                       host=source.host, port=source.port, call_id=request.call_id)
         if method == "ACK":
             if not self.transactions.absorb_ack(request, source, now):
-                self.proxy.forward_ack(request)  # the ACK of a 2xx
+                self.proxy.forward_ack(request, source)  # the ACK of a 2xx
             return
         txn, sends = self.transactions.receive_request(request, source, reply_to, now)
         self._send_all(sends)
@@ -310,7 +319,14 @@ class SipCore:
         if raw:
             self.transactions.remember_datagram(txn, raw, source)
         try:
-            if self.authenticator is not None and method != "CANCEL":
+            if asks_for_relay(request) and self.myself.is_for_me(request):
+                relay = self.relay if self.relay is not None else RelayFlows(lambda _t: None, 0)
+                self._respond(txn, relay.register(request, source, now))
+                return
+            if (self.authenticator is not None and method != "CANCEL"
+                    and relay_token(request, self.myself.is_me) is None):
+                # (A request for a relayed flow is not ours to authenticate: the NATed
+                # gateway behind it applies its own policy.)
                 denial = self.authenticator.check(request, source, self.trusted_peer(source))
                 if denial is not None:
                     self._respond(txn, denial)
@@ -438,6 +454,25 @@ class SipCore:
     def flow_alive(self, flow: Address) -> bool:
         """Whether a connection with ``flow``'s peer is open (for the proxy)."""
         return self._flow_alive(flow)
+
+    def relay_flow(self, token: str) -> Address | None:
+        """The relayed flow named ``token`` (for the proxy)."""
+        return self.relay.flow(token, self._now) if self.relay is not None else None
+
+    def flow_token(self, flow: Address) -> str:
+        """``flow`` as a Record-Route token (for the proxy)."""
+        return self.flow_tokens.token(flow)
+
+    def token_flow(self, token: str) -> Address | None:
+        """The flow of a Record-Route token (for the proxy)."""
+        return self.flow_tokens.flow(token)
+
+    def relay_route(self, toward: str) -> str:
+        """The relay URI for Record-Route towards ``toward``, "" on the LAN or when not
+        relayed (for the proxy)."""
+        if not self.relayed_through or self.myself.on_lan(toward):
+            return ""
+        return self.relayed_through
 
     # --- output -----------------------------------------------------------------------
 

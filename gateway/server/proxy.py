@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gateway.log import get_logger
+from gateway.server.flow_token import FLOW_PARAM
+from gateway.server.relay import TOKEN_PARAM, relay_token
 from gateway.server.routing import Resolution, Target
 from gateway.sip import forwarding
 from gateway.sip.address import Address
@@ -34,6 +36,8 @@ from gateway.sip.uri import SipUri, parse_uri
 
 log = get_logger("gateway.server.proxy")
 
+_RELAY_GONE = "Temporarily Unavailable (relayed gateway not connected)"
+_RELAY_GONE_WARNING = '399 - "the NATed gateway this relay served is gone"'
 # Requests that may create a dialog: the proxy record-routes them (out of dialog).
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
@@ -74,6 +78,21 @@ class ProxyIO(Protocol):
 
     def contact_flow(self, contact: str) -> Address | None:
         """Where the phone that registered ``contact`` registered from, if one did."""
+
+    def relay_flow(self, token: str) -> Address | None:
+        """The connection of the NATed gateway this gateway relays for under ``token``
+        (``gateway/server/relay.py``), None when unknown or expired."""
+
+    def relay_route(self, toward: str) -> str:
+        """The relay URI this gateway is reached through from ``toward`` when it is
+        behind a NAT and relayed (for its Record-Route), else ""."""
+
+    def flow_token(self, flow: Address) -> str:
+        """``flow`` as a token for a Record-Route parameter
+        (``gateway/server/flow_token.py``)."""
+
+    def token_flow(self, token: str) -> Address | None:
+        """The flow a token of :meth:`flow_token` names, None when it is not valid."""
 
 
 @dataclass(eq=False)
@@ -150,13 +169,27 @@ class Proxy:
         if request.method == "INVITE":
             self.io.respond(txn, build_response(request, 100))
         forwarding.apply_strict_route(request, self.io.is_me)
+        token = relay_token(request, self.io.is_me)
+        phone_flow = forwarding.own_route_param(request, self.io.is_me, FLOW_PARAM)
         forwarding.pop_own_routes(request, self.io.is_me)
+        if token is not None:
+            flow = self.io.relay_flow(token)
+            if flow is None or not self.io.flow_alive(flow):
+                self.io.respond(txn, build_response(
+                    request, 480, _RELAY_GONE, headers=[("Warning", _RELAY_GONE_WARNING)]))
+                return
+            if not _same_flow(flow, txn.reply_to):
+                # For the NATed gateway behind the flow: over its connection, whatever
+                # else the Route set says (the rest is for that gateway).
+                self._forward_all(ResponseContext(txn, request, loop_id, []), [
+                    Target(str(request.uri), relay=flow, relay_token=token)])
+                return
         uri = request.uri
         if forwarding.routes(request) or request.to.tag:
             # Routed (in-dialog, or preloaded route set): the Route set or the
             # Request-URI decides; the registry is not consulted (RFC 3261 §16.5).
             self._forward_all(ResponseContext(txn, request, loop_id, []),
-                              [self._routed_target(request)])
+                              [self._routed_target(request, phone_flow, txn.reply_to)])
             return
         if not isinstance(uri, SipUri):
             self.io.respond(txn, build_response(request, 416))
@@ -224,6 +257,16 @@ class Proxy:
         forwarding.decrement_max_forwards(request, original.max_forwards)
         if target.path:
             forwarding.set_routes(request, [*target.path, *forwarding.routes(request)])
+            token = relay_token(request, self.io.is_me)
+            if token is not None:
+                # Published through this very gateway (it relays for the target's
+                # gateway): straight over the flow, not round to itself.
+                forwarding.pop_own_routes(request, self.io.is_me)
+                flow = self.io.relay_flow(token)
+                if flow is None or not self.io.flow_alive(flow):
+                    self._synthesise(context, None, 480, _RELAY_GONE)
+                    return
+                target = replace(target, relay=flow, relay_token=token)
         destination = self._next_hop(request, target)
         if destination is None:
             self._synthesise(context, None, 503, "Service Unavailable (cannot resolve the "
@@ -239,8 +282,12 @@ class Proxy:
                              "this target; a sips: request is never downgraded)")
             return
         if request.method in DIALOG_CREATING and not original.to.tag:
-            self._record_route(request, context.server.reply_to, destination,
-                               secure=_secure(original))
+            inbound = context.server.reply_to
+            # The side of a phone behind NAT, whose flow goes into the Record-Route.
+            phone_side = (destination if _flow_differs(request, target, destination)
+                          else inbound if _through_nat(original, inbound) else None)
+            self._record_route(request, inbound, destination, secure=_secure(original),
+                               relay_token=target.relay_token, phone_side=phone_side)
         branch_id = forwarding.new_branch(context.loop_id)
         request.add_header("Via", forwarding.via_value(destination.transport, *local,
                                                        branch_id), first=True)
@@ -250,15 +297,26 @@ class Proxy:
             self._start_timer_c(branch)
         self.io.start_client(request, destination, branch, branch_id)
 
-    def _routed_target(self, request: Request) -> Target:
+    def _routed_target(self, request: Request, flow_token: str | None = None,
+                       source: Address | None = None) -> Target:
         """The target of a request routed by its Route set or Request-URI: when no Route
-        is left and the Request-URI is a Contact some phone registered, that phone's
-        registration flow (NAT, open connection) goes with it."""
+        is left, the flow of the phone it goes to (NAT, open connection) goes with it:
+        its registration's when the Request-URI is a Contact it registered, else the one
+        our Record-Route entry carries (``flow_token``), unless the request came over
+        that very flow (from ``source``)."""
         uri = str(request.uri)
-        flow = None if forwarding.routes(request) else self.io.contact_flow(uri)
+        if forwarding.routes(request):
+            return Target(uri)
+        flow = self.io.contact_flow(uri)
+        if flow is None and flow_token:
+            recorded = self.io.token_flow(flow_token)
+            if recorded is not None and (source is None or not _same_flow(recorded, source)):
+                flow = recorded
         return Target(uri, flow=flow)
 
     def _next_hop(self, request: Request, target: Target) -> Address | None:
+        if target.relay is not None:
+            return target.relay
         values = forwarding.routes(request)
         if values:
             try:
@@ -278,17 +336,37 @@ class Proxy:
         return named
 
     def _record_route(self, request: Request, inbound: Address, outbound: Address,
-                      secure: bool = False) -> None:
+                      secure: bool = False, relay_token: str = "",
+                      phone_side: Address | None = None) -> None:
         # Two entries when the transport or the address changes (RFC 5658; the LAN and
         # the external address behind NAT): the top one is the side the next hop talks
-        # to, the other the side the previous hop talks to.
+        # to, the other the side the previous hop talks to. A relay marks its entries
+        # with the flow's token, so in-dialog requests take the flow too; a relayed
+        # gateway names its relay towards the outside, which cannot reach it directly.
+        # The entry facing a phone behind NAT carries its flow (RFC 5626 §5.3).
         entries: list[str] = []
+        bases: list[str] = []
         for side in (outbound, inbound):
+            relayed = self.io.relay_route(side.host)
             local = self.io.local_address(side.transport, side.host)
-            if local is not None:
-                entry = forwarding.record_route_value(*local, side.transport, secure)
-                if entry not in entries:
-                    entries.append(entry)
+            params: list[str] = []
+            if relayed:
+                base = f"<{relayed}>"
+            elif local is not None:
+                base = forwarding.record_route_value(*local, side.transport, secure)
+                if relay_token:
+                    params.append(f"{TOKEN_PARAM}={relay_token}")
+                if side is phone_side:
+                    params.append(f"{FLOW_PARAM}={self.io.flow_token(side)}")
+            else:
+                continue
+            entry = f"{base[:-1]};{';'.join(params)}>" if params else base
+            if base in bases:
+                if params:  # the same address for both sides: one entry, with the flow
+                    entries[bases.index(base)] = entry
+                continue
+            bases.append(base)
+            entries.append(entry)
         # Above any Record-Route already there, below the Via lines (kept together).
         headers = request.headers
         at = next((i for i, h in enumerate(headers) if h[0] == "record-route"), None)
@@ -299,20 +377,31 @@ class Proxy:
 
     # --- ACK for a 2xx --------------------------------------------------------------------
 
-    def forward_ack(self, request: Request) -> None:
+    def forward_ack(self, request: Request, source: Address | None = None) -> None:
         """Forward an ACK that matched no server transaction (the ACK of a 2xx) along
-        its Route set, without state (RFC 3261 §16.11)."""
+        its Route set, without state (RFC 3261 §16.11); ``source``: where it came from
+        (a relayed flow's own ACKs are routed on, not sent back over it)."""
         max_forwards = request.max_forwards
         if max_forwards is not None and max_forwards <= 0:
             return
         forwarding.apply_strict_route(request, self.io.is_me)
+        token = relay_token(request, self.io.is_me)
+        phone_flow = forwarding.own_route_param(request, self.io.is_me, FLOW_PARAM)
         forwarding.pop_own_routes(request, self.io.is_me)
         uri = request.uri
         if not isinstance(uri, SipUri):
             return
-        if not forwarding.routes(request) and self.io.is_me(uri.host, uri.port):
+        target = self._routed_target(request, phone_flow, source)
+        if token is not None:
+            flow = self.io.relay_flow(token)
+            if flow is None or not self.io.flow_alive(flow):
+                return
+            if source is None or not _same_flow(flow, source):
+                target = Target(str(uri), relay=flow)
+        if target.relay is None and not forwarding.routes(request) and self.io.is_me(
+                uri.host, uri.port):
             return  # for the gateway itself: nothing to do
-        destination = self._next_hop(request, self._routed_target(request))
+        destination = self._next_hop(request, target)
         if destination is None:
             return
         local = self.io.local_address(destination.transport, destination.host)
@@ -552,3 +641,26 @@ def _upstream(best: Response, request: Request, ours: bool) -> Response:
         return build_response(request, 500, "Server Internal Error (next hop unavailable)")
     return best
 
+
+def _through_nat(request: Request, source: Address) -> bool:
+    """Whether ``request`` came from a phone behind NAT: its top Via names another
+    address (or UDP port) than the one it came from (RFC 3581)."""
+    top = request.vias[0]
+    if top.host.strip("[]") != source.host:
+        return True
+    return not source.reliable and (top.port or 5060) != source.port
+
+
+def _flow_differs(request: Request, target: Target, destination: Address) -> bool:
+    """Whether ``request`` goes to a phone's flow that is not where its Request-URI
+    (the registered Contact) points: a NAT mapping or a connection."""
+    if target.flow is None or destination != target.flow:
+        return False
+    named = forwarding.uri_address(request.uri) if isinstance(request.uri, SipUri) else None
+    return named is None or (named.host, named.port) != (destination.host, destination.port)
+
+
+def _same_flow(flow: Address, source: Address) -> bool:
+    """Whether a request from ``source`` came over the relayed ``flow``."""
+    return (flow.transport, flow.host, flow.port) == (source.transport, source.host,
+                                                      source.port)

@@ -16,7 +16,7 @@ from functools import lru_cache
 from gateway.registry.binding import Binding
 from gateway.sip.address import Address
 from gateway.sip.errors import SipSyntaxError
-from gateway.sip.headers import NameAddr, parse_delta_seconds
+from gateway.sip.headers import NameAddr, parse_delta_seconds, parse_name_addr
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
 from gateway.sip.uri import SipUri, bracketed, parse_uri
@@ -39,6 +39,8 @@ class RegistrarPolicy:
     #: The shortest registration of a phone behind NAT (it refreshes often to keep its
     #: NAT binding open; RFC 5626 phones send keep-alives instead).
     nat_min_expires: int
+    #: Flow-Timer for RFC 5626 outbound registrations (0: none sent).
+    flow_timer: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,12 @@ class Registrar:
         if paths and "path" in request.option_tags("supported"):
             headers.extend(("Path", path) for path in paths)
             headers.append(("Supported", "path"))
+        if _outbound(request, paths):
+            # RFC 5626 §6: the flow is kept (the proxy reaches the phone over it) and
+            # the phone keeps it alive at this pace.
+            headers.append(("Require", "outbound"))
+            if self.policy.flow_timer:
+                headers.append(("Flow-Timer", str(self.policy.flow_timer)))
         headers.append(("Date", _http_date(int(now))))
         return build_response(request, 200, headers=headers)
 
@@ -203,6 +211,23 @@ def _reg_id(raw: str | None) -> int:
     if not raw.isdigit() or int(raw) > 2**31:
         raise SipSyntaxError("bad reg-id")
     return int(raw)
+
+
+def _outbound(request: Request, paths: list[str]) -> bool:
+    """Whether a REGISTER asks for RFC 5626 outbound and this gateway is its first hop:
+    ``Supported: outbound``, a Contact with ``reg-id`` and ``+sip.instance``, and no
+    Path (an edge proxy before us would need to say ``ob`` in its Path)."""
+    if "outbound" not in request.option_tags("supported"):
+        return False
+    if paths:
+        try:
+            first_hop = parse_name_addr(paths[-1]).uri
+        except SipSyntaxError:
+            return False
+        if not isinstance(first_hop, SipUri) or first_hop.param("ob") is None:
+            return False
+    return any(c.address is not None and c.address.param("reg-id") is not None
+               and c.address.param("+sip.instance") is not None for c in request.contacts)
 
 
 def behind_nat(request: Request, source: Address) -> bool:

@@ -35,12 +35,16 @@ if TYPE_CHECKING:
 class Target:
     """One place to forward a request to: ``uri`` becomes the Request-URI; ``flow``,
     when known, is where the UA's registration came from (NAT, connection reuse);
-    ``path`` are Route values to put in front (RFC 3327)."""
+    ``path`` are Route values to put in front (RFC 3327); ``relay``, a connection the
+    request goes over whatever its Route set says (a relayed gateway's flow, named by
+    ``relay_token``)."""
 
     uri: str
     q: float = 1.0
     flow: Address | None = None
     path: tuple[str, ...] = ()
+    relay: Address | None = None
+    relay_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,10 @@ class OverlayLookup(Protocol):
 
     def lookup(self, aor: str) -> Deferred[list[Record]]:
         """The trusted, live records of ``aor``."""
+
+    def why_empty(self, aor: str) -> str:
+        """After a lookup of ``aor`` found nothing usable: why, when that may be the
+        overlay's fault rather than the user not existing ("" when not)."""
 
 
 class UpstreamRoute(Protocol):

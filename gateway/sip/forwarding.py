@@ -110,6 +110,23 @@ def pop_own_routes(request: Request, is_me: Callable[[str, int | None], bool]) -
     return bool(removed)
 
 
+def own_route_param(request: Request, is_me: Callable[[str, int | None], bool],
+                    name: str) -> str | None:
+    """The URI parameter ``name`` of the Route values at the top of ``request`` that
+    name this gateway (look before :func:`pop_own_routes`), None when none has it."""
+    for value in routes(request):
+        try:
+            uri = parse_name_addr(value).uri
+        except SipSyntaxError:
+            return None
+        if not isinstance(uri, SipUri) or not is_me(uri.host, uri.port):
+            return None
+        found = uri.param(name)
+        if found:
+            return found
+    return None
+
+
 def apply_strict_route(request: Request, is_me: Callable[[str, int | None], bool]) -> bool:
     """Strict-router compatibility (RFC 3261 §16.4): when the Request-URI is a value
     this gateway put into a Record-Route (its own address, no user part) and Route
