@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.defer import Deferred
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -16,6 +18,7 @@ from gateway.server.routing import (
     Target,
 )
 from gateway.sip.errors import SipSyntaxError
+from gateway.sip.forwarding import uri_address
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri, parse_uri
 
@@ -32,8 +35,12 @@ class OverlayResolver:
 
     name = "overlay"
 
-    def __init__(self, overlay: OverlayLookup | None) -> None:
+    def __init__(self, overlay: OverlayLookup | None,
+                 next_hop_dead: Callable[[str, int], bool] = lambda _h, _p: False) -> None:
+        """``next_hop_dead``: whether a route's (host, port) stopped answering lately
+        (its records are skipped then)."""
         self.overlay = overlay
+        self.next_hop_dead = next_hop_dead
 
     def resolve(self, uri: SipUri, request: Request,
                 ) -> Deferred[Resolution | None] | Resolution | None:
@@ -57,6 +64,7 @@ class OverlayResolver:
 
     def _targets(self, records: list[Record], uri: SipUri) -> Resolution | None:
         targets = []
+        silent = []
         for record in records:
             try:
                 route = parse_uri(record.route)
@@ -64,11 +72,18 @@ class OverlayResolver:
                 continue
             if not isinstance(route, SipUri):
                 continue
+            hop = uri_address(route)
+            if hop is not None and self.next_hop_dead(hop.host, hop.port):
+                silent.append(f"{hop.host}:{hop.port}")
+                continue
             q = max((c.q for c in record.contacts), default=1.0)
             if route.user:
                 targets.append(Target(record.route, q))
             else:
                 targets.append(Target(str(uri), q, path=(f"<{record.route}>",)))
+        if not targets and silent:
+            return _unreachable(f"{', '.join(silent)} did not answer the last request sent "
+                                "there", "the user's gateway does not answer")
         return Resolution(targets=tuple(targets)) if targets else None
 
 
@@ -88,7 +103,7 @@ class OverlayResolverFactory:
 
     def build(self, context: ResolverContext) -> OverlayResolver:
         """The resolver over the gateway's overlay (None when the overlay is off)."""
-        return OverlayResolver(context.overlay)
+        return OverlayResolver(context.overlay, context.next_hop_dead)
 
 
 overlay_resolver = OverlayResolverFactory()

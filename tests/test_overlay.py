@@ -324,3 +324,76 @@ async def test_overlay_status_says_disabled_when_the_overlay_is_off(tmp_path) ->
         assert shown.getvalue().startswith("state") and "disabled" in shown.getvalue()
     finally:
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_gateways_records_are_skipped_after_one_failure(tmp_path) -> None:
+    """B goes away without withdrawing its records (a crash): the first call to its user
+    fails (ICMP port unreachable on loopback), and the next ones get 480 with a Warning
+    at once, without being sent to B again."""
+    a, b = await _pair(tmp_path)
+    b_stopped = False
+    try:
+        bob = UA("bob", ports(b)["udp"], domain="b.example")
+        try:
+            assert (await deferToThread(bob.register)).status == 200
+        finally:
+            bob.close()
+        await _found(a, "sip:bob@b.example")
+        b.overlay.mirror.stop()  # a crash: nothing withdrawn
+        await b.stopService()
+        b_stopped = True
+        alice = UA("alice", ports(a)["udp"])
+
+        def final_to_bob() -> Response:
+            alice.send(alice.request("INVITE", "sip:bob@b.example"))
+            deadline = time.monotonic() + 40
+            while True:
+                message = alice.receive(max(0.1, deadline - time.monotonic()))
+                if isinstance(message, Response) and message.status >= 200:
+                    return message
+
+        try:
+            assert (await deferToThread(alice.register)).status == 200
+            first = await deferToThread(final_to_bob)
+            started = time.monotonic()
+            second = await deferToThread(final_to_bob)
+            second_took = time.monotonic() - started
+        finally:
+            alice.close()
+        assert first.status in (503, 408), first.status
+        assert second.status == 480, second.status
+        assert "does not answer" in (second.header("warning") or ""), second.header("warning")
+        assert second_took < 1.0
+    finally:
+        if not b_stopped:
+            await b.stopService()
+        await a.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_overlay_status_stays_fresh_between_join_attempts(tmp_path) -> None:
+    """While the gateway waits between join attempts (up to a minute) its overlay status
+    is rewritten with the gateway's, so ``overlay status`` does not call it dead."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never answers
+        service = await start_gateway(tmp_path / "d", **{
+            "overlay.bootstrap": f"127.0.0.1:{silent.getsockname()[1]}"})
+        try:
+            path = tmp_path / "d" / "overlay-status.json"
+            await _until(lambda: path.exists())
+            # The join attempts back off (1, 2, 4, 8, 16 s…): without the status loop the
+            # file would go 10 s and more without a write within this window.
+            seen, started = [], time.monotonic()
+            while time.monotonic() - started < 25:
+                status = json.loads(path.read_text())
+                if not seen or status["updated"] != seen[-1]:
+                    seen.append(status["updated"])
+                assert status["state"] == "joining"
+                await _sleep(0.25)
+            gaps = [later - earlier for earlier, later in zip(seen, seen[1:], strict=False)]
+            assert gaps and max(gaps) < 7, gaps
+        finally:
+            await service.stopService()

@@ -77,6 +77,12 @@ class FakeIO:
     def flow_token(self, flow: Address) -> str:
         return "t"
 
+    def next_hop_failed(self, destination: Address) -> None:
+        pass
+
+    def next_hop_answered(self, destination: Address) -> None:
+        pass
+
     def token_flow(self, token: str) -> Address | None:
         return None
 

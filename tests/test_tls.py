@@ -231,8 +231,10 @@ async def test_a_call_to_a_tls_phone_reuses_its_registration_connection(gateway)
 
     incoming, ok = await _run(run)
     assert incoming.vias[0].transport.upper() == "TLS"
-    assert incoming.header_values("record-route") == [
-        f"<sip:127.0.0.1:{tls};transport=tls;lr>", f"<sip:127.0.0.1:{udp};lr>"]
+    # The TLS side carries the phone's connection as a flow token (RFC 5626 §5.3).
+    tls_side, udp_side = incoming.header_values("record-route")
+    assert tls_side.startswith(f"<sip:127.0.0.1:{tls};transport=tls;lr;flow=")
+    assert udp_side == f"<sip:127.0.0.1:{udp};lr>"
     assert ok.status == 200
 
 
@@ -257,7 +259,8 @@ async def test_sips_request_reaches_a_sips_contact_over_tls(gateway) -> None:
 
     incoming = await _run(run)
     assert str(incoming.uri).startswith("sips:alice@127.0.0.1:")
-    assert incoming.header_values("record-route")[0] == f"<sips:127.0.0.1:{tls};lr>"
+    assert incoming.header_values("record-route")[0].startswith(
+        f"<sips:127.0.0.1:{tls};lr;flow=")
 
 
 @pytest_twisted.ensureDeferred

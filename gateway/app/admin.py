@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from gateway import __version__
 from gateway.app.status_file import OVERLAY_STATUS_FILE, STATUS_FILE
 from gateway.registry.binding import Binding
+from gateway.registry.overlay_store import OverlayStore
 from gateway.registry.store import LocationStore, RegistryUnavailable
 from gateway.registry.users import UserError, UserStore, canonical_aor, domain_part, user_part
 
@@ -100,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="joined/joining/alone, neighbours, last error (from the data dir)")
     overlay_status.add_argument("--json", action="store_true", help="print the raw JSON")
     overlay_status.set_defaults(handler=cmd_overlay_status, needs_store=False)
+    pins = overlay_commands.add_parser(
+        "pins", help="trust-on-first-use pins: which certificate speaks for which domain")
+    pins_commands = pins.add_subparsers(dest="pins_action", metavar="ACTION", required=True)
+    pins_list = pins_commands.add_parser("list", help="show the pins")
+    pins_list.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    pins_list.set_defaults(handler=cmd_pins_list)
+    pins_forget = pins_commands.add_parser(
+        "forget", help="drop a domain's pin: the next certificate seen for it is pinned")
+    pins_forget.add_argument("domain", metavar="DOMAIN")
+    pins_forget.set_defaults(handler=cmd_pins_forget)
+    pins_pin = pins_commands.add_parser(
+        "pin", help="pin a certificate for a domain (replacing its pin)")
+    pins_pin.add_argument("domain", metavar="DOMAIN")
+    pins_pin.add_argument("fingerprint", metavar="SHA256",
+                          help="the certificate's SHA-256 fingerprint (hex, colons allowed), "
+                               "as 'overlay status' shows it on that gateway")
+    pins_pin.set_defaults(handler=cmd_pins_pin)
 
     db = commands.add_parser("db", help="manage the registry schema")
     db_commands = db.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -365,6 +383,8 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
         ("state", f"{state} since {since}" + (f" (status {age:.0f} s old: is the gateway "
                                               "running?)" if stale else "")),
         ("node", f"{status.get('node_id', '')[:16]} on udp {status.get('listen', '')}"),
+        ("certificate", (status.get("certificate") or "-")
+         + (" (announced by the previous one)" if status.get("rollover") else "")),
         ("neighbours", str(status.get("contacts", 0))),
         ("last error", status.get("last_error") or "-"),
         ("records", f"{status.get('published', 0)} published, "
@@ -395,6 +415,51 @@ def _relay_row(relay: dict[str, str]) -> str:
     if relay.get("route"):
         return f"through {relay.get('relay')}"
     return f"none ({relay.get('last_error') or 'no relay offered yet'})"
+
+
+def _overlay_store(store: LocationStore) -> OverlayStore:
+    if not store.schema_is_current():
+        raise AdminError(f"the registry schema is not current: run '{PROG} db upgrade' (or "
+                         "start the gateway) first")
+    return OverlayStore(store.safe_url, engine=store.engine)
+
+
+def cmd_pins_list(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
+    """``overlay pins list [--json]``."""
+    pins = _overlay_store(store).list_pins()
+    if args.json:
+        json.dump([{"domain": d, "fingerprint": f, "pinned_at": seen} for d, f, seen in pins],
+                  out, indent=2)
+        out.write("\n")
+    elif pins:
+        _table([["DOMAIN", "SHA-256 FINGERPRINT", "PINNED"]] + [
+            [d, f, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen))]
+            for d, f, seen in pins], set(), out)
+    else:
+        out.write("no pins\n")
+    return EXIT_OK
+
+
+def cmd_pins_forget(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
+    """``overlay pins forget DOMAIN``: a running gateway follows within a health check."""
+    domain = args.domain.strip().lower()
+    if not _overlay_store(store).forget_pin(domain):
+        print(f"{PROG}: no pin for {domain}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    out.write(f"forgot the pin of {domain}: the next certificate seen for it is pinned\n")
+    return EXIT_OK
+
+
+def cmd_pins_pin(store: LocationStore, args: argparse.Namespace, out: TextIO) -> int:
+    """``overlay pins pin DOMAIN SHA256``."""
+    domain = args.domain.strip().lower()
+    value = args.fingerprint.replace(":", "").strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise AdminError(f"fingerprint: {args.fingerprint!r} is not a SHA-256 fingerprint "
+                         "(64 hex digits)")
+    _overlay_store(store).replace_pin(domain, value)
+    out.write(f"pinned {value} for {domain}\n")
+    return EXIT_OK
 
 
 def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextIO) -> int:

@@ -29,6 +29,7 @@ from gateway.log import get_logger
 from gateway.overlay.dns_bootstrap import DnsBootstrap
 from gateway.overlay.identity import load_node_id
 from gateway.overlay.record import Signer
+from gateway.overlay.rollover import remember_signer
 from gateway.overlay.service import OverlayService
 from gateway.overlay.trust import RecordTrust
 from gateway.registry.overlay_store import OverlayStore, PinDirectory
@@ -132,8 +133,10 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                    counters=metrics, rate_limit=rate_limit, flow_alive=connections.is_open,
                    relay=RelayFlows(myself.external_address, config.overlay.relay)
                    if overlay is not None else None)
+    next_hops = core.next_hops
     resolvers = build_chain(config.proxy.resolvers, ResolverContext(
-        location, local_domains, overlay, upstream_server))
+        location, local_domains, overlay, upstream_server,
+        lambda host, port: next_hops.dead(host, port, reactor.seconds())))
 
     def make_transports(sink: MessageSink) -> TransportManager:
         return TransportManager(reactor, sink.receive, config.sip.max_message_size,
@@ -200,7 +203,8 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
     overlay = config.overlay
     material = prepared.material
     assert material is not None and prepared.overlay_socket is not None
-    signer = Signer(material.private_key, material.certificate)
+    signer = Signer(material.private_key, material.certificate,
+                    remember_signer(config.data_dir, material.private_key, material.certificate))
     pins: dict[str, set[str]] = {}
     for domain, fingerprint in overlay.pins:
         pins.setdefault(domain, set()).add(fingerprint)

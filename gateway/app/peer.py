@@ -336,8 +336,12 @@ async def _main(args: argparse.Namespace) -> int:
     await peer.start(bootstrap)
     try:
         if args.command == "lookup":
+            started = time.monotonic()
             records = await peer.lookup(args.target)
+            took = (time.monotonic() - started) * 1000
             print(json.dumps([r.raw | {"signer": r.signer} for r in records], indent=2))
+            print(f"{len(records)} record(s) of {args.target} in {took:.0f} ms",
+                  file=sys.stderr)
             return 0 if records else 1
         if args.command == "call":
             status = await peer.call(args.target, args.hold)

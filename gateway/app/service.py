@@ -65,8 +65,12 @@ class GatewayService(service.Service):
         return gateway_status(self.parts, stopped=self._stopped)
 
     def write_status(self) -> None:
-        """Write :meth:`status` to ``<data_dir>/status.json`` (atomically)."""
+        """Write :meth:`status` to ``<data_dir>/status.json`` (atomically), and the
+        overlay's status beside it (so a gateway waiting between join attempts is not
+        taken for a dead one)."""
         write_status_file(Path(self.prepared.config.data_dir) / STATUS_FILE, self.status())
+        if self.overlay is not None and not self._stopped and self.overlay.state != "stopped":
+            self.overlay.write_status()
 
     def _write_final_status(self) -> None:
         self._stopped = True

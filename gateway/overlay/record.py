@@ -7,6 +7,8 @@ A record says where an address-of-record can be reached, signed by its publisher
      "route": "sip:198.51.100.2:5060;lr",      # where to send requests for the AoR
      "seq": 1795969000123, "issued": 1795969000, "expires": 1795972600,
      "cert": "<base64 DER X.509>"   (or "key": "<base64 DER SubjectPublicKeyInfo>"),
+     "rollover": {...}              (optional: the previous certificate's word for this
+                                     one, see gateway/overlay/rollover.py),
      "sig": "<base64 signature over the canonical JSON of every other field>"}
 
 Canonical JSON: keys sorted, no spaces, UTF-8. ``seq`` grows with every record a
@@ -104,9 +106,12 @@ def canonical(obj: dict[str, Any]) -> bytes:
 class Signer:
     """Signs records with one private key and its certificate (or bare public key)."""
 
-    def __init__(self, private_key: Any, certificate: x509.Certificate | None) -> None:
+    def __init__(self, private_key: Any, certificate: x509.Certificate | None,
+                 rollover: dict[str, str] | None = None) -> None:
+        """``rollover``: a statement by the previous certificate, added to every record."""
         self.private_key = private_key
         self.certificate = certificate
+        self.rollover = rollover
         if certificate is not None:
             self._identity = ("cert", certificate.public_bytes(serialization.Encoding.DER))
         else:
@@ -138,13 +143,16 @@ class Signer:
             "issued": int(now), "expires": int(now + lifetime) if contacts else int(now),
             self._identity[0]: self._identity_text,
         }
-        obj["sig"] = base64.b64encode(_sign(self.private_key, canonical(obj))).decode("ascii")
+        if self.rollover is not None:
+            obj["rollover"] = self.rollover
+        obj["sig"] = base64.b64encode(sign_bytes(self.private_key, canonical(obj))).decode("ascii")
         return Record(aor, tuple(Contact(c["uri"], float(c["q"]), float(c["expires"]))
                                  for c in obj["contacts"]), route, obj["seq"],
                       float(obj["issued"]), float(obj["expires"]), self.signer_id, obj)
 
 
-def _sign(key: Any, data: bytes) -> bytes:
+def sign_bytes(key: Any, data: bytes) -> bytes:
+    """``data`` signed with ``key`` (ECDSA P-256/SHA-256, RSA PKCS#1 v1.5, Ed25519)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(data, ec.ECDSA(hashes.SHA256()))
     if isinstance(key, rsa.RSAPrivateKey):
@@ -154,7 +162,8 @@ def _sign(key: Any, data: bytes) -> bytes:
     raise RecordError(f"cannot sign with a {type(key).__name__}")
 
 
-def _verify(public_key: Any, signature: bytes, data: bytes) -> None:
+def verify_bytes(public_key: Any, signature: bytes, data: bytes) -> None:
+    """Raise :class:`RecordError` unless ``signature`` is ``public_key``'s over ``data``."""
     try:
         if isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
@@ -212,7 +221,7 @@ def _verify_record(obj: dict[str, Any]) -> Record:
     if len(contacts) > MAX_CONTACTS:
         raise RecordError("too many contacts")
     unsigned = {k: v for k, v in obj.items() if k != "sig"}
-    _verify(public_key, signature, canonical(unsigned))
+    verify_bytes(public_key, signature, canonical(unsigned))
     return Record(aor, contacts, route, seq, issued, expires, hashlib.sha256(der).hexdigest(),
                   obj)
 

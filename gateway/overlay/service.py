@@ -117,7 +117,9 @@ class OverlayService:
         self.relay = relay
         #: How many NATed gateways the SIP side relays for (set by the application).
         self.relaying_for: Callable[[], int] = lambda: 0
-        self.mirror = RegistrationMirror(location, self.node.publish, signer, route, reactor,
+        # The route is held ("") until the node knows whether others can reach it (the
+        # address check when it joins; at once when it starts the overlay alone).
+        self.mirror = RegistrationMirror(location, self.node.publish, signer, "", reactor,
                                          lifetime=settings.record_lifetime,
                                          max_rate=settings.publish_rate)
         self._runner = runner
@@ -249,6 +251,7 @@ class OverlayService:
             await asyncio.gather(*(self.node.protocol.call_ping(n) for n in sample),
                                  return_exceptions=True)
         count = self.node.contact_count()
+        await self._reload_pins()
         self.write_status()
         if count:
             # From the first minute, not only after a join through others: the first
@@ -260,7 +263,7 @@ class OverlayService:
             found_us = self.state == "joining"
             self._set_state("joined", "")
             if found_us:
-                self.mirror.republish_all()
+                self._publish_all()
         elif self.state == "joined" and count == 0:
             log.warn("overlay: every neighbour is gone; joining again")
             self._set_state("joining", "every neighbour vanished")
@@ -283,7 +286,7 @@ class OverlayService:
             if self.state != "alone":
                 log.info("overlay: no bootstrap peers; this node starts the overlay")
                 self._set_state("alone", "")
-                self.mirror.republish_all()
+                self._publish_all()
             return
         # The address check comes first: it decides how this node joins, and the
         # peers that answer it are the ones worth joining through.
@@ -295,13 +298,13 @@ class OverlayService:
             log.info("overlay joined: {n} of {m} bootstrap peer(s) answered, {c} contacts",
                      n=answered, m=len(peers), c=self.node.contact_count())
             self._set_state("joined", "")
-            self.mirror.republish_all()
+            self._publish_all()
             await self._save_nodes()
         elif self.node.contact_count():
             # None of the known peers answered, but other nodes reached us meanwhile
             # (they still had us in their tables): we are part of their overlay.
             self._set_state("joined", "")
-            self.mirror.republish_all()
+            self._publish_all()
         else:
             error = ("no bootstrap peer answered (" + ", ".join(f"{h}:{p}" for h, p in peers)
                      + ")")
@@ -352,6 +355,11 @@ class OverlayService:
         self._publish_route()
         self.write_status()
 
+    def _publish_all(self) -> None:
+        """Publish every AoR again, under the route others can use."""
+        self._publish_route()
+        self.mirror.republish_all()
+
     def _publish_route(self) -> None:
         if not self.unreachable:
             self.mirror.set_route(self.route)
@@ -400,6 +408,8 @@ class OverlayService:
         return {
             "state": self.state, "since": self.state_since, "last_error": self.last_error,
             "node_id": self.node.node.id.hex(),
+            "certificate": self.signer.signer_id,
+            "rollover": self.signer.rollover is not None,
             "listen": f"{address[0]}:{address[1]}" if address else "",
             "contacts": self.node.contact_count(), "stored_keys": len(self.node.storage),
             "published": self.mirror.published, "publish_failures": self.mirror.failures,
@@ -419,6 +429,20 @@ class OverlayService:
         """Write :meth:`status` to the status file (atomically), if there is one."""
         if self._status_writer is not None:
             self._status_writer(self.status())
+
+    async def _reload_pins(self) -> None:
+        """Pick up pins changed in the registry (``p2psip-admin overlay pins``)."""
+        if self._runner is None or self.pins is None:
+            return
+        try:
+            _, pins = await _wait(self._runner.call("load_pins"))
+        except Exception as exc:
+            log.warn("overlay: cannot read the pins: {error}", error=str(exc))
+            return
+        if pins != self.pins.pins():
+            self.pins.reload(pins)
+            self._cache.clear()  # answers given under the old pins
+            self._rejections.clear()
 
     async def _save_nodes(self, only_if_changed: bool = False) -> None:
         if self._runner is None or self.node.protocol is None:

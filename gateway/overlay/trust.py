@@ -31,6 +31,8 @@ from service_identity.cryptography import (
 )
 
 from gateway.overlay.record import Record, self_certifying_user
+from gateway.overlay.rollover import FIELD as ROLLOVER_FIELD
+from gateway.overlay.rollover import endorsing_certificate
 
 TRUST_MODES = ("ca", "tofu", "pinned")
 
@@ -43,6 +45,9 @@ class PinStore(Protocol):
 
     def pin(self, domain: str, fingerprint: str) -> None:
         """Remember ``fingerprint`` for ``domain`` (first sight)."""
+
+    def repin(self, domain: str, fingerprint: str) -> None:
+        """Replace the pin of ``domain`` (a roll-over its pinned certificate announced)."""
 
 
 class MemoryPins:
@@ -58,6 +63,10 @@ class MemoryPins:
     def pin(self, domain: str, fingerprint: str) -> None:
         """Pin on first sight."""
         self.pins.setdefault(domain, fingerprint)
+
+    def repin(self, domain: str, fingerprint: str) -> None:
+        """Replace the pin."""
+        self.pins[domain] = fingerprint
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
@@ -115,7 +124,7 @@ class RecordTrust:
             if fingerprint(certificate) in self.pins.get(domain, set()):
                 return None
             return f"certificate is not pinned for {domain}"
-        return self._check_tofu(certificate, domain)
+        return self._check_tofu(certificate, domain, record.raw.get(ROLLOVER_FIELD))
 
     def _check_ca(self, certificate: x509.Certificate, domain: str) -> str | None:
         if not self.ca_certificates:
@@ -134,7 +143,8 @@ class RecordTrust:
             return f"certificate not valid for {domain}: {exc}"
         return None
 
-    def _check_tofu(self, certificate: x509.Certificate, domain: str) -> str | None:
+    def _check_tofu(self, certificate: x509.Certificate, domain: str,
+                    record_rollover: object = None) -> str | None:
         try:
             try:
                 verify_certificate_ip_address(certificate, domain.strip("[]"))
@@ -153,5 +163,12 @@ class RecordTrust:
             self.pin_store.pin(domain, seen)
             return None
         if pinned != seen:
-            return f"{domain} is pinned to another certificate"
+            old = endorsing_certificate(record_rollover, seen)
+            if old is not None and fingerprint(old) == pinned:
+                # The pinned certificate itself announced this one: follow the roll.
+                self.pin_store.repin(domain, seen)
+                return None
+            return (f"{domain} is pinned to another certificate ({pinned[:16]}…, this one "
+                    f"is {seen[:16]}…): if {domain} really changed its certificate, "
+                    f"p2psip-admin overlay pins forget {domain}")
         return None

@@ -79,6 +79,36 @@ class OverlayStore:
 
         self._guard("write an overlay pin", work)
 
+    def list_pins(self) -> list[tuple[str, str, float]]:
+        """Every TOFU pin: (domain, fingerprint, first seen), by domain."""
+        def work() -> list[tuple[str, str, float]]:
+            with self._engine.connect() as conn:
+                rows = conn.execute(select(_pins.c.domain, _pins.c.fingerprint,
+                                           _pins.c.first_seen).order_by(_pins.c.domain)).all()
+            return [(domain, fp, float(seen)) for domain, fp, seen in rows]
+
+        return self._guard("read the overlay pins", work)
+
+    def replace_pin(self, domain: str, fingerprint: str) -> None:
+        """Pin ``fingerprint`` for ``domain``, replacing any pin it had."""
+        def work() -> None:
+            with self._engine.begin() as conn:
+                conn.execute(delete(_pins).where(_pins.c.domain == domain))
+                conn.execute(insert(_pins).values(domain=domain, fingerprint=fingerprint,
+                                                  first_seen=time.time()))
+
+        self._guard("write an overlay pin", work)
+
+    def forget_pin(self, domain: str) -> bool:
+        """Drop the pin of ``domain`` (the next certificate seen is pinned); whether
+        there was one."""
+        def work() -> bool:
+            with self._engine.begin() as conn:
+                return bool(conn.execute(delete(_pins).where(
+                    _pins.c.domain == domain)).rowcount)
+
+        return self._guard("remove an overlay pin", work)
+
     def close(self) -> None:
         """Release the connections."""
         if self._owns_engine:
@@ -91,10 +121,31 @@ class PinDirectory:
     def __init__(self, runner: ThreadStoreRunner | None) -> None:
         self._runner = runner
         self._pins: dict[str, str] = {}
+        # Domains whose pin is being written: a reload must not drop them meanwhile.
+        self._writing: set[str] = set()
 
     def load(self, pins: dict[str, str]) -> None:
         """Start from the pins stored in the registry."""
         self._pins.update(pins)
+
+    def reload(self, pins: dict[str, str]) -> None:
+        """Follow the registry (``p2psip-admin overlay pins`` changes it): pins removed
+        there are forgotten, changed ones replaced (pins still being written stay)."""
+        fresh = dict(pins)
+        for domain in self._writing:
+            if domain in self._pins:
+                fresh[domain] = self._pins[domain]
+        for domain in set(self._pins) - set(fresh):
+            log.info("overlay: the pin of {domain} was removed", domain=domain)
+        for domain, fingerprint in fresh.items():
+            if self._pins.get(domain) not in (None, fingerprint):
+                log.info("overlay: {domain} is now pinned to {fingerprint}", domain=domain,
+                         fingerprint=fingerprint)
+        self._pins = fresh
+
+    def pins(self) -> dict[str, str]:
+        """Every pin held (domain → fingerprint)."""
+        return dict(self._pins)
 
     def get(self, domain: str) -> str | None:
         """The pinned fingerprint of ``domain``."""
@@ -107,7 +158,20 @@ class PinDirectory:
         self._pins[domain] = fingerprint
         log.info("overlay: pinned the certificate {fingerprint} for {domain} (first use)",
                  fingerprint=fingerprint, domain=domain)
-        if self._runner is not None:
-            d: Deferred[Any] = self._runner.call("save_pin", domain, fingerprint)
-            d.addErrback(lambda f: log.warn("cannot store the pin of {domain}: {error}",
-                                            domain=domain, error=f.getErrorMessage()))
+        self._write("save_pin", domain, fingerprint)
+
+    def repin(self, domain: str, fingerprint: str) -> None:
+        """Replace the pin of ``domain`` (the pinned certificate announced its successor)."""
+        self._pins[domain] = fingerprint
+        log.warn("overlay: {domain} rolled its certificate over to {fingerprint} (announced "
+                 "by the pinned one); re-pinned", domain=domain, fingerprint=fingerprint)
+        self._write("replace_pin", domain, fingerprint)
+
+    def _write(self, method: str, domain: str, fingerprint: str) -> None:
+        if self._runner is None:
+            return
+        self._writing.add(domain)
+        d: Deferred[Any] = self._runner.call(method, domain, fingerprint)
+        d.addErrback(lambda f: log.warn("cannot store the pin of {domain}: {error}",
+                                        domain=domain, error=f.getErrorMessage()))
+        d.addBoth(lambda _: self._writing.discard(domain))

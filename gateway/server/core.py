@@ -24,6 +24,7 @@ from gateway.server.actions import Action, Deliver, Resolve, Send, Wake, WriteBi
 from gateway.server.authenticator import Authenticator
 from gateway.server.flow_token import FlowTokens
 from gateway.server.myself import Myself
+from gateway.server.next_hops import NextHopHealth
 from gateway.server.proxy import Proxy
 from gateway.server.ratelimit import SourceRateLimiter
 from gateway.server.registrar import SUPPORTED_EXTENSIONS, Registrar
@@ -144,6 +145,8 @@ class SipCore:
         #: it is not relayed; set by :class:`gateway.server.relay_client.RelayClient`).
         self.relayed_through = ""
         self.flow_tokens = FlowTokens()
+        #: Next hops that stopped answering (the overlay resolver skips them).
+        self.next_hops = NextHopHealth()
         self.proxy = Proxy(self, timer_c=timer_c)
         #: Set while the gateway shuts down: new dialogs and registrations get 503.
         self.draining = False
@@ -458,6 +461,14 @@ class SipCore:
     def relay_flow(self, token: str) -> Address | None:
         """The relayed flow named ``token`` (for the proxy)."""
         return self.relay.flow(token, self._now) if self.relay is not None else None
+
+    def next_hop_failed(self, destination: Address) -> None:
+        """A forward to ``destination`` failed (for the proxy)."""
+        self.next_hops.failed(destination.host, destination.port, self._now)
+
+    def next_hop_answered(self, destination: Address) -> None:
+        """``destination`` answered (for the proxy)."""
+        self.next_hops.answered(destination.host, destination.port)
 
     def flow_token(self, flow: Address) -> str:
         """``flow`` as a Record-Route token (for the proxy)."""

@@ -87,6 +87,12 @@ class ProxyIO(Protocol):
         """The relay URI this gateway is reached through from ``toward`` when it is
         behind a NAT and relayed (for its Record-Route), else ""."""
 
+    def next_hop_failed(self, destination: Address) -> None:
+        """A request to ``destination`` timed out or could not be sent."""
+
+    def next_hop_answered(self, destination: Address) -> None:
+        """``destination`` answered a request."""
+
     def flow_token(self, flow: Address) -> str:
         """``flow`` as a token for a Record-Route parameter
         (``gateway/server/flow_token.py``)."""
@@ -450,13 +456,23 @@ class Proxy:
         branch = txn.owner
         if not isinstance(branch, Branch):
             return  # a CANCEL's own transaction: its outcome changes nothing
+        destination = branch.destination
         if event is ClientEvent.RESPONSE:
             assert response is not None
+            self.io.next_hop_answered(destination)
             self._on_response(branch, response)
-        elif event is ClientEvent.TIMEOUT:
+            return
+        why = ("no answer (timeout)" if event is ClientEvent.TIMEOUT
+               else _reason_text(txn.error) or "transport error")
+        # Worth a warning: a next hop that stopped answering (a dead gateway, a phone
+        # gone without unregistering) is skipped for a while from now on.
+        log.warn("{method} to {transport} {host}:{port} failed: {why}", method=branch.method,
+                 transport=destination.transport, host=destination.host,
+                 port=destination.port, why=why)
+        self.io.next_hop_failed(destination)
+        if event is ClientEvent.TIMEOUT:
             self._branch_failed(branch, 408, "Request Timeout")
         else:
-            why = _reason_text(txn.error) or "transport error"
             self._branch_failed(branch, 503, f"Service Unavailable ({why})")
 
     def _on_response(self, branch: Branch, response: Response) -> None:

@@ -113,12 +113,14 @@ class UpstreamRoute(Protocol):
 @dataclass(frozen=True)
 class ResolverContext:
     """What a resolver plugin may use of the running gateway: the registry, which hosts
-    are ours, the overlay and the upstream server (None when off)."""
+    are ours, the overlay and the upstream server (None when off), and whether a next
+    hop (host, port) stopped answering lately (``gateway/server/next_hops.py``)."""
 
     location: BindingLookup
     is_local: Callable[[str], bool]
     overlay: OverlayLookup | None = None
     upstream: UpstreamRoute | None = None
+    next_hop_dead: Callable[[str, int], bool] = field(default=lambda _host, _port: False)
 
 
 class IResolverFactory(Interface):
