@@ -6,8 +6,14 @@ with a fake clock, nothing is sent."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from core_harness import CoreHarness, Resolve, only, sends, statuses
 
+from gateway.app.config import defaults
+from gateway.app.wiring import auth_policy
+from gateway.registry.users import UserRecord
+from gateway.server.authenticator import Authenticator
 from gateway.server.core import SipCore
 from gateway.server.myself import LocalDomains, Myself
 from gateway.server.registrar import Registrar, RegistrarPolicy
@@ -23,13 +29,22 @@ NATTED = Address("tcp", "198.51.100.77", 40123, 7)  # the NATed gateway's connec
 CALLER = Address("udp", "198.51.100.40", 5060)  # another gateway
 
 
-def relay_harness(max_flows: int = 10, alive: bool = True) -> CoreHarness:
+class NoUsers:
+    def get(self, username: str, realm: str) -> UserRecord | None:
+        return None
+
+
+def relay_harness(max_flows: int = 10, alive: bool = True, auth: bool = True) -> CoreHarness:
+    """A relay with the default authentication policy (nothing trusted), or none."""
     harness = CoreHarness()
     me = Myself(LocalDomains(["relay.example"], [RELAY]),
                 [("udp", RELAY, 5060), ("tcp", RELAY, 5060)])
+    policy = replace(auth_policy(defaults()), trusted_networks=())
     harness.core = SipCore(Registrar(RegistrarPolicy(60, 3600, 3600, 10, 20), me.is_local),
                            harness.bindings, TransactionLayer(0.5, 4.0, 5.0),
                            ClientTransactionLayer(0.5, 4.0, 5.0), me,
+                           authenticator=Authenticator(policy, NoUsers(), b"k" * 32, me)
+                           if auth else None,
                            flow_alive=lambda flow: alive,
                            relay=RelayFlows(me.external_address, max_flows))
     return harness
@@ -150,7 +165,7 @@ def test_a_flow_ends_with_its_registration() -> None:
 
 
 def test_a_target_published_through_this_relay_goes_straight_over_the_flow() -> None:
-    harness = relay_harness()
+    harness = relay_harness(auth=False)  # a caller the relay serves (authenticated)
     path = open_flow(harness)
     call = invite(path).replace(f"Route: <{path}>\n", "")
     (lookup,) = only(harness.receive(call, CALLER), Resolve)
@@ -159,3 +174,14 @@ def test_a_target_published_through_this_relay_goes_straight_over_the_flow() -> 
                                                  harness.now))
     (request, to), = [(m, a) for m, a in sends(actions) if isinstance(m, Request)]
     assert to == NATTED and request.header_values("route") == []
+
+
+def test_a_flow_is_no_open_relay_for_whoever_holds_it() -> None:
+    """An initial request coming *from* the flow, routed through the relay to a third
+    party, is checked like any other: a stranger to the relay's domains gets 403."""
+    harness = relay_harness()
+    path = open_flow(harness)
+    onward = "Route: <sip:198.51.100.99:5060;lr>\n"
+    actions = harness.receive(invite(path, source=NATTED, rest_routes=onward), NATTED)
+    assert 403 in statuses(actions)
+    assert not [m for m, _ in sends(actions) if isinstance(m, Request)]

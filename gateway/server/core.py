@@ -327,9 +327,7 @@ class SipCore:
                 self._respond(txn, relay.register(request, source, now))
                 return
             if (self.authenticator is not None and method != "CANCEL"
-                    and relay_token(request, self.myself.is_me) is None):
-                # (A request for a relayed flow is not ours to authenticate: the NATed
-                # gateway behind it applies its own policy.)
+                    and not self._for_relayed_gateway(request, source)):
                 denial = self.authenticator.check(request, source, self.trusted_peer(source))
                 if denial is not None:
                     self._respond(txn, denial)
@@ -373,6 +371,18 @@ class SipCore:
             handler(*args)
         except Exception:
             log.failure("{handler} failed", handler=getattr(handler, "__name__", handler))
+
+    def _for_relayed_gateway(self, request: Request, source: Address) -> bool:
+        """Whether ``request`` goes over the flow of a NATed gateway this one relays for:
+        not ours to authenticate (that gateway applies its own policy). What comes *from*
+        the flow is checked like any request, so a flow is no open relay."""
+        token = relay_token(request, self.myself.is_me)
+        if token is None or self.relay is None:
+            return False
+        # An unknown or expired token goes nowhere (the proxy answers 480).
+        flow = self.relay.flow(token, self._now)
+        return flow is None or (flow.transport, flow.host, flow.port) != (
+            source.transport, source.host, source.port)
 
     def _register(self, txn: ServerTransaction, request: Request, source: Address) -> None:
         now = self._now
