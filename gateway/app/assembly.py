@@ -48,6 +48,8 @@ from gateway.server.routing import ResolverContext, build_chain
 from gateway.server.upstream import UpstreamRegistrations, UpstreamServer
 from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientTransactionLayer
+from gateway.sip.dns import DnsClient
+from gateway.sip.locate import SipLocator
 from gateway.sip.transaction import TransactionLayer
 from gateway.sip.transport import OpenConnections, TransportManager
 from gateway.sip.uri import bracketed
@@ -134,9 +136,13 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                    relay=RelayFlows(myself.external_address, config.overlay.relay)
                    if overlay is not None else None)
     next_hops = core.next_hops
+    locator = SipLocator(
+        DnsClient([(a.host, a.port) for a in config.dns.servers] or None,
+                  timeout=config.dns.timeout),
+        [t for t in ("udp", "tcp", "tls") if myself.address(t) is not None])
     resolvers = build_chain(config.proxy.resolvers, ResolverContext(
         location, local_domains, overlay, upstream_server,
-        lambda host, port: next_hops.dead(host, port, reactor.seconds())))
+        lambda host, port: next_hops.dead(host, port, reactor.seconds()), locator))
 
     def make_transports(sink: MessageSink) -> TransportManager:
         return TransportManager(reactor, sink.receive, config.sip.max_message_size,

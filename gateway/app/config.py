@@ -166,6 +166,14 @@ class LimitsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsSection:
+    """``[dns]``: DNS for RFC 3263 server location."""
+
+    servers: tuple[ListenAddress, ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole validated configuration."""
 
@@ -181,6 +189,7 @@ class GatewayConfig:
     upstream: UpstreamSection
     status: StatusSection
     limits: LimitsSection
+    dns: DnsSection
 
     @property
     def data_dir(self) -> str:
@@ -278,4 +287,4 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
     upstream = UpstreamSection(**values["upstream"])
     return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay,
                          upstream, StatusSection(**values["status"]),
-                         LimitsSection(**values["limits"]))
+                         LimitsSection(**values["limits"]), DnsSection(**values["dns"]))

@@ -123,7 +123,9 @@ SETTINGS: tuple[Setting, ...] = (
             "other AoRs up in the P2PSIP DHT (it passes when [overlay] is off; while "
             "the overlay is unreachable it answers 480 unless a later resolver knows "
             "better). \"upstream\" hands everything else to the [upstream] server (it "
-            "passes when none is set). Requests nobody knows get 404."),
+            "passes when none is set). \"dns\" (not in the default yet) locates the "
+            "servers of other domains by DNS (RFC 3263: NAPTR, SRV, A/AAAA) and tries "
+            "them in turn. Requests nobody knows get 404."),
     Setting("proxy", "timer_c", "180", v.seconds(1, 86400),
             "Timer C (RFC 3261 §16.8), seconds: an INVITE branch that has no final "
             "response this long after its last provisional is cancelled; one with no "
@@ -281,6 +283,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("limits", "exempt_trusted", "yes", v.yes_no,
             "Sources in auth.trusted_networks (this machine by default) are not "
             "limited."),
+    Setting("dns", "servers", "", v.dns_servers,
+            "DNS servers (host[:port], port 53 when omitted) for RFC 3263 server "
+            "location (the \"dns\" resolver). Empty: the system's (/etc/resolv.conf)."),
+    Setting("dns", "timeout", "2", v.seconds(0.1, 30),
+            "Seconds a DNS question may take, retries included; then it counts as a "
+            "server failure (remembered 5 s)."),
     Setting("registrar", "min_expires", "60", v.int_range(0, 2**31 - 1),
             "Shortest registration accepted; shorter ones get 423 Interval Too Brief."),
     Setting("registrar", "nat_min_expires", "20", v.int_range(0, 2**31 - 1),
@@ -340,6 +348,7 @@ SECTION_DOCS = {
     "upstream": "A conventional SIP server next to the overlay.",
     "status": "The HTTP status endpoint.",
     "limits": "Per-source request rate.",
+    "dns": "DNS for locating SIP servers (RFC 3263).",
     "registrar": "REGISTER limits (RFC 3261 §10.3).",
     "database": "The SQL registry.",
 }

@@ -188,7 +188,7 @@ class Proxy:
                 # For the NATed gateway behind the flow: over its connection, whatever
                 # else the Route set says (the rest is for that gateway).
                 self._forward_all(ResponseContext(txn, request, loop_id, []), [
-                    Target(str(request.uri), relay=flow, relay_token=token)])
+                    Target(str(request.uri), next_hop=flow, relay_token=token)])
                 return
         uri = request.uri
         if forwarding.routes(request) or request.to.tag:
@@ -272,7 +272,7 @@ class Proxy:
                 if flow is None or not self.io.flow_alive(flow):
                     self._synthesise(context, None, 480, _RELAY_GONE)
                     return
-                target = replace(target, relay=flow, relay_token=token)
+                target = replace(target, next_hop=flow, relay_token=token)
         destination = self._next_hop(request, target)
         if destination is None:
             self._synthesise(context, None, 503, "Service Unavailable (cannot resolve the "
@@ -321,8 +321,8 @@ class Proxy:
         return Target(uri, flow=flow)
 
     def _next_hop(self, request: Request, target: Target) -> Address | None:
-        if target.relay is not None:
-            return target.relay
+        if target.next_hop is not None:
+            return target.next_hop
         values = forwarding.routes(request)
         if values:
             try:
@@ -403,8 +403,8 @@ class Proxy:
             if flow is None or not self.io.flow_alive(flow):
                 return
             if source is None or not _same_flow(flow, source):
-                target = Target(str(uri), relay=flow)
-        if target.relay is None and not forwarding.routes(request) and self.io.is_me(
+                target = Target(str(uri), next_hop=flow)
+        if target.next_hop is None and not forwarding.routes(request) and self.io.is_me(
                 uri.host, uri.port):
             return  # for the gateway itself: nothing to do
         destination = self._next_hop(request, target)
@@ -554,8 +554,15 @@ class Proxy:
         if context.pending or context.starting:
             return
         if context.groups and not context.cancelled and not context.got_2xx:
-            self._forward_all_group(context)
-            return
+            if not _worth_failover(context.best):
+                # Alternatives (other servers of one destination, RFC 3263 §4.3) are
+                # only for a destination that did not answer: a busy or declining
+                # callee is not asked again elsewhere.
+                context.groups = [g for g in context.groups
+                                  if not all(t.alternative for t in g)]
+            if context.groups:
+                self._forward_all_group(context)
+                return
         self._contexts.pop(id(context.server), None)
         request, context.request = context.request, None  # nothing needs it any more
         if context.answered or request is None:
@@ -656,6 +663,12 @@ def _upstream(best: Response, request: Request, ours: bool) -> Response:
     if best.status == 503 and not ours:
         return build_response(request, 500, "Server Internal Error (next hop unavailable)")
     return best
+
+
+def _worth_failover(best: Response | None) -> bool:
+    """Whether the answers so far allow trying another server of the same destination:
+    none, or a timeout, a transport error (ours) or 503 (RFC 3263 §4.3)."""
+    return best is None or best.status in (408, 503)
 
 
 def _through_nat(request: Request, source: Address) -> bool:

@@ -24,6 +24,7 @@ from zope.interface import Attribute, Interface
 
 from gateway.registry.binding import Binding
 from gateway.sip.address import Address
+from gateway.sip.locate import Located
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri
 
@@ -35,16 +36,19 @@ if TYPE_CHECKING:
 class Target:
     """One place to forward a request to: ``uri`` becomes the Request-URI; ``flow``,
     when known, is where the UA's registration came from (NAT, connection reuse);
-    ``path`` are Route values to put in front (RFC 3327); ``relay``, a connection the
-    request goes over whatever its Route set says (a relayed gateway's flow, named by
-    ``relay_token``)."""
+    ``path`` are Route values to put in front (RFC 3327); ``next_hop``, where the
+    request goes whatever its Route set and Request-URI say (a relayed gateway's flow,
+    named by ``relay_token``; a server DNS located); ``alternative``: another server for
+    the same destination (RFC 3263 §4.3), tried only when the ones before it failed with
+    a timeout, a transport error or 503."""
 
     uri: str
     q: float = 1.0
     flow: Address | None = None
     path: tuple[str, ...] = ()
-    relay: Address | None = None
+    next_hop: Address | None = None
     relay_token: str = ""
+    alternative: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,13 @@ class OverlayLookup(Protocol):
         overlay's fault rather than the user not existing ("" when not)."""
 
 
+class ServerLocator(Protocol):
+    """RFC 3263 server location as resolvers use it."""
+
+    async def locate(self, uri: SipUri) -> Located:
+        """Where ``uri`` leads: addresses in the order to try, or why none."""
+
+
 class UpstreamRoute(Protocol):
     """The upstream server as resolvers see it."""
 
@@ -121,6 +132,8 @@ class ResolverContext:
     overlay: OverlayLookup | None = None
     upstream: UpstreamRoute | None = None
     next_hop_dead: Callable[[str, int], bool] = field(default=lambda _host, _port: False)
+    #: RFC 3263 server location (:class:`gateway.sip.locate.SipLocator`), None: no DNS.
+    locator: ServerLocator | None = None
 
 
 class IResolverFactory(Interface):

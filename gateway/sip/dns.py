@@ -23,6 +23,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.message
 import dns.name
+import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
@@ -51,14 +52,9 @@ class DnsClient:
     def __init__(self, servers: Sequence[tuple[str, int]] | None = None, *,
                  timeout: float = 2.0, max_entries: int = MAX_ENTRIES,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if servers:
-            self._resolver = dns.asyncresolver.Resolver(configure=False)
-            self._resolver.nameservers = [host for host, _ in servers]
-            self._resolver.port = servers[0][1]
-        else:
-            self._resolver = dns.asyncresolver.Resolver()
-        self._resolver.lifetime = timeout
-        self._resolver.timeout = min(timeout, 1.0)
+        self._servers = list(servers or ())
+        self._timeout = timeout
+        self._resolver: dns.asyncresolver.Resolver | None = None  # made on first use
         self._max = max_entries
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str], tuple[float, DnsAnswer]] = OrderedDict()
@@ -97,9 +93,22 @@ class DnsClient:
         """Drop every cached answer."""
         self._cache.clear()
 
+    def _make_resolver(self) -> dns.asyncresolver.Resolver:
+        if self._servers:
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port)
+                                    for host, port in self._servers]
+        else:
+            resolver = dns.asyncresolver.Resolver()  # /etc/resolv.conf
+        resolver.lifetime = self._timeout
+        resolver.timeout = min(self._timeout, 1.0)
+        return resolver
+
     async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
         self.sent += 1
         try:
+            if self._resolver is None:
+                self._resolver = self._make_resolver()
             result = await self._resolver.resolve(name, rdtype, raise_on_no_answer=False,
                                                   search=False)
         except dns.resolver.NXDOMAIN as exc:

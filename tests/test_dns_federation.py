@@ -1,0 +1,141 @@
+"""Calls to another SIP domain located by DNS (the ``dns`` resolver, RFC 3263), against a
+real authoritative server (Knot DNS on a loopback port): the first SRV target is dead
+(its port closed: ICMP port unreachable), the call goes through the second within the
+same transaction; a busy callee at the first target is not called again elsewhere; a
+domain DNS does not know gets 404 with a Warning at once."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from conftest import ports, start_gateway, unavailable
+from dns_server import KnotServer, available, zone
+from sip_ua import UA, call
+from twisted.internet.threads import deferToThread
+
+from gateway.sip.message import Response
+
+
+def _closed_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FarDomain:
+    """far.example in DNS: two SRV targets on loopback ports the test chooses."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.knot: KnotServer | None = None
+
+    def serve(self, first_port: int, second_port: int) -> KnotServer:
+        self.knot = KnotServer(self.workdir, {"far.example": zone(
+            "far.example",
+            f"_sip._udp SRV 10 10 {first_port} first",
+            f"_sip._udp SRV 20 10 {second_port} second",
+            "first A 127.0.0.1", "second A 127.0.0.1")})
+        self.knot.start()
+        return self.knot
+
+
+@pytest.fixture
+def far(tmp_path: Path) -> Iterator[FarDomain]:
+    reason = available()
+    if reason is not None:
+        unavailable(reason, "P2PSIP_REQUIRE_DNS")
+    domain = FarDomain(tmp_path)
+    try:
+        yield domain
+    finally:
+        if domain.knot is not None:
+            domain.knot.stop()
+
+
+async def _gateway(tmp_path: Path, knot: KnotServer):  # noqa: ANN202 - GatewayService
+    host, port = knot.address
+    return await start_gateway(tmp_path / "gw", **{
+        "proxy.resolvers": "local, dns", "dns.servers": f"{host}:{port}"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_first_target_fails_over_to_the_next(far: FarDomain,
+                                                         tmp_path: Path) -> None:
+    dead = _closed_udp_port()
+    bob = UA("bob", 0, domain="far.example")
+    knot = far.serve(dead, bob.port)
+    service = await _gateway(tmp_path, knot)
+    bob.gateway = ("127.0.0.1", ports(service)["udp"])
+    alice = UA("alice", ports(service)["udp"])
+    try:
+        assert (await deferToThread(alice.register)).status == 200
+        started = time.monotonic()
+        seen = await deferToThread(call, alice, bob)
+        took = time.monotonic() - started
+    finally:
+        alice.close()
+        bob.close()
+        await service.stopService()
+    assert str(seen["incoming"].uri) == "sip:bob@far.example"  # the Request-URI is kept
+    assert seen["bye_ok"] is not None
+    print(f"failover past a dead SRV target (ICMP) and call set-up: {took * 1000:.0f} ms")
+    assert took < 2.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_busy_callee_is_not_called_again_at_the_next_target(
+        far: FarDomain, tmp_path: Path) -> None:
+    first = UA("bob", 0, domain="far.example")
+    second = UA("bob", 0, domain="far.example")
+    knot = far.serve(first.port, second.port)
+    service = await _gateway(tmp_path, knot)
+    for ua in (first, second):
+        ua.gateway = ("127.0.0.1", ports(service)["udp"])
+    alice = UA("alice", ports(service)["udp"])
+
+    def busy() -> tuple[Response, list]:
+        alice.send(alice.request("INVITE", "sip:bob@far.example"))
+        incoming = first.expect_request("INVITE")
+        first.answer(incoming, 486)
+        final = alice.expect(486)
+        left = []
+        with contextlib.suppress(TimeoutError):
+            left.append(second.receive(1.0))
+        return final, left
+
+    try:
+        assert (await deferToThread(alice.register)).status == 200
+        final, at_second = await deferToThread(busy)
+    finally:
+        for ua in (alice, first, second):
+            ua.close()
+        await service.stopService()
+    assert final.status == 486 and at_second == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_domain_dns_does_not_know_gets_404_with_a_warning(
+        far: FarDomain, tmp_path: Path) -> None:
+    knot = far.serve(_closed_udp_port(), _closed_udp_port())
+    service = await _gateway(tmp_path, knot)
+    alice = UA("alice", ports(service)["udp"])
+
+    def unknown() -> tuple[Response, float]:
+        started = time.monotonic()
+        alice.send(alice.request("INVITE", "sip:bob@nowhere.far.example"))
+        return alice.expect(404), time.monotonic() - started
+
+    try:
+        assert (await deferToThread(alice.register)).status == 200
+        answer, took = await deferToThread(unknown)
+    finally:
+        alice.close()
+        await service.stopService()
+    assert "NXDOMAIN" in (answer.header("warning") or ""), answer.header("warning")
+    assert took < 1.0
