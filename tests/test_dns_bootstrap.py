@@ -1,5 +1,6 @@
-"""Bootstrap from DNS: a twisted.names server on loopback serves SRV and TXT records
-for ``_p2psip._udp.example.net``; the gateway joins the overlay through them."""
+"""Bootstrap from DNS: a real authoritative server (Knot DNS on a loopback port) serves
+SRV and TXT records for ``_p2psip._udp.example.net``; the gateway joins the overlay
+through them."""
 
 from __future__ import annotations
 
@@ -9,40 +10,39 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from conftest import start_gateway
+from conftest import start_gateway, unavailable
+from dns_server import KnotServer, available, zone
 from twisted.internet import defer, reactor
-from twisted.names import common, dns, server
-from twisted.names.error import DomainError
 
 from gateway.overlay.dns_bootstrap import DnsBootstrap, parse_txt_peers
 
 
-class Records(common.ResolverBase):
-    """An in-memory zone: name -> list of record payloads."""
+class Zones:
+    """Knot servers a test starts with its own zones (stopped afterwards)."""
 
-    def __init__(self, records: dict[str, list]) -> None:
-        super().__init__()
-        self.records = records
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.servers: list[KnotServer] = []
 
-    def _lookup(self, name, cls, type_, timeout):  # noqa: ANN001, ANN202 - twisted API
-        key = name.decode() if isinstance(name, bytes) else str(name)
-        answers = [dns.RRHeader(name=key, type=payload.TYPE, payload=payload, ttl=60,
-                                auth=True)
-                   for payload in self.records.get(key.lower(), [])
-                   if type_ in (payload.TYPE, dns.ALL_RECORDS)]
-        if not answers:
-            return defer.fail(DomainError(key))
-        return defer.succeed((answers, [], []))
+    def serve(self, *records: str) -> KnotServer:
+        server = KnotServer(self.workdir / f"knot{len(self.servers)}",
+                            {"example.net": zone("example.net", *records)})
+        server.start()
+        self.servers.append(server)
+        return server
 
 
 @pytest.fixture
-def dns_server() -> Iterator[tuple[int, dict[str, list]]]:
-    """A DNS server on 127.0.0.1 (UDP, free port) serving the returned dict."""
-    records: dict[str, list] = {}
-    factory = server.DNSServerFactory(clients=[Records(records)])
-    port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
-    yield port.getHost().port, records
-    port.stopListening()
+def zones(tmp_path: Path) -> Iterator[Zones]:
+    reason = available()
+    if reason is not None:
+        unavailable(reason, "P2PSIP_REQUIRE_DNS")
+    made = Zones(tmp_path)
+    try:
+        yield made
+    finally:
+        for server in made.servers:
+            server.stop()
 
 
 def test_txt_peers_are_parsed_and_garbage_is_skipped() -> None:
@@ -51,31 +51,25 @@ def test_txt_peers_are_parsed_and_garbage_is_skipped() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_srv_and_txt_records_give_bootstrap_peers(dns_server) -> None:
-    port, records = dns_server
-    records["_p2psip._udp.example.net"] = [
-        dns.Record_SRV(20, 0, 6202, "node2.example.net"),
-        dns.Record_SRV(10, 0, 6201, "node1.example.net"),
-        dns.Record_TXT(b"127.0.0.3:6203"),
-    ]
-    records["node1.example.net"] = [dns.Record_A("127.0.0.1")]
-    records["node2.example.net"] = [dns.Record_A("127.0.0.2")]
-    lookup = DnsBootstrap(["example.net", "missing.example.net"], [("127.0.0.1", port)])
+async def test_srv_and_txt_records_give_bootstrap_peers(zones: Zones) -> None:
+    server = zones.serve("_p2psip._udp SRV 20 0 6202 node2",
+                         "_p2psip._udp SRV 10 0 6201 node1",
+                         '_p2psip._udp TXT "127.0.0.3:6203"',
+                         "node1 A 127.0.0.1", "node2 A 127.0.0.2")
+    lookup = DnsBootstrap(["example.net", "missing.example.net"], [server.address])
     peers = await lookup()
     assert peers == [("127.0.0.1", 6201), ("127.0.0.2", 6202), ("127.0.0.3", 6203)]
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_gateway_joins_the_overlay_through_dns(dns_server, tmp_path: Path) -> None:
-    port, records = dns_server
+async def test_a_gateway_joins_the_overlay_through_dns(zones: Zones, tmp_path: Path) -> None:
     a = await start_gateway(tmp_path / "a", **{"gateway.domains": "a.example"})
     host, overlay_port = a.overlay.address
-    records["_p2psip._udp.example.net"] = [dns.Record_SRV(10, 0, overlay_port,
-                                                          "seed.example.net")]
-    records["seed.example.net"] = [dns.Record_A(host)]
+    server = zones.serve(f"_p2psip._udp SRV 10 0 {overlay_port} seed", f"seed A {host}")
+    dns_host, dns_port = server.address
     b = await start_gateway(tmp_path / "b", **{"gateway.domains": "b.example",
                                                "overlay.bootstrap_dns": "example.net",
-                                               "overlay.dns_servers": f"127.0.0.1:{port}"})
+                                               "overlay.dns_servers": f"{dns_host}:{dns_port}"})
     try:
         deadline = time.monotonic() + 10
         while not (b.overlay.state == "joined" and b.overlay.node.contact_count()):

@@ -224,7 +224,8 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
                                 frozenset(machine_addresses()), relay_offer)
     dns = None
     if overlay.bootstrap_dns:
-        servers = [(a.host, a.port) for a in overlay.dns_servers] or None
+        servers = [(a.host, a.port)
+                   for a in overlay.dns_servers or config.dns.servers] or None
         dns = DnsBootstrap(overlay.bootstrap_dns, servers)
     return OverlayService(settings, prepared.overlay_socket, signer, trust, location, route,
                           reactor, runner, pins=pin_directory, dns_bootstrap=dns,

@@ -248,8 +248,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Tried after the static bootstrap peers and before the node cache; all are "
             "combined."),
     Setting("overlay", "dns_servers", "", v.dns_servers,
-            "DNS servers for bootstrap_dns (address:port, comma separated). Empty: the "
-            "system's (/etc/resolv.conf)."),
+            "DNS servers for bootstrap_dns (address:port, comma separated). Empty: "
+            "dns.servers, and with that empty the system's (/etc/resolv.conf)."),
     Setting("upstream", "uri", "", v.upstream_uri,
             "A conventional SIP registrar/proxy that runs next to the overlay during a "
             "migration (docs/migration.md), e.g. sip:192.0.2.20:5060 (an IP address: no "

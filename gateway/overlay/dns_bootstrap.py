@@ -1,23 +1,24 @@
 """Bootstrap peers from DNS: ``_p2psip._udp.<domain>`` SRV records (their targets
 resolved to addresses) and TXT records listing ``address:port`` peers, looked up with
-twisted.names (no central bootstrap server: whoever runs the domain's DNS lists the
-overlay's entry points).
+the SIP stack's DNS client (dnspython, cached; no central bootstrap server: whoever runs
+the domain's DNS lists the overlay's entry points).
 
 TXT strings hold peers separated by spaces or commas, ``192.0.2.10:6084`` or
 ``[2001:db8::1]:6084`` (port 6084 when omitted). SRV answers are used in priority
-order, then by weight.
+order, weighted at random within a priority (RFC 2782).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.names import client, dns
+from twisted.internet.defer import Deferred
 
 from gateway.log import get_logger
+from gateway.sip.dns import DnsClient
+from gateway.sip.locate import srv_order
 
 log = get_logger("gateway.overlay.dns")
 SERVICE = "_p2psip._udp"
@@ -51,55 +52,49 @@ def parse_txt_peers(strings: Iterable[bytes | str]) -> list[tuple[str, int]]:
 
 class DnsBootstrap:
     """Looks the bootstrap records of ``domains`` up; calling it gives a Deferred list
-    of ``(address, port)`` (what could be found; failures are logged)."""
+    of ``(address, port)`` (what could be found; what could not is logged)."""
 
     def __init__(self, domains: Iterable[str], servers: list[tuple[str, int]] | None = None,
-                 resolver: Any = None) -> None:
+                 client: DnsClient | None = None) -> None:
         self.domains = list(domains)
-        self.resolver = resolver or (client.createResolver(servers=servers) if servers
-                                     else client.createResolver())
+        self.client = client or DnsClient(servers)
 
     def __call__(self) -> Deferred[list[tuple[str, int]]]:
-        lookups = [self._domain(domain) for domain in self.domains]
-        d = DeferredList(lookups, consumeErrors=True)
-        d.addCallback(lambda results: [peer for ok, peers in results if ok for peer in peers])
-        return d
+        return Deferred.fromFuture(asyncio.ensure_future(self.peers()))
 
-    def _domain(self, domain: str) -> Deferred[list[tuple[str, int]]]:
+    async def peers(self) -> list[tuple[str, int]]:
+        """The peers every domain lists, in order, each once."""
+        found: list[tuple[str, int]] = []
+        for domain in self.domains:
+            found += await self._domain(domain)
+        return list(dict.fromkeys(found))
+
+    async def _domain(self, domain: str) -> list[tuple[str, int]]:
         name = f"{SERVICE}.{domain}"
-        srv = self.resolver.lookupService(name).addCallback(self._srv_peers)
-        txt = self.resolver.lookupText(name).addCallback(
-            lambda result: parse_txt_peers(s for r in result[0] if r.type == dns.TXT
-                                           for s in r.payload.data))
-        both = DeferredList([srv, txt], consumeErrors=True)
+        srv = await self.client.query(name, "SRV")
+        peers: list[tuple[str, int]] = []
+        for record in srv_order(srv.records):
+            peers += await self._addresses(record.target.to_text(omit_final_dot=True),
+                                           record.port)
+        txt = await self.client.query(name, "TXT")
+        peers += parse_txt_peers(s for record in txt.records for s in record.strings)
+        for kind, answer in (("SRV", srv), ("TXT", txt)):
+            if answer.error and answer.error not in ("NXDOMAIN", "no records"):
+                log.info("no {kind} bootstrap records for {name}: {error}", kind=kind,
+                         name=name, error=answer.error)
+        log.info("DNS bootstrap {name}: {peers}", name=name,
+                 peers=", ".join(f"{h}:{p}" for h, p in peers) or "none")
+        return peers
 
-        def combine(results: list[tuple[bool, Any]]) -> list[tuple[str, int]]:
-            peers: list[tuple[str, int]] = []
-            for (ok, value), kind in zip(results, ("SRV", "TXT"), strict=True):
-                if ok:
-                    peers.extend(value)
-                elif not value.check(dns.DomainError, dns.AuthoritativeDomainError):
-                    log.info("no {kind} bootstrap records for {name}: {error}", kind=kind,
-                             name=name, error=value.getErrorMessage())
-            log.info("DNS bootstrap {name}: {peers}", name=name,
-                     peers=", ".join(f"{h}:{p}" for h, p in peers) or "none")
-            return peers
-
-        return both.addCallback(combine)
-
-    def _srv_peers(self, result: Any) -> Deferred[list[tuple[str, int]]]:
-        answers = [r.payload for r in result[0] if r.type == dns.SRV]
-        answers.sort(key=lambda srv: (srv.priority, -srv.weight))
-        resolved = [self._address(str(srv.target), srv.port) for srv in answers]
-        d = DeferredList(resolved, consumeErrors=True)
-        d.addCallback(lambda results: [peer for ok, peer in results if ok and peer])
-        return d
-
-    def _address(self, target: str, port: int) -> Deferred[tuple[str, int] | None]:
+    async def _addresses(self, target: str, port: int) -> list[tuple[str, int]]:
         try:
             ipaddress.ip_address(target)
         except ValueError:
-            return self.resolver.getHostByName(target).addCallback(lambda ip: (ip, port))
-        d: Deferred[tuple[str, int] | None] = Deferred()
-        d.callback((target, port))
-        return d
+            pass
+        else:
+            return [(target, port)]
+        found = []
+        for rdtype in ("A", "AAAA"):
+            answer = await self.client.query(target, rdtype)
+            found += [(record.address, port) for record in answer.records]
+        return found
