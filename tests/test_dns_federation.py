@@ -17,6 +17,8 @@ import pytest_twisted
 from conftest import ports, start_gateway, unavailable
 from dns_server import KnotServer, available, zone
 from sip_ua import UA, call
+from test_tls import tls_uas
+from tls_certs import TestCA
 from twisted.internet.threads import deferToThread
 
 from gateway.sip.message import Response
@@ -139,3 +141,41 @@ async def test_a_domain_dns_does_not_know_gets_404_with_a_warning(
         await service.stopService()
     assert "NXDOMAIN" in (answer.header("warning") or ""), answer.header("warning")
     assert took < 1.0
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (["secure.example"], 486),  # the certificate names the SIP domain: reached
+    (["other.example"], "certificate name mismatch"),  # it names another: refused
+])
+@pytest_twisted.ensureDeferred
+async def test_a_sips_domain_is_reached_over_tls_that_proves_the_domain(
+        far: FarDomain, tmp_path: Path, names: list[str], expected: int | str) -> None:
+    """RFC 5922: the server found through _sips._tcp SRV must prove the SIP domain
+    (secure.example), not the SRV target's name."""
+    ca = TestCA(tmp_path / "ca")
+    leaf = ca.issue("uas", dns=names)
+    with tls_uas(leaf.cert, leaf.key) as (uas_port, received):
+        far.knot = KnotServer(tmp_path / "knot", {"secure.example": zone(
+            "secure.example", f"_sips._tcp SRV 10 10 {uas_port} uas", "uas A 127.0.0.1")})
+        far.knot.start()
+        host, port = far.knot.address
+        service = await start_gateway(tmp_path / "gw", **{
+            "proxy.resolvers": "local, dns", "dns.servers": f"{host}:{port}",
+            "tls.ca_file": str(ca.cert_path)})
+        alice = UA("alice", ports(service)["udp"])
+
+        def invite() -> Response:
+            alice.send(alice.request("INVITE", "sips:bob@secure.example"))
+            return alice.expect(486, 503, timeout=15)
+
+        try:
+            response = await deferToThread(invite)
+        finally:
+            alice.close()
+            await service.stopService()
+    if expected == 486:
+        assert response.status == 486
+        assert received and received[0].vias[0].transport.upper() == "TLS"
+    else:
+        assert response.status == 503 and expected in response.reason, response.reason
+        assert not received
