@@ -179,3 +179,35 @@ async def test_a_sips_domain_is_reached_over_tls_that_proves_the_domain(
     else:
         assert response.status == 503 and expected in response.reason, response.reason
         assert not received
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_route_naming_a_host_is_located_in_dns(far: FarDomain,
+                                                       tmp_path: Path) -> None:
+    """A preloaded Route to proxy.far.example (a name, not an address): the gateway asks
+    DNS (RFC 3263) and sends the request there, keeping the Route for that proxy."""
+    bob = UA("bob", 0, domain="far.example")
+    far.knot = KnotServer(tmp_path / "knot", {"far.example": zone(
+        "far.example", "proxy A 127.0.0.1")})
+    far.knot.start()
+    service = await _gateway(tmp_path, far.knot)
+    gateway_port = ports(service)["udp"]
+    bob.gateway = ("127.0.0.1", gateway_port)
+    alice = UA("alice", gateway_port)
+
+    def routed() -> tuple:
+        alice.send(alice.request("INVITE", "sip:bob@far.example", extra=[
+            ("Route", f"<sip:127.0.0.1:{gateway_port};lr>"),
+            ("Route", f"<sip:proxy.far.example:{bob.port};lr>")]))
+        incoming = bob.expect_request("INVITE")
+        bob.answer(incoming, 486)
+        return incoming, alice.expect(486)
+
+    try:
+        incoming, final = await deferToThread(routed)
+    finally:
+        alice.close()
+        bob.close()
+        await service.stopService()
+    assert incoming.header_values("route") == [f"<sip:proxy.far.example:{bob.port};lr>"]
+    assert final.status == 486

@@ -80,6 +80,9 @@ class FakeIO:
     def next_hop_failed(self, destination: Address) -> None:
         pass
 
+    def locate(self, uri: Any) -> int:
+        return 0
+
     def next_hop_answered(self, destination: Address) -> None:
         pass
 

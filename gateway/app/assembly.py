@@ -150,7 +150,10 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                                 absorb=sink.absorb, tls=prepared.tls, rejected=metrics.rejected,
                                 connections=connections, unreachable=sink.unreachable)
 
-    driver = CoreDriver(core, reactor, resolvers, location, make_transports)
+    # Next hops named by host names are located in DNS when the dns resolver is on
+    # (until it is on by default, a gateway without it keeps to IP addresses).
+    driver = CoreDriver(core, reactor, resolvers, location, make_transports,
+                        locator if "dns" in config.proxy.resolvers else None)
     upstream = (UpstreamRegistrations(upstream_server, driver, location, reactor)
                 if upstream_server is not None else None)
     relay_client = None

@@ -49,6 +49,15 @@ class Resolve:
 
 
 @dataclass(frozen=True, slots=True)
+class Locate:
+    """Find the servers of a next hop named by a host name (RFC 3263); answer with
+    :meth:`SipCore.located` and ``token``."""
+
+    token: int
+    uri: SipUri
+
+
+@dataclass(frozen=True, slots=True)
 class WriteBindings:
     """Make ``bindings`` the complete, durable binding set of ``aor``; answer with
     :meth:`SipCore.committed` or :meth:`SipCore.write_failed` and ``token``."""

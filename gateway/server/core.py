@@ -20,7 +20,15 @@ from typing import Protocol
 
 from gateway.log import debug_enabled, get_logger
 from gateway.registry.binding import Binding
-from gateway.server.actions import Action, Deliver, Resolve, Send, Wake, WriteBindings
+from gateway.server.actions import (
+    Action,
+    Deliver,
+    Locate,
+    Resolve,
+    Send,
+    Wake,
+    WriteBindings,
+)
 from gateway.server.authenticator import Authenticator
 from gateway.server.flow_token import FlowTokens
 from gateway.server.myself import Myself
@@ -34,6 +42,7 @@ from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientTransaction, ClientTransactionLayer
 from gateway.sip.errors import IllegalTransition, SipSyntaxError
 from gateway.sip.forwarding import received_address
+from gateway.sip.locate import Located
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
 from gateway.sip.transaction import ServerTransaction, State, TransactionLayer, transaction_key
@@ -201,6 +210,12 @@ class SipCore:
         """The resolver chain answered the :class:`Resolve` ``token``."""
         self._now = now
         self._guarded(self.proxy.resolved, token, resolution)
+        return self._flush()
+
+    def located(self, token: int, located: Located, now: float) -> list[Action]:
+        """DNS answered the :class:`Locate` ``token``."""
+        self._now = now
+        self._guarded(self.proxy.located, token, located)
         return self._flush()
 
     def resolve_failed(self, token: int, reason: str, now: float) -> list[Action]:
@@ -445,6 +460,12 @@ class SipCore:
         (for the proxy)."""
         token = next(self._tokens)
         self._out.append(Resolve(token, uri, request))
+        return token
+
+    def locate(self, uri: SipUri) -> int:
+        """Ask DNS for the servers of a next hop named by a host name (for the proxy)."""
+        token = next(self._tokens)
+        self._out.append(Locate(token, uri))
         return token
 
     def is_me(self, host: str, port: int | None) -> bool:

@@ -9,6 +9,7 @@ synchronously) is fed back at once, so nothing waits for the reactor needlessly.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -18,10 +19,11 @@ from twisted.python.failure import Failure
 
 from gateway.log import get_logger
 from gateway.registry.binding import Binding
-from gateway.server.actions import Action, Deliver, Resolve, Send, Wake, WriteBindings
+from gateway.server.actions import Action, Deliver, Locate, Resolve, Send, Wake, WriteBindings
 from gateway.server.core import SipCore
-from gateway.server.routing import Resolution, ResolverChain
+from gateway.server.routing import Resolution, ResolverChain, ServerLocator
 from gateway.sip.address import Address
+from gateway.sip.locate import Located
 from gateway.sip.message import Request, Response
 from gateway.sip.transport import TransportManager
 
@@ -54,18 +56,21 @@ class CoreDriver:
 
     def __init__(self, core: SipCore, reactor: IReactorTime, resolvers: ResolverChain,
                  registry: BindingWriter,
-                 make_transports: Callable[[MessageSink], TransportManager]) -> None:
+                 make_transports: Callable[[MessageSink], TransportManager],
+                 locator: ServerLocator | None = None) -> None:
         """``make_transports`` builds the transports that deliver to this driver (they
-        and the driver need each other: the driver builds them)."""
+        and the driver need each other: the driver builds them); ``locator`` finds next
+        hops named by host names (None: they cannot be reached)."""
         self.core = core
         self.reactor = reactor
         self.resolvers = resolvers
+        self.locator = locator
         self.registry = registry
         self.transports = make_transports(self)
         self._timer: IDelayedCall | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             Send: self._send, Wake: self._wake, WriteBindings: self._write,
-            Resolve: self._resolve, Deliver: self._deliver}
+            Resolve: self._resolve, Deliver: self._deliver, Locate: self._locate}
 
     # --- from the transports ------------------------------------------------------------
 
@@ -131,6 +136,19 @@ class CoreDriver:
         maybeDeferred(self.resolvers.resolve, action.uri, action.request).addCallbacks(
             self._resolved, self._resolve_failed, callbackArgs=(action.token,),
             errbackArgs=(action.token,))
+
+    def _locate(self, action: Locate) -> None:
+        if self.locator is None:
+            self._located(Located((), "DNS resolution is not enabled (add dns to "
+                                      "proxy.resolvers)"), action.token)
+            return
+        d = Deferred.fromFuture(asyncio.ensure_future(self.locator.locate(action.uri)))
+        d.addErrback(lambda failure: Located((), f"DNS lookup failed: "
+                                                 f"{failure.getErrorMessage()}"))
+        d.addCallback(self._located, action.token)
+
+    def _located(self, located: Located, token: int) -> None:
+        self.execute(self.core.located(token, located, self.reactor.seconds()))
 
     def _deliver(self, action: Deliver) -> None:
         action.user.client_event(action.event, action.txn, action.response)

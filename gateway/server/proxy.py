@@ -17,6 +17,7 @@ response goes upstream once no branch is left.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -29,6 +30,7 @@ from gateway.sip import forwarding
 from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientEvent, ClientTransaction, build_cancel
 from gateway.sip.errors import SipSyntaxError
+from gateway.sip.locate import Located
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import build_response
 from gateway.sip.transaction import ServerTransaction
@@ -53,6 +55,10 @@ class ProxyIO(Protocol):
     def resolve(self, uri: SipUri, request: Request) -> int:
         """Ask for the targets of ``uri``; :meth:`Proxy.resolved` or
         :meth:`Proxy.resolve_failed` gets the answer with the token returned."""
+
+    def locate(self, uri: SipUri) -> int:
+        """Ask DNS where the next hop ``uri`` (a host name) is (RFC 3263);
+        :meth:`Proxy.located` gets the answer with the token returned."""
 
     def respond(self, txn: ServerTransaction, response: Response) -> None:
         """Send a response in a server transaction."""
@@ -140,6 +146,7 @@ class ResponseContext:
     answered: bool = False  # a final response went upstream
     cancelled: bool = False
     got_2xx: bool = False
+    locating: int = 0  # next hops being looked up in DNS: do not finish yet
 
 
 class Proxy:
@@ -151,6 +158,8 @@ class Proxy:
         self._contexts: dict[int, ResponseContext] = {}  # id(server txn) -> context
         # Lookups under way: token -> (server transaction, request, loop hash).
         self._lookups: dict[int, tuple[ServerTransaction, Request, str]] = {}
+        # Next hops being located in DNS: token -> (context, target), or (None, ACK).
+        self._locating: dict[int, tuple[ResponseContext | None, Target | Request]] = {}
         # Timer C: (deadline, serial) entries, one per branch whose timer runs; a reset
         # moves the branch's deadline and its entry is pushed again when it pops early.
         self._timer_heap: list[tuple[float, int]] = []
@@ -275,8 +284,13 @@ class Proxy:
                 target = replace(target, next_hop=flow, relay_token=token)
         destination = self._next_hop(request, target)
         if destination is None:
-            self._synthesise(context, None, 503, "Service Unavailable (cannot resolve the "
-                             "next hop: DNS resolution is not enabled)")
+            named = _named_hop(request)
+            if named is None:
+                self._synthesise(context, None, 502, "Bad Gateway (unusable next hop)")
+                return
+            # A host name: DNS first (RFC 3263), then this target again for each server.
+            context.locating += 1
+            self._locating[self.io.locate(named)] = (context, target)
             return
         local = self.io.local_address(destination.transport, destination.host)
         if local is None:
@@ -409,7 +423,14 @@ class Proxy:
             return  # for the gateway itself: nothing to do
         destination = self._next_hop(request, target)
         if destination is None:
+            named = _named_hop(request)
+            if named is not None:
+                self._locating[self.io.locate(named)] = (None, request)
             return
+        self._send_ack(request, destination, max_forwards)
+
+    def _send_ack(self, request: Request, destination: Address,
+                  max_forwards: int | None) -> None:
         local = self.io.local_address(destination.transport, destination.host)
         if local is None:
             return
@@ -417,6 +438,38 @@ class Proxy:
         request.add_header("Via", forwarding.via_value(
             destination.transport, *local, forwarding.stateless_branch(request)), first=True)
         self.io.send_stateless(request, destination)
+
+    # --- next hops located in DNS ---------------------------------------------------------
+
+    def located(self, token: int, located: Located) -> None:
+        """Where the next hop of the lookup ``token`` is: forward to the first server,
+        keep the others as alternatives (tried after a timeout, transport error or 503)."""
+        pending = self._locating.pop(token, None)
+        if pending is None:
+            return
+        context, item = pending
+        if context is None:
+            assert isinstance(item, Request)
+            if located.targets:  # an ACK for a 2xx: to the first server, statelessly
+                self._send_ack(item, located.targets[0], item.max_forwards)
+            return
+        assert isinstance(item, Target)
+        context.locating -= 1
+        if context.cancelled or context.answered or context.request is None:
+            self._maybe_finish(context)
+            return
+        if not located.targets:
+            self._synthesise(context, None, 503, "Service Unavailable (cannot resolve the "
+                             f"next hop: {located.error or 'no address'})")
+            self._maybe_finish(context)
+            return
+        first, *rest = [replace(item, next_hop=address, alternative=True)
+                        for address in located.targets]
+        context.groups[0:0] = [[alternative] for alternative in rest]
+        context.starting = True
+        self._forward(context, first)
+        context.starting = False
+        self._maybe_finish(context)
 
     # --- CANCEL from upstream -------------------------------------------------------------
 
@@ -551,7 +604,7 @@ class Proxy:
             self._consider(context, build_response(context.request, status, reason), ours=True)
 
     def _maybe_finish(self, context: ResponseContext) -> None:
-        if context.pending or context.starting:
+        if context.pending or context.starting or context.locating:
             return
         if context.groups and not context.cancelled and not context.got_2xx:
             if not _worth_failover(context.best):
@@ -663,6 +716,24 @@ def _upstream(best: Response, request: Request, ours: bool) -> Response:
     if best.status == 503 and not ours:
         return build_response(request, 500, "Server Internal Error (next hop unavailable)")
     return best
+
+
+def _named_hop(request: Request) -> SipUri | None:
+    """The next hop's URI when it names a host (the top Route, else the Request-URI)
+    that DNS must locate, else None."""
+    values = forwarding.routes(request)
+    try:
+        uri = forwarding.route_target(values[0]).uri if values else request.uri
+    except SipSyntaxError:
+        return None
+    if not isinstance(uri, SipUri):
+        return None
+    host = (uri.param("maddr") or uri.host).strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return uri if host else None
+    return None
 
 
 def _worth_failover(best: Response | None) -> bool:
