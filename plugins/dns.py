@@ -40,9 +40,12 @@ class DnsResolver:
 
     name = "dns"
 
-    def __init__(self, locator: ServerLocator | None, is_local: Callable[[str], bool]) -> None:
+    def __init__(self, locator: ServerLocator | None, is_local: Callable[[str], bool],
+                 next_hop_dead: Callable[[str, int], bool] = lambda _h, _p: False) -> None:
+        """``next_hop_dead``: whether a server failed lately (it is tried last)."""
         self.locator = locator
         self.is_local = is_local
+        self.next_hop_dead = next_hop_dead
 
     def resolve(self, uri: SipUri, request: Request) -> Deferred[Resolution] | None:
         """See :class:`gateway.server.routing.ITargetResolver`."""
@@ -58,11 +61,13 @@ class DnsResolver:
         if not located.targets:
             nothing = any(word in located.error for word in ("NXDOMAIN", "no records"))
             return _not_found(located.error or "no address", 404 if nothing else 503)
-        count = len(located.targets)
+        # A server that failed lately goes last (RFC 3263 §4.3: avoid it for a while).
+        ordered = sorted(located.targets, key=lambda a: self.next_hop_dead(a.host, a.port))
+        count = len(ordered)
         return Resolution(targets=tuple(
             Target(str(uri), q=round(1.0 - index / (count + 1), 4), next_hop=address,
                    alternative=True)
-            for index, address in enumerate(located.targets)))
+            for index, address in enumerate(ordered)))
 
 
 def _not_found(detail: str, status: int) -> Resolution:
@@ -82,7 +87,7 @@ class DnsResolverFactory:
 
     def build(self, context: ResolverContext) -> DnsResolver:
         """The resolver over the gateway's locator (passes when it has none)."""
-        return DnsResolver(context.locator, context.is_local)
+        return DnsResolver(context.locator, context.is_local, context.next_hop_dead)
 
 
 dns_resolver = DnsResolverFactory()

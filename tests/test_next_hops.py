@@ -38,3 +38,25 @@ def test_the_proxy_reports_a_forward_that_timed_out() -> None:
     assert not harness.core.next_hops.dead("198.51.100.2", 5060, harness.now)
     harness.advance(33)  # Timer B (64 x T1 = 32 s)
     assert harness.core.next_hops.dead("198.51.100.2", 5060, harness.now)
+
+
+def test_a_server_dns_gives_that_failed_lately_is_tried_last() -> None:
+    import importlib
+
+    from gateway.server.routing import plugins_package
+    from gateway.sip.address import Address
+    from gateway.sip.locate import Located
+    from gateway.sip.uri import parse_uri
+
+    plugins_package()  # installed, or loaded from plugins/ in a checkout
+    dns_resolver = importlib.import_module("gateway.plugins.dns").DnsResolver
+
+    dead = Address("udp", "198.51.100.31", 5060, 0, "far.example")
+    live = Address("udp", "198.51.100.32", 5060, 0, "far.example")
+    resolver = dns_resolver(None, lambda host: False,
+                           lambda host, port: (host, port) == (dead.host, dead.port))
+    uri = parse_uri("sip:bob@far.example")
+    resolution = resolver._targets(Located((dead, live)), uri)  # noqa: SLF001
+    assert [t.next_hop for t in resolution.targets] == [live, dead]
+    assert all(t.alternative for t in resolution.targets)
+    assert resolution.targets[0].q > resolution.targets[1].q

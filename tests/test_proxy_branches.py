@@ -83,6 +83,9 @@ class FakeIO:
     def locate(self, uri: Any) -> int:
         return 0
 
+    def next_hop_dead(self, destination: Address) -> bool:
+        return False
+
     def next_hop_answered(self, destination: Address) -> None:
         pass
 

@@ -152,9 +152,11 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
 
     # Next hops named by host names are located in DNS when the dns resolver is on
     # (until it is on by default, a gateway without it keeps to IP addresses).
+    dns_on = "dns" in config.proxy.resolvers
     driver = CoreDriver(core, reactor, resolvers, location, make_transports,
-                        locator if "dns" in config.proxy.resolvers else None)
-    upstream = (UpstreamRegistrations(upstream_server, driver, location, reactor)
+                        locator if dns_on else None)
+    upstream = (UpstreamRegistrations(upstream_server, driver, location, reactor,
+                                      locator if dns_on else None)
                 if upstream_server is not None else None)
     relay_client = None
     if overlay is not None:

@@ -285,6 +285,23 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
     if overlay.enabled and overlay.trust == "ca" and not overlay.ca_file:
         raise ConfigError("overlay.ca_file: needed when overlay.trust is ca")
     upstream = UpstreamSection(**values["upstream"])
+    if upstream.uri and "dns" not in proxy.resolvers and not _ip_or_localhost_host(
+            upstream.uri):
+        raise ConfigError(f"upstream.uri: {upstream.uri!r} names a host, which needs DNS: "
+                          "add dns to proxy.resolvers (or give an IP address)")
     return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay,
                          upstream, StatusSection(**values["status"]),
                          LimitsSection(**values["limits"]), DnsSection(**values["dns"]))
+
+
+def _ip_or_localhost_host(uri: str) -> bool:
+    """Whether a SIP URI's host is an IP address or localhost (no DNS needed)."""
+    host = uri.split(":", 1)[1].split(";", 1)[0].rsplit("@", 1)[-1]
+    host = host.split("]")[0][1:] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -252,9 +252,10 @@ SETTINGS: tuple[Setting, ...] = (
             "dns.servers, and with that empty the system's (/etc/resolv.conf)."),
     Setting("upstream", "uri", "", v.upstream_uri,
             "A conventional SIP registrar/proxy that runs next to the overlay during a "
-            "migration (docs/migration.md), e.g. sip:192.0.2.20:5060 (an IP address: no "
-            "DNS yet). Empty: none. Requests from its address are trusted (no digest "
-            "challenge)."),
+            "migration (docs/migration.md), e.g. sip:192.0.2.20:5060, or by name "
+            "(sip:provider.example, located in DNS by RFC 3263 with failover over its "
+            "SRV targets; needs dns in proxy.resolvers). Empty: none. Requests from its "
+            "address(es) are trusted (no digest challenge)."),
     Setting("upstream", "domain", "", v.plain,
             "The domain of our users' AoRs at the upstream server. Empty: the host of "
             "uri."),

@@ -237,14 +237,8 @@ def sip_uri(raw: str) -> str:
 
 @kind("SIP URI")
 def upstream_uri(raw: str) -> str:
-    value = sip_uri(raw)
-    if value:
-        host = value.split(":", 1)[1].split(";", 1)[0].rsplit("@", 1)[-1]
-        host = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0][1:]
-        if not is_ip_literal(host) and host.lower() != "localhost":
-            raise ValueError(f"{value!r}: the host must be an IP address (DNS resolution "
-                             "of the upstream server is not supported yet)")
-    return value
+    # An IP address, or a name located by DNS (RFC 3263; the dns resolver must be on).
+    return sip_uri(raw)
 
 
 @kind("file path")

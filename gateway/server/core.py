@@ -501,6 +501,10 @@ class SipCore:
         """``destination`` answered (for the proxy)."""
         self.next_hops.answered(destination.host, destination.port)
 
+    def next_hop_dead(self, destination: Address) -> bool:
+        """Whether ``destination`` failed lately (for the proxy)."""
+        return self.next_hops.dead(destination.host, destination.port, self._now)
+
     def flow_token(self, flow: Address) -> str:
         """``flow`` as a Record-Route token (for the proxy)."""
         return self.flow_tokens.token(flow)

@@ -99,6 +99,9 @@ class ProxyIO(Protocol):
     def next_hop_answered(self, destination: Address) -> None:
         """``destination`` answered a request."""
 
+    def next_hop_dead(self, destination: Address) -> bool:
+        """Whether ``destination`` failed lately (it is tried after the others)."""
+
     def flow_token(self, flow: Address) -> str:
         """``flow`` as a token for a Record-Route parameter
         (``gateway/server/flow_token.py``)."""
@@ -463,8 +466,10 @@ class Proxy:
                              f"next hop: {located.error or 'no address'})")
             self._maybe_finish(context)
             return
+        # A server that failed lately goes last (RFC 3263 §4.3: avoid it for a while).
+        ordered = sorted(located.targets, key=self.io.next_hop_dead)
         first, *rest = [replace(item, next_hop=address, alternative=True)
-                        for address in located.targets]
+                        for address in ordered]
         context.groups[0:0] = [[alternative] for alternative in rest]
         context.starting = True
         self._forward(context, first)

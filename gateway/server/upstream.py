@@ -12,20 +12,24 @@ credentials.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
 from gateway.log import get_logger
+from gateway.server.routing import ServerLocator
 from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientEvent, ClientTransaction
 from gateway.sip.digest import client_credentials, parse_challenge
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.forwarding import uri_address, via_value
+from gateway.sip.locate import Located
 from gateway.sip.message import Request, Response
 from gateway.sip.responses import new_tag
 from gateway.sip.uri import SipUri, bracketed, parse_uri
@@ -61,14 +65,17 @@ class _Registration:
 
 @dataclass(frozen=True)
 class UpstreamServer:
-    """Where the upstream server is: its address, the Route value that reaches it and
-    the domain of our users' AoRs there."""
+    """Where the upstream server is: its address (None when ``uri`` names a host that
+    DNS locates, RFC 3263), the Route value that reaches it and the domain of our users'
+    AoRs there. ``addresses`` are the (host, port) it was last located at."""
 
     settings: UpstreamSettings
-    destination: Address
+    destination: Address | None
     domain: str
     #: The Route value that sends a request to the upstream server (loose routing).
     route: str
+    uri: SipUri
+    addresses: set[tuple[str, int]] = field(default_factory=set, compare=False)
 
     @classmethod
     def from_settings(cls, settings: UpstreamSettings) -> UpstreamServer:
@@ -77,18 +84,21 @@ class UpstreamServer:
         if not isinstance(uri, SipUri):
             raise ValueError(f"upstream.uri: {settings.uri!r} is not a SIP URI")
         address = uri_address(uri)
-        if address is None:
-            raise ValueError(f"upstream.uri: {settings.uri!r} needs an IP address (DNS "
-                             "resolution is not supported yet)")
-        route = (f"sip:{bracketed(address.host)}:{address.port}"
-                 + ("" if address.transport == "udp" else f";transport={address.transport}")
-                 + ";lr")
-        return cls(settings, address, settings.domain or uri.host, route)
+        if address is not None:
+            route = (f"sip:{bracketed(address.host)}:{address.port}"
+                     + ("" if address.transport == "udp"
+                        else f";transport={address.transport}") + ";lr")
+            return cls(settings, address, settings.domain or uri.host, route, uri,
+                       {(address.host, address.port)})
+        # A name: the proxy locates the Route's host, the registrations the URI's.
+        route = (f"sip:{uri.host}" + (f":{uri.port}" if uri.port else "")
+                 + (f";transport={uri.transport}" if uri.transport else "") + ";lr")
+        return cls(settings, None, settings.domain or uri.host, route, uri)
 
     def is_upstream(self, host: str, port: int | None) -> bool:
         """Whether ``host``/``port`` (a source address or a Via's sent-by) is the
         upstream server (port 5060 when None)."""
-        return host == self.destination.host and (port or 5060) == self.destination.port
+        return (host, port or 5060) in self.addresses
 
 
 class RequestSender(Protocol):
@@ -111,13 +121,18 @@ class UpstreamRegistrations:
     service (``lookup``, ``snapshot``, ``watchers``, ``expiry_watchers``)."""
 
     def __init__(self, server: UpstreamServer, sender: RequestSender, location: Any,
-                 reactor: Any) -> None:
+                 reactor: Any, locator: ServerLocator | None = None) -> None:
+        """``locator`` finds the server when ``upstream.uri`` names a host (RFC 3263)."""
         self.server = server
         self.settings = server.settings
         self.sender = sender
         self.location = location
         self.reactor = reactor
-        self.destination: Address = server.destination
+        self.locator = locator
+        # Where REGISTERs go, best first; a failed one is dropped, none left: locate again.
+        self._targets: list[Address] = [server.destination] if server.destination else []
+        self._waiting: set[str] = set()
+        self._locating = False
         self.domain = server.domain
         self.route = server.route
         self._registrations: dict[str, _Registration] = {}
@@ -177,7 +192,39 @@ class UpstreamRegistrations:
 
     # --- REGISTER ---------------------------------------------------------------------
 
+    @property
+    def destination(self) -> Address | None:
+        """Where the next REGISTER goes (None until DNS located the server)."""
+        return self._targets[0] if self._targets else None
+
+    def _locate(self) -> None:
+        if self._locating or self.locator is None:
+            if self.locator is None:
+                log.warn("upstream: {uri} names a host, but DNS is off (add dns to "
+                         "proxy.resolvers)", uri=self.settings.uri)
+            return
+        self._locating = True
+        d = Deferred.fromFuture(asyncio.ensure_future(self.locator.locate(self.server.uri)))
+        d.addCallbacks(self._located, lambda f: self._located(Located((), f.getErrorMessage())))
+
+    def _located(self, located: Located) -> None:
+        self._locating = False
+        self._targets = list(located.targets)
+        self.server.addresses.update((t.host, t.port) for t in located.targets)
+        if not self._targets:
+            log.warn("upstream: cannot locate {uri}: {error}", uri=self.settings.uri,
+                     error=located.error or "no address")
+            return
+        waiting, self._waiting = sorted(self._waiting), set()
+        for aor in waiting:
+            self._send(aor)
+
     def _send(self, aor: str, authorization: tuple[str, str] | None = None) -> None:
+        destination = self.destination
+        if destination is None:
+            self._waiting.add(aor)
+            self._locate()
+            return
         live = bool(self.location.lookup(aor))
         registration = self._registrations.get(aor)
         if registration is None:
@@ -185,11 +232,10 @@ class UpstreamRegistrations:
                 return  # never registered upstream: nothing to withdraw
             registration = self._registrations[aor] = _Registration(
                 aor, f"{uuid.uuid4().hex}@p2psip-gateway", new_tag())
-        local = self.sender.local_address(self.destination.transport,
-                                          self.destination.host)
+        local = self.sender.local_address(destination.transport, destination.host)
         if local is None:
             log.warn("upstream: no {t} transport to reach {uri}",
-                     t=self.destination.transport, uri=self.settings.uri)
+                     t=destination.transport, uri=self.settings.uri)
             return
         if authorization is None:
             registration.challenge_tried = False
@@ -197,13 +243,13 @@ class UpstreamRegistrations:
         user = aor[len("sip:"):].rsplit("@", 1)[0]
         upstream_aor = f"sip:{user}@{self.domain}"
         contact = (f"<sip:{user}@{bracketed(local[0])}:{local[1]}"
-                   + ("" if self.destination.transport == "udp"
-                      else f";transport={self.destination.transport}")
+                   + ("" if destination.transport == "udp"
+                      else f";transport={destination.transport}")
                    + f";{GW_AOR_PARAM}={quote(aor, safe='')}>")
         branch = f"z9hG4bK{next(self._serial):x}u{uuid.uuid4().hex[:12]}"
         request = Request("REGISTER", parse_uri(f"sip:{self.domain}"), [])
         for name, value in (
-                ("Via", via_value(self.destination.transport, *local, branch)),
+                ("Via", via_value(destination.transport, *local, branch)),
                 ("Max-Forwards", "70"), ("From", f"<{upstream_aor}>;tag={registration.from_tag}"),
                 ("To", f"<{upstream_aor}>"), ("Call-ID", registration.call_id),
                 ("CSeq", f"{registration.cseq} REGISTER"), ("Contact", contact),
@@ -212,7 +258,7 @@ class UpstreamRegistrations:
         if authorization is not None:
             request.add_header(*authorization)
         request.add_header("Content-Length", "0")
-        self.sender.send_request(request, self.destination, _Owner(self, aor, live), branch)
+        self.sender.send_request(request, destination, _Owner(self, aor, live), branch)
 
     def client_event(self, owner: _Owner, event: ClientEvent, txn: ClientTransaction,
                      response: Response | None) -> None:
@@ -222,8 +268,14 @@ class UpstreamRegistrations:
             return
         if event is not ClientEvent.RESPONSE or response is None:
             self.failed += 1
-            log.warn("upstream: REGISTER of {aor} failed ({event})", aor=owner.aor,
+            log.warn("upstream: REGISTER of {aor} at {host}:{port} failed ({event})",
+                     aor=owner.aor, host=txn.destination.host, port=txn.destination.port,
                      event=event.name.lower())
+            if (self.server.destination is None and self._targets
+                    and self._targets[0] == txn.destination):
+                # RFC 3263 §4.3: the next server DNS gave (none left: locate again).
+                self._targets.pop(0)
+                self._send(owner.aor)
             return
         if response.status < 200:
             return
