@@ -399,6 +399,8 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
         ("nat", _nat_row(status.get("nat"))),
         *((("relay", _relay_row(status["relay"])),) if status.get("relay") else ()),
         ("relaying for", f"{status.get('relaying_for', 0)} NATed gateway(s)"),
+        *((("dns name", _publish_row(status["dns_publish"])),)
+          if status.get("dns_publish") else ()),
         *(("warning", text) for text in status.get("warnings") or ()),
     ]
     _labelled(rows, out)
@@ -409,6 +411,12 @@ def _nat_row(nat: dict[str, str] | None) -> str:
     if not nat:
         return "not checked yet (no peer answered)"
     return f"{nat.get('kind', '?')}, observed {nat.get('observed') or '-'}"
+
+
+def _publish_row(publish: dict[str, Any]) -> str:
+    entries = ", ".join(publish.get("entries") or []) or "no entry"
+    text = f"{publish.get('name')} at {publish.get('server')}: {publish.get('state')}, {entries}"
+    return text + (f" ({publish['last_error']})" if publish.get("last_error") else "")
 
 
 def _relay_row(relay: dict[str, str]) -> str:

@@ -22,6 +22,7 @@ from gateway.app.status_file import OVERLAY_STATUS_FILE, write_status_file
 from gateway.app.wiring import (
     auth_policy,
     overlay_settings,
+    publish_settings,
     registrar_policy,
     upstream_settings,
 )
@@ -228,16 +229,19 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
     settings = overlay_settings(config, load_node_id(config.data_dir),
                                 frozenset(machine_addresses()), relay_offer)
     dns = None
-    if overlay.bootstrap_dns:
+    # The domain this overlay publishes itself under is read like the others.
+    bootstrap_domains = list(dict.fromkeys(
+        [*overlay.bootstrap_dns, *([overlay.publish_dns] if overlay.publish_dns else [])]))
+    if bootstrap_domains:
         servers = [(a.host, a.port)
                    for a in overlay.dns_servers or config.dns.servers] or None
-        dns = DnsBootstrap(overlay.bootstrap_dns, servers)
+        dns = DnsBootstrap(bootstrap_domains, servers)
     return OverlayService(settings, prepared.overlay_socket, signer, trust, location, route,
                           reactor, runner, pins=pin_directory, dns_bootstrap=dns,
                           status_writer=partial(write_status_file,
                                                 Path(config.data_dir) / OVERLAY_STATUS_FILE),
                           lookup_observer=metrics.observe_overlay_lookup,
-                          warnings=warnings)
+                          warnings=warnings, publish=publish_settings(config))
 
 
 def _store_runner(prepared: Prepared, reactor: Any) -> StoreRunner:

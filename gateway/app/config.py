@@ -134,6 +134,12 @@ class OverlaySection:
     health_interval: float
     bootstrap_dns: tuple[str, ...]
     dns_servers: tuple[ListenAddress, ...]
+    publish_dns: str
+    publish_dns_server: ListenAddress | None
+    publish_dns_zone: str
+    publish_dns_key_file: str
+    publish_dns_min_entries: int
+    publish_dns_interval: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +290,19 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
         raise ConfigError("overlay.listen: needed when overlay.enabled is on")
     if overlay.enabled and overlay.trust == "ca" and not overlay.ca_file:
         raise ConfigError("overlay.ca_file: needed when overlay.trust is ca")
+    if overlay.publish_dns:
+        if overlay.publish_dns_server is None:
+            raise ConfigError("overlay.publish_dns_server: needed when overlay.publish_dns "
+                              "is set")
+        if not overlay.publish_dns_key_file:
+            raise ConfigError("overlay.publish_dns_key_file: needed when "
+                              "overlay.publish_dns is set")
+        from gateway.overlay.dns_publisher import TsigKey, TsigKeyError
+
+        try:
+            TsigKey.from_file(overlay.publish_dns_key_file).keyring()
+        except TsigKeyError as exc:
+            raise ConfigError(f"overlay.publish_dns_key_file: {exc}") from None
     upstream = UpstreamSection(**values["upstream"])
     if upstream.uri and "dns" not in proxy.resolvers and not _ip_or_localhost_host(
             upstream.uri):

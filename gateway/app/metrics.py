@@ -140,6 +140,15 @@ class GatewayCollector:
                                 value=overlay.get("contacts", 0))
         yield _by_label("overlay_lookups", "overlay lookups", "result",
                         m.overlay_lookup_results)
+        published = overlay.get("dns_publish") or {}
+        if published:
+            yield GaugeMetricFamily("overlay_dns_publish_ok", "1 when the last check of the "
+                                    "overlay's DNS bootstrap records succeeded",
+                                    value=1 if published.get("state") == "ok" else 0)
+            yield GaugeMetricFamily("overlay_dns_entries", "nodes the overlay's DNS name "
+                                    "lists", value=len(published.get("entries", ())))
+            yield CounterMetricFamily("overlay_dns_updates", "RFC 2136 updates this "
+                                      "gateway made", value=published.get("updates", 0))
         yield _histogram("overlay_lookup_seconds", "overlay lookup duration",
                          m.overlay_lookup)
         yield GaugeMetricFamily("gateway_uptime_seconds", "seconds since start",

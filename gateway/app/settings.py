@@ -250,6 +250,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("overlay", "dns_servers", "", v.dns_servers,
             "DNS servers for bootstrap_dns (address:port, comma separated). Empty: "
             "dns.servers, and with that empty the system's (/etc/resolv.conf)."),
+    Setting("overlay", "publish_dns", "", v.one_domain,
+            "Keep this domain's bootstrap records (TXT at _p2psip._udp.<domain>, one "
+            "\"ip:port\" per node) up to date by RFC 2136 UPDATE: the first gateway adds "
+            "itself, joined gateways remove entries whose node does not answer and add "
+            "themselves while fewer than publish_dns_min_entries answer "
+            "(docs/dns.md). Also read as a bootstrap_dns domain. Empty: off."),
+    Setting("overlay", "publish_dns_server", "", v.dns_server,
+            "The primary DNS server that takes the UPDATEs (host:port). Needed with "
+            "publish_dns."),
+    Setting("overlay", "publish_dns_zone", "", v.one_domain,
+            "The zone the records are in. Empty: publish_dns itself."),
+    Setting("overlay", "publish_dns_key_file", "", v.path,
+            "File holding the TSIG key that signs the UPDATEs (tsig-keygen or keymgr "
+            "output, or \"name algorithm secret\"; hmac-sha256 or stronger). Needed "
+            "with publish_dns. Never on the command line."),
+    Setting("overlay", "publish_dns_min_entries", "3", v.int_range(1, 20),
+            "Joined gateways add themselves while fewer listed nodes answer."),
+    Setting("overlay", "publish_dns_interval", "60", v.seconds(0.2, 86400),
+            "Seconds between checks of the records (jittered by ±30 %)."),
     Setting("upstream", "uri", "", v.upstream_uri,
             "A conventional SIP registrar/proxy that runs next to the overlay during a "
             "migration (docs/migration.md), e.g. sip:192.0.2.20:5060, or by name "

@@ -209,6 +209,22 @@ def peers(raw: str) -> tuple[ListenAddress, ...]:
     return tuple(parse_listen_address(item, 6084) for item in split_items(raw))
 
 
+@kind("domain name")
+def one_domain(raw: str) -> str:
+    names = domains(raw)
+    if len(names) > 1:
+        raise ValueError("one domain only")
+    return names[0] if names else ""
+
+
+@kind("host:port (port 53 when omitted)")
+def dns_server(raw: str) -> ListenAddress | None:
+    items = split_items(raw)
+    if len(items) > 1:
+        raise ValueError("one address only (host:port)")
+    return parse_listen_address(items[0], 53) if items else None
+
+
 @kind("host:port list (port 53 when omitted)")
 def dns_servers(raw: str) -> tuple[ListenAddress, ...]:
     return tuple(parse_listen_address(item, 53) for item in split_items(raw))

@@ -4,6 +4,7 @@ knows its settings only as the small frozen dataclass it defines, never the conf
 from __future__ import annotations
 
 from gateway.app.config import GatewayConfig
+from gateway.overlay.dns_publisher import PublishSettings, TsigKey
 from gateway.overlay.service import OverlaySettings
 from gateway.server.authenticator import AuthPolicy
 from gateway.server.registrar import RegistrarPolicy
@@ -59,3 +60,16 @@ def upstream_settings(config: GatewayConfig) -> UpstreamSettings | None:
         return None
     return UpstreamSettings(up.uri, up.domain, up.register, up.username, up.password,
                             up.expires)
+
+
+def publish_settings(config: GatewayConfig) -> PublishSettings | None:
+    """The overlay's DNS self-publication from ``[overlay] publish_dns*`` (None: off)."""
+    overlay = config.overlay
+    if not overlay.publish_dns or overlay.publish_dns_server is None:
+        return None
+    server = overlay.publish_dns_server
+    return PublishSettings(overlay.publish_dns, overlay.publish_dns_zone or overlay.publish_dns,
+                           (server.host, server.port),
+                           TsigKey.from_file(overlay.publish_dns_key_file),
+                           min_entries=overlay.publish_dns_min_entries,
+                           interval=overlay.publish_dns_interval)

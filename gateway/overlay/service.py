@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from twisted.internet.defer import Deferred
 
 from gateway.log import get_logger
+from gateway.overlay.dns_publisher import DnsPublisher, PublishSettings
 from gateway.overlay.mirror import RegistrationMirror
 from gateway.overlay.nat import NatFinding, classify, observe
 from gateway.overlay.node import OverlayNode, OverlayProtocol
@@ -31,6 +32,8 @@ from gateway.overlay.record import Record, Signer
 from gateway.overlay.trust import RecordTrust
 from gateway.registry.overlay_store import PinDirectory
 from gateway.registry.runner import ThreadStoreRunner
+from gateway.sip.errors import SipSyntaxError
+from gateway.sip.uri import SipUri, parse_uri
 
 log = get_logger("gateway.overlay")
 T = TypeVar("T")
@@ -90,7 +93,8 @@ class OverlayService:
                  dns_bootstrap: Callable[[], Deferred[list[tuple[str, int]]]] | None = None,
                  status_writer: Callable[[dict[str, Any]], None] | None = None,
                  lookup_observer: Callable[[float, str], None] | None = None,
-                 warnings: tuple[str, ...] = (), relay: RelayUser | None = None) -> None:
+                 warnings: tuple[str, ...] = (), relay: RelayUser | None = None,
+                 publish: PublishSettings | None = None) -> None:
         """``route``: the SIP URI published in records (how the gateway is reached);
         ``runner``: runs the SQL node cache and pins (:class:`OverlayStore`; started and
         stopped here); ``pins``:
@@ -100,7 +104,8 @@ class OverlayService:
         every lookup (outcome: found, not_found, error); ``warnings``: what the status
         says is wrong with this node's setup (e.g. a route others cannot reach);
         ``relay``: opens a relay flow when this node turns out to be unreachable (its
-        route then goes to :meth:`relayed`)."""
+        route then goes to :meth:`relayed`); ``publish``: keep the bootstrap records in
+        DNS up to date (RFC 2136, :mod:`gateway.overlay.dns_publisher`)."""
         self.settings = settings
         self._sock = sock
         self.signer = signer
@@ -117,6 +122,9 @@ class OverlayService:
         self.relay = relay
         #: How many NATed gateways the SIP side relays for (set by the application).
         self.relaying_for: Callable[[], int] = lambda: 0
+        self.publisher = (DnsPublisher(publish, self._answers, self._reachable_address)
+                          if publish is not None else None)
+        self._publish_call: Any = None
         # The route is held ("") until the node knows whether others can reach it (the
         # address check when it joins; at once when it starts the overlay alone).
         self.mirror = RegistrationMirror(location, self.node.publish, signer, "", reactor,
@@ -180,6 +188,46 @@ class OverlayService:
                  id=self.node.node.id.hex()[:16], host=host, port=port)
         self._set_state("joining")
         self._schedule_join(0.0)
+        if self.publisher is not None:
+            self._schedule_publish(self.settings.health_interval)
+
+    # --- the bootstrap records in DNS (RFC 2136) -----------------------------------------
+
+    def _schedule_publish(self, delay: float) -> None:
+        if not self._stopping and self.publisher is not None:
+            self._publish_call = self.reactor.callLater(delay, self._publish_now)
+
+    def _publish_now(self) -> None:
+        self._publish_call = None
+        assert self.publisher is not None
+        if not self.joined:  # joining: whether this node is the first is not known yet
+            self._schedule_publish(self.publisher.next_delay())
+            return
+        d = run_async(self.publisher.round())
+        d.addErrback(lambda f: log.failure("overlay DNS publication failed", f))
+        d.addBoth(lambda _: (self.write_status(),
+                             self._schedule_publish(self.publisher.next_delay())))
+
+    async def _answers(self, address: tuple[str, int]) -> bool:
+        """Whether the node at ``address`` answers an overlay ping."""
+        if address == self.node.address:
+            return True
+        return await self.node.bootstrap_node(address) is not None
+
+    def _reachable_address(self) -> tuple[str, int] | None:
+        """This node's overlay address as others reach it; None behind a NAT nothing
+        is forwarded through (such a node never lists itself)."""
+        address = self.node.address
+        if address is None or self.unreachable or self.node.client:
+            return None
+        host = self.settings.external_host or address[0]
+        if host in ("0.0.0.0", "::"):
+            try:
+                route = parse_uri(self.route)
+            except SipSyntaxError:
+                return None
+            host = route.host.strip("[]") if isinstance(route, SipUri) else ""
+        return (host, address[1]) if host else None
 
     # --- joining, with back-off -------------------------------------------------------
 
@@ -194,6 +242,11 @@ class OverlayService:
             self.state = state
             self.state_since = time.time()
             log.info("overlay state: {state}", state=state)
+            if (state in ("alone", "joined") and self._publish_call is not None
+                    and self._publish_call.active()):
+                # Now it is known whether this node is the first: check the records soon.
+                self._publish_call.cancel()
+                self._schedule_publish(0.1)
         self.write_status()
 
     def _schedule_join(self, delay: float) -> None:
@@ -421,6 +474,7 @@ class OverlayService:
             "relay": self.relay.status() if self.relay is not None and self.unreachable
             else None,
             "relaying_for": self.relaying_for(),
+            "dns_publish": self.publisher.status() if self.publisher is not None else None,
             "warnings": [*self.warnings, *filter(None, [self.reachability_warning])],
             "updated": time.time(), "pid": os.getpid(),
         }
@@ -532,9 +586,11 @@ class OverlayService:
         """Save the node cache and close the node."""
         self._stopping = True
         self.mirror.stop()
-        for call in (self._join_call, self._health_call):
+        for call in (self._join_call, self._health_call, self._publish_call):
             if call is not None and call.active():
                 call.cancel()
+        if self.publisher is not None:
+            await self.publisher.withdraw()
         self._set_state("stopped")
         await self._save_nodes()
         self.node.stop()
