@@ -155,7 +155,8 @@ class DnsPublisher:
         try:
             await self._round()
         except dns.tsig.PeerError as exc:
-            self._failed(f"the server refused the TSIG key ({exc.__class__.__name__})")
+            self._failed(f"the server refused the TSIG key ({exc.__class__.__name__}: a "
+                         "wrong secret, or a key not allowed to update this name)")
         except (dns.exception.DNSException, OSError) as exc:
             self._failed(str(exc) or exc.__class__.__name__)
 
