@@ -89,6 +89,18 @@ class DnsClient:
         self._remember(key, answer)
         return answer
 
+    def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The cached answer, if one still holds (no query)."""
+        key = (name.lower().rstrip("."), rdtype.upper())
+        cached = self._cache.get(key)
+        if cached is None:
+            return None
+        now = self._clock()
+        if cached[0] <= now:
+            return None
+        answer = cached[1]
+        return DnsAnswer(answer.records, cached[0] - now, answer.error)
+
     def forget(self) -> None:
         """Drop every cached answer."""
         self._cache.clear()

@@ -19,10 +19,12 @@ SIP domain, not the SRV target). The result is bounded (``MAX_TARGETS``).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from gateway.sip.address import Address
@@ -100,18 +102,28 @@ class SipLocator:
             return await self._resolve_hops(hops, name)
         hops = await self._naptr(name, uri.secure)
         if hops is None:
-            hops = []
-            for transport in ("tls",) if uri.secure else self.transports:
-                found = await self._srv(name, transport)
-                hops += found or []
+            transports = ("tls",) if uri.secure else self.transports
+            found = await asyncio.gather(*(self._srv(name, t) for t in transports))
+            hops = [hop for some in found for hop in some or []]
         if not hops:
             transport = "tls" if uri.secure else "udp"
             hops = [(transport, name, DEFAULT_PORTS[transport])]
         return await self._resolve_hops(hops, name)
 
+    async def _ask(self, questions: list[tuple[str, str]]) -> list[DnsAnswer]:
+        """The answers to several questions, asked together; straight from the cache
+        when it holds them all (no task per question on the common path)."""
+        peek = getattr(self.dns, "cached", None)
+        if peek is not None:
+            hits = [peek(name, rdtype) for name, rdtype in questions]
+            if all(hit is not None for hit in hits):
+                return hits  # type: ignore[return-value]
+        return list(await asyncio.gather(*(self.dns.query(name, rdtype)
+                                           for name, rdtype in questions)))
+
     async def _naptr(self, name: str, secure: bool) -> list[tuple[str, str, int]] | None:
         """SRV-derived hops of the NAPTR records, None when there are none usable."""
-        answer = await self.dns.query(name, "NAPTR")
+        (answer,) = await self._ask([(name, "NAPTR")])
         usable = []
         for record in answer.records:
             service = record.service.decode("ascii", "replace").lower()
@@ -121,53 +133,61 @@ class SipLocator:
                     or (secure and transport != "tls")):
                 continue
             usable.append((record.order, record.preference, transport,
-                           record.replacement.to_text(omit_final_dot=True)))
+                           _text(record.replacement)))
         if not usable:
             return None
-        hops: list[tuple[str, str, int]] = []
-        for _, _, transport, target in sorted(usable):
-            hops += await self._srv_records(target, transport)
-        return hops
+        return await self._srv_hops([(target, transport)
+                                     for _, _, transport, target in sorted(usable)])
 
     async def _srv(self, name: str, transport: str) -> list[tuple[str, str, int]] | None:
-        hops = await self._srv_records(f"{SRV_PREFIXES[transport]}.{name}", transport)
+        hops = await self._srv_hops([(f"{SRV_PREFIXES[transport]}.{name}", transport)])
         return hops or None
 
-    async def _srv_records(self, srv_name: str, transport: str) -> list[tuple[str, str, int]]:
-        answer = await self.dns.query(srv_name, "SRV")
-        records = [r for r in answer.records if r.target.to_text() != "."]
-        return [(transport, r.target.to_text(omit_final_dot=True), r.port)
-                for r in srv_order(records, self.rng)]
+    async def _srv_hops(self, names: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+        """(transport, target, port) of the SRV records of each (name, transport), in
+        order."""
+        answers = await self._ask([(srv_name, "SRV") for srv_name, _ in names])
+        hops = []
+        for (_, transport), answer in zip(names, answers, strict=True):
+            records = [r for r in answer.records if _text(r.target)]  # "." = no service
+            hops += [(transport, _text(r.target), r.port)
+                     for r in srv_order(records, self.rng)]
+        return hops
 
     async def _resolve_hops(self, hops: list[tuple[str, str, int]], domain: str) -> Located:
-        targets: list[Address] = []
+        hops = hops[:MAX_TARGETS]
+        names = list(dict.fromkeys(target for _, target, _ in hops if not _is_ip(target)))
+        answers = await self._ask([(n, rdtype) for n in names for rdtype in ("A", "AAAA")])
+        addresses: dict[str, list[str]] = {}
         errors: list[str] = []
+        for index, name in enumerate(names):
+            for rdtype, answer in zip(("A", "AAAA"), answers[2 * index:2 * index + 2],
+                                      strict=True):
+                addresses.setdefault(name, []).extend(r.address for r in answer.records)
+                if answer.error:
+                    errors.append(f"{name} {rdtype}: {answer.error}")
+        targets: list[Address] = []
         for transport, target, port in hops:
-            located = await self._addresses(target, [(transport, port)], domain)
-            targets += [t for t in located.targets if t not in targets]
-            if located.error:
-                errors.append(located.error)
-            if len(targets) >= MAX_TARGETS:
-                break
+            for address in [target] if _is_ip(target) else addresses.get(target, []):
+                hop = Address(transport, address, port, 0, domain)
+                if hop not in targets:
+                    targets.append(hop)
         return Located(tuple(targets[:MAX_TARGETS]),
                        "" if targets else "; ".join(dict.fromkeys(errors)))
 
     async def _addresses(self, name: str, ports: list[tuple[str, int]],
                          domain: str) -> Located:
-        if _is_ip(name):
-            return Located(tuple(Address(t, name, p, 0, domain) for t, p in ports))
-        found: list[str] = []
-        errors = []
-        for rdtype in ("A", "AAAA"):
-            answer = await self.dns.query(name, rdtype)
-            found += [r.address for r in answer.records]
-            if answer.error:
-                errors.append(f"{name} {rdtype}: {answer.error}")
-        targets = tuple(Address(t, address, p, 0, domain)
-                        for address in found for t, p in ports)
-        return Located(targets, "" if targets else "; ".join(errors))
+        return await self._resolve_hops([(t, name, p) for t, p in ports], domain)
 
 
+@lru_cache(maxsize=4096)
+def _text(name: Any) -> str:
+    """A DNS name as text without the final dot ("" for the root); cached, since the
+    same few names come back from the cache for every call."""
+    return name.to_text(omit_final_dot=True).rstrip(".")
+
+
+@lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
