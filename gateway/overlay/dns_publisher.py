@@ -139,8 +139,9 @@ class DnsPublisher:
         """The TXT strings at the name, from the primary (no cache: it must be fresh)."""
         query = dns.message.make_query(self.owner, dns.rdatatype.TXT)
         host, port = self.settings.server
-        response = await dns.asyncquery.udp(query, host, timeout=self.settings.timeout,
-                                            port=port)
+        # Over TCP when the answer does not fit a datagram (many entries).
+        response, _ = await dns.asyncquery.udp_with_fallback(
+            query, host, timeout=self.settings.timeout, port=port)
         if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             raise dns.exception.DNSException(f"reading {self.owner}: "
                                              f"{dns.rcode.to_text(response.rcode())}")

@@ -273,9 +273,12 @@ class UpstreamRegistrations:
                      event=event.name.lower())
             if (self.server.destination is None and self._targets
                     and self._targets[0] == txn.destination):
-                # RFC 3263 §4.3: the next server DNS gave (none left: locate again).
+                # RFC 3263 §4.3: the next server DNS gave. With none left, DNS is asked
+                # again at the next change or refresh, not at once (no tight loop
+                # against servers that are all down).
                 self._targets.pop(0)
-                self._send(owner.aor)
+                if self._targets:
+                    self._send(owner.aor)
             return
         if response.status < 200:
             return
