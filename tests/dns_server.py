@@ -24,18 +24,20 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
+        udp.bind((host, 0))
         return udp.getsockname()[1]
 
 
 class KnotServer:
-    """One knotd serving ``zones`` ({origin: zone file text}) on 127.0.0.1."""
+    """One knotd serving ``zones`` ({origin: zone file text}) on ``host`` (127.0.0.1; a
+    lab address when started inside a lab namespace)."""
 
-    def __init__(self, workdir: Path, zones: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, zones: dict[str, str], host: str = "127.0.0.1") -> None:
         self.dir = workdir / "knot"
         self.zones = zones
+        self.host = host
         self.port = 0
         self.secret = base64.b64encode(os.urandom(32)).decode()
         self.process: subprocess.Popen[bytes] | None = None
@@ -43,14 +45,14 @@ class KnotServer:
     @property
     def address(self) -> tuple[str, int]:
         """Where it answers (UDP and TCP)."""
-        return "127.0.0.1", self.port
+        return self.host, self.port
 
     def _config(self) -> str:
         zones = "".join(f'  - domain: {origin}\n    file: "{origin}.zone"\n'
                         "    acl: update\n    zonefile-sync: -1\n"
                         "    zonefile-load: difference-no-serial\n    journal-content: all\n"
                         for origin in self.zones)
-        return (f'server:\n    rundir: "{self.dir}"\n    listen: 127.0.0.1@{self.port}\n'
+        return (f'server:\n    rundir: "{self.dir}"\n    listen: {self.host}@{self.port}\n'
                 f'    pidfile: "{self.dir}/knot.pid"\n'
                 f'log:\n  - target: "{self.dir}/knot.log"\n    any: info\n'
                 f'database:\n    storage: "{self.dir}"\n'
@@ -66,7 +68,7 @@ class KnotServer:
         for origin, text in self.zones.items():
             (self.dir / f"{origin}.zone").write_text(text)
         for _ in range(5):  # the free port may be taken between the check and the bind
-            self.port = _free_port()
+            self.port = _free_port(self.host)
             conf = self.dir / "knot.conf"
             conf.write_text(self._config())
             self.process = subprocess.Popen([KNOTD, "-c", str(conf)],
@@ -95,7 +97,7 @@ class KnotServer:
 
         origin = next(iter(self.zones))
         try:
-            dns.query.udp(dns.message.make_query(origin, "SOA"), "127.0.0.1", timeout=0.5,
+            dns.query.udp(dns.message.make_query(origin, "SOA"), self.host, timeout=0.5,
                           port=self.port)
         except (OSError, dns.exception.Timeout):
             return False

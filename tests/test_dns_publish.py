@@ -188,3 +188,17 @@ async def _is(listed, expected: list[str]) -> bool:  # noqa: ANN001
 
 async def _has(listed, item: str) -> bool:  # noqa: ANN001
     return item in await listed()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_not_joined_changes_nothing_while_a_listed_node_answers(
+        knot: KnotServer) -> None:
+    alive = {A}
+    await run(publisher(knot, A, alive).round())
+    alive.add(B)
+    outsider = publisher(knot, B, alive)
+    await run(outsider.round(joined=False))  # A answers: B joins through it first
+    assert await run(outsider.read()) == ["127.0.0.1:6101"]
+    alive.discard(A)  # nobody listed answers: B is the first of what is left
+    await run(outsider.round(joined=False))
+    assert await run(outsider.read()) == ["127.0.0.1:6102"]

@@ -151,17 +151,20 @@ class DnsPublisher:
                 texts += [b"".join(r.strings).decode("utf-8", "replace") for r in rrset]
         return texts
 
-    async def round(self) -> None:
-        """One check: read, ping, remove the dead, add this node when too few live."""
+    async def round(self, joined: bool = True) -> None:
+        """One check: read, ping, remove the dead, add this node when too few live. A
+        node that is not ``joined`` acts only when no listed node answers (then it is the
+        first of a new overlay, or the others are all gone); otherwise it joins through
+        them first."""
         try:
-            await self._round()
+            await self._round(joined)
         except dns.tsig.PeerError as exc:
             self._failed(f"the server refused the TSIG key ({exc.__class__.__name__}: a "
                          "wrong secret, or a key not allowed to update this name)")
         except (dns.exception.DNSException, OSError) as exc:
             self._failed(str(exc) or exc.__class__.__name__)
 
-    async def _round(self) -> None:
+    async def _round(self, joined: bool) -> None:
         texts = await self.read()
         listed = {text: peers[0] for text in texts
                   if len(peers := parse_txt_peers([text])) == 1}
@@ -170,6 +173,10 @@ class DnsPublisher:
         dead = [text for text in texts if text not in live]
         own = self.own()
         own_text = f"{own[0]}:{own[1]}" if own else ""
+        if not joined and any(text != own_text for text in live):
+            self.entries = [p for t in texts for p in parse_txt_peers([t])]
+            self.state, self.last_error = "ok", ""
+            return  # others answer: join through them before changing anything
         if own_text and own_text in dead:
             dead.remove(own_text)  # our own entry: we are alive whatever the ping says
             live.append(own_text)

@@ -200,10 +200,14 @@ class OverlayService:
     def _publish_now(self) -> None:
         self._publish_call = None
         assert self.publisher is not None
-        if not self.joined:  # joining: whether this node is the first is not known yet
+        if not self.joined and self._attempt == 0:
+            # Before the first join attempt has failed, whether this node is the first
+            # is not known yet.
             self._schedule_publish(self.publisher.next_delay())
             return
-        d = run_async(self.publisher.round())
+        # Joining after failed attempts: the listed nodes may all be dead (then this
+        # node lists itself, as the first of the overlay did).
+        d = run_async(self.publisher.round(joined=self.joined))
         d.addErrback(lambda f: log.failure("overlay DNS publication failed", f))
         d.addBoth(lambda _: (self.write_status(),
                              self._schedule_publish(self.publisher.next_delay())))
