@@ -28,6 +28,7 @@ from gateway.server.routing import (
     ResolverContext,
     ServerLocator,
     Target,
+    fallback_answer,
 )
 from gateway.sip.locate import Located
 from gateway.sip.message import Request
@@ -71,12 +72,9 @@ class DnsResolver:
 
 
 def _not_found(detail: str, status: int) -> Resolution:
-    text = "".join(ch for ch in detail if ch.isprintable() and ch not in '"\\')[:160]
     reason = ("Not Found (not in DNS)" if status == 404
               else "Service Unavailable (DNS lookup failed)")
-    return Resolution(status=status, reason=reason,
-                      headers=(("Warning", f'399 p2psip-gateway "DNS: {text}"'),),
-                      final=False)
+    return fallback_answer(status, reason, "DNS", detail)
 
 
 @implementer(IPlugin, IResolverFactory)

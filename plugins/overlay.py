@@ -16,6 +16,7 @@ from gateway.server.routing import (
     Resolution,
     ResolverContext,
     Target,
+    fallback_answer,
 )
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.forwarding import uri_address
@@ -89,10 +90,7 @@ class OverlayResolver:
 
 def _unreachable(detail: str, what: str = "overlay unreachable") -> Resolution:
     """A non-final 480 naming the overlay problem in a Warning."""
-    text = "".join(ch for ch in detail if ch.isprintable() and ch not in '"\\')[:160]
-    return Resolution(status=480, reason=f"Temporarily Unavailable ({what})",
-                      headers=(("Warning", f'399 p2psip-gateway "{what}: {text}"'),),
-                      final=False)
+    return fallback_answer(480, f"Temporarily Unavailable ({what})", what, detail)
 
 
 @implementer(IPlugin, IResolverFactory)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.app.settings import BY_SECTION
+from gateway.app.values import is_ip_literal
 from gateway.sip.address import ListenAddress
 
 
@@ -317,10 +318,4 @@ def _ip_or_localhost_host(uri: str) -> bool:
     """Whether a SIP URI's host is an IP address or localhost (no DNS needed)."""
     host = uri.split(":", 1)[1].split(";", 1)[0].rsplit("@", 1)[-1]
     host = host.split("]")[0][1:] if host.startswith("[") else host.rsplit(":", 1)[0]
-    if host.lower() == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return host.lower() == "localhost" or is_ip_literal(host)

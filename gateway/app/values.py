@@ -198,10 +198,14 @@ def listen_tls(raw: str) -> tuple[ListenAddress, ...]:
 
 @kind("host:port (port 6084 when omitted)")
 def one_listen(raw: str) -> ListenAddress | None:
+    return _one_address(raw, 6084)
+
+
+def _one_address(raw: str, default_port: int) -> ListenAddress | None:
     items = split_items(raw)
     if len(items) > 1:
         raise ValueError("one address only (host:port)")
-    return parse_listen_address(items[0], 6084) if items else None
+    return parse_listen_address(items[0], default_port) if items else None
 
 
 @kind("host:port list (port 6084 when omitted)")
@@ -219,10 +223,7 @@ def one_domain(raw: str) -> str:
 
 @kind("host:port (port 53 when omitted)")
 def dns_server(raw: str) -> ListenAddress | None:
-    items = split_items(raw)
-    if len(items) > 1:
-        raise ValueError("one address only (host:port)")
-    return parse_listen_address(items[0], 53) if items else None
+    return _one_address(raw, 53)
 
 
 @kind("host:port list (port 53 when omitted)")

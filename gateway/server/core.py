@@ -396,8 +396,7 @@ class SipCore:
             return False
         # An unknown or expired token goes nowhere (the proxy answers 480).
         flow = self.relay.flow(token, self._now)
-        return flow is None or (flow.transport, flow.host, flow.port) != (
-            source.transport, source.host, source.port)
+        return flow is None or not flow.same_flow(source)
 
     def _register(self, txn: ServerTransaction, request: Request, source: Address) -> None:
         now = self._now

@@ -191,12 +191,12 @@ class Proxy:
         phone_flow = forwarding.own_route_param(request, self.io.is_me, FLOW_PARAM)
         forwarding.pop_own_routes(request, self.io.is_me)
         if token is not None:
-            flow = self.io.relay_flow(token)
-            if flow is None or not self.io.flow_alive(flow):
+            flow = self._live_relay_flow(token)
+            if flow is None:
                 self.io.respond(txn, build_response(
                     request, 480, _RELAY_GONE, headers=[("Warning", _RELAY_GONE_WARNING)]))
                 return
-            if not _same_flow(flow, txn.reply_to):
+            if not flow.same_flow(txn.reply_to):
                 # For the NATed gateway behind the flow: over its connection, whatever
                 # else the Route set says (the rest is for that gateway).
                 self._forward_all(ResponseContext(txn, request, loop_id, []), [
@@ -280,8 +280,8 @@ class Proxy:
                 # Published through this very gateway (it relays for the target's
                 # gateway): straight over the flow, not round to itself.
                 forwarding.pop_own_routes(request, self.io.is_me)
-                flow = self.io.relay_flow(token)
-                if flow is None or not self.io.flow_alive(flow):
+                flow = self._live_relay_flow(token)
+                if flow is None:
                     self._synthesise(context, None, 480, _RELAY_GONE)
                     return
                 target = replace(target, next_hop=flow, relay_token=token)
@@ -320,6 +320,12 @@ class Proxy:
             self._start_timer_c(branch)
         self.io.start_client(request, destination, branch, branch_id)
 
+    def _live_relay_flow(self, token: str) -> Address | None:
+        """The connection of the NATed gateway relayed under ``token``, None when the
+        token is unknown or its connection closed."""
+        flow = self.io.relay_flow(token)
+        return flow if flow is not None and self.io.flow_alive(flow) else None
+
     def _routed_target(self, request: Request, flow_token: str | None = None,
                        source: Address | None = None) -> Target:
         """The target of a request routed by its Route set or Request-URI: when no Route
@@ -333,7 +339,7 @@ class Proxy:
         flow = self.io.contact_flow(uri)
         if flow is None and flow_token:
             recorded = self.io.token_flow(flow_token)
-            if recorded is not None and (source is None or not _same_flow(recorded, source)):
+            if recorded is not None and (source is None or not recorded.same_flow(source)):
                 flow = recorded
         return Target(uri, flow=flow)
 
@@ -416,10 +422,10 @@ class Proxy:
             return
         target = self._routed_target(request, phone_flow, source)
         if token is not None:
-            flow = self.io.relay_flow(token)
-            if flow is None or not self.io.flow_alive(flow):
+            flow = self._live_relay_flow(token)
+            if flow is None:
                 return
-            if source is None or not _same_flow(flow, source):
+            if source is None or not flow.same_flow(source):
                 target = Target(str(uri), next_hop=flow)
         if target.next_hop is None and not forwarding.routes(request) and self.io.is_me(
                 uri.host, uri.port):
@@ -471,10 +477,7 @@ class Proxy:
         first, *rest = [replace(item, next_hop=address, alternative=True)
                         for address in ordered]
         context.groups[0:0] = [[alternative] for alternative in rest]
-        context.starting = True
-        self._forward(context, first)
-        context.starting = False
-        self._maybe_finish(context)
+        self._forward_all(context, [first])
 
     # --- CANCEL from upstream -------------------------------------------------------------
 
@@ -763,9 +766,3 @@ def _flow_differs(request: Request, target: Target, destination: Address) -> boo
         return False
     named = forwarding.uri_address(request.uri) if isinstance(request.uri, SipUri) else None
     return named is None or (named.host, named.port) != (destination.host, destination.port)
-
-
-def _same_flow(flow: Address, source: Address) -> bool:
-    """Whether a request from ``source`` came over the relayed ``flow``."""
-    return (flow.transport, flow.host, flow.port) == (source.transport, source.host,
-                                                      source.port)

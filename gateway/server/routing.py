@@ -64,6 +64,16 @@ class Resolution:
     final: bool = True
 
 
+def fallback_answer(status: int, reason: str, topic: str, detail: str) -> Resolution:
+    """A non-final answer (a later resolver may still know better) that says why in a
+    ``Warning: 399 p2psip-gateway "topic: detail"``; ``detail`` may come from the
+    network, so quotes and control characters are dropped and it is cut at 160."""
+    text = "".join(ch for ch in detail if ch.isprintable() and ch not in '"\\')[:160]
+    return Resolution(status=status, reason=reason,
+                      headers=(("Warning", f'399 p2psip-gateway "{topic}: {text}"'),),
+                      final=False)
+
+
 class ITargetResolver(Interface):
     """Finds targets for a Request-URI."""
 

@@ -23,6 +23,12 @@ class Address(NamedTuple):
         """Stream transports need no retransmissions."""
         return self.transport != "udp"
 
+    def same_flow(self, other: Address) -> bool:
+        """Whether ``other`` is the same flow: transport, host and port (the connection
+        id and the TLS name aside)."""
+        return (self.transport, self.host, self.port) == (other.transport, other.host,
+                                                          other.port)
+
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:

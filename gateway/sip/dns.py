@@ -64,15 +64,10 @@ class DnsClient:
 
     async def query(self, name: str, rdtype: str) -> DnsAnswer:
         """The ``rdtype`` records of ``name``, from the cache while they hold."""
-        key = (name.lower().rstrip("."), rdtype.upper())
-        cached = self._cache.get(key)
-        now = self._clock()
-        if cached is not None:
-            if cached[0] > now:
-                self._cache.move_to_end(key)
-                answer = cached[1]
-                return DnsAnswer(answer.records, cached[0] - now, answer.error)
-            del self._cache[key]
+        hit = self.cached(name, rdtype)
+        if hit is not None:
+            return hit
+        key = _key(name, rdtype)
         pending = self._inflight.get(key)
         if pending is not None:  # the same question already on its way: wait for it
             return await asyncio.shield(pending)
@@ -90,14 +85,16 @@ class DnsClient:
         return answer
 
     def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
-        """The cached answer, if one still holds (no query)."""
-        key = (name.lower().rstrip("."), rdtype.upper())
+        """The cached answer, if one still holds (no query); an expired one is dropped."""
+        key = _key(name, rdtype)
         cached = self._cache.get(key)
         if cached is None:
             return None
         now = self._clock()
         if cached[0] <= now:
+            del self._cache[key]
             return None
+        self._cache.move_to_end(key)  # least recently used goes first
         answer = cached[1]
         return DnsAnswer(answer.records, cached[0] - now, answer.error)
 
@@ -141,6 +138,10 @@ class DnsClient:
         self._cache[key] = (self._clock() + answer.ttl, answer)
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
+
+
+def _key(name: str, rdtype: str) -> tuple[str, str]:
+    return name.lower().rstrip("."), rdtype.upper()
 
 
 def _first_response(exc: dns.resolver.NXDOMAIN) -> dns.message.Message | None:
