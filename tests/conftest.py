@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
+import dns_server
 import netlab
 import pytest
 import pytest_twisted
+from dns_server import KnotServer
 from netlab import Lab
 
 from gateway.app.service import GatewayService, prepare
@@ -92,3 +94,26 @@ def lab() -> Iterator[Lab]:
         yield built
     finally:
         built.close()
+
+
+@pytest.fixture
+def knot_zones(tmp_path: Path) -> Iterator[Callable[..., KnotServer]]:
+    """Starts Knot DNS servers (``start(zones, host="127.0.0.1")``, zones as
+    {origin: zone file text}) and stops them all afterwards. Starting one skips the test
+    where knotd is missing, or fails it under P2PSIP_REQUIRE_DNS=1."""
+    started: list[KnotServer] = []
+
+    def start(zones: dict[str, str], host: str = "127.0.0.1") -> KnotServer:
+        reason = dns_server.available()
+        if reason is not None:
+            unavailable(reason, "P2PSIP_REQUIRE_DNS")
+        server = KnotServer(tmp_path / f"dns{len(started)}", zones, host=host)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

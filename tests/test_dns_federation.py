@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from conftest import ports, start_gateway, unavailable
-from dns_server import KnotServer, available, zone
+from conftest import ports, start_gateway
+from dns_server import KnotServer, zone
 from sip_ua import UA, call
 from test_tls import tls_uas
 from tls_certs import TestCA
@@ -30,34 +29,12 @@ def _closed_udp_port() -> int:
         return sock.getsockname()[1]
 
 
-class FarDomain:
+def far_domain(first_port: int, second_port: int) -> dict[str, str]:
     """far.example in DNS: two SRV targets on loopback ports the test chooses."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.knot: KnotServer | None = None
-
-    def serve(self, first_port: int, second_port: int) -> KnotServer:
-        self.knot = KnotServer(self.workdir, {"far.example": zone(
-            "far.example",
-            f"_sip._udp SRV 10 10 {first_port} first",
-            f"_sip._udp SRV 20 10 {second_port} second",
-            "first A 127.0.0.1", "second A 127.0.0.1")})
-        self.knot.start()
-        return self.knot
-
-
-@pytest.fixture
-def far(tmp_path: Path) -> Iterator[FarDomain]:
-    reason = available()
-    if reason is not None:
-        unavailable(reason, "P2PSIP_REQUIRE_DNS")
-    domain = FarDomain(tmp_path)
-    try:
-        yield domain
-    finally:
-        if domain.knot is not None:
-            domain.knot.stop()
+    return {"far.example": zone("far.example",
+                                f"_sip._udp SRV 10 10 {first_port} first",
+                                f"_sip._udp SRV 20 10 {second_port} second",
+                                "first A 127.0.0.1", "second A 127.0.0.1")}
 
 
 async def _gateway(tmp_path: Path, knot: KnotServer):  # noqa: ANN202 - GatewayService
@@ -67,11 +44,11 @@ async def _gateway(tmp_path: Path, knot: KnotServer):  # noqa: ANN202 - GatewayS
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_dead_first_target_fails_over_to_the_next(far: FarDomain,
-                                                         tmp_path: Path) -> None:
+async def test_a_dead_first_target_fails_over_to_the_next(
+        knot_zones, tmp_path: Path) -> None:  # noqa: ANN001
     dead = _closed_udp_port()
     bob = UA("bob", 0, domain="far.example")
-    knot = far.serve(dead, bob.port)
+    knot = knot_zones(far_domain(dead, bob.port))
     service = await _gateway(tmp_path, knot)
     bob.gateway = ("127.0.0.1", ports(service)["udp"])
     alice = UA("alice", ports(service)["udp"])
@@ -92,10 +69,11 @@ async def test_a_dead_first_target_fails_over_to_the_next(far: FarDomain,
 
 @pytest_twisted.ensureDeferred
 async def test_a_busy_callee_is_not_called_again_at_the_next_target(
-        far: FarDomain, tmp_path: Path) -> None:
+        knot_zones,  # noqa: ANN001
+        tmp_path: Path) -> None:
     first = UA("bob", 0, domain="far.example")
     second = UA("bob", 0, domain="far.example")
-    knot = far.serve(first.port, second.port)
+    knot = knot_zones(far_domain(first.port, second.port))
     service = await _gateway(tmp_path, knot)
     for ua in (first, second):
         ua.gateway = ("127.0.0.1", ports(service)["udp"])
@@ -123,8 +101,9 @@ async def test_a_busy_callee_is_not_called_again_at_the_next_target(
 
 @pytest_twisted.ensureDeferred
 async def test_a_domain_dns_does_not_know_gets_404_with_a_warning(
-        far: FarDomain, tmp_path: Path) -> None:
-    knot = far.serve(_closed_udp_port(), _closed_udp_port())
+        knot_zones,  # noqa: ANN001
+        tmp_path: Path) -> None:
+    knot = knot_zones(far_domain(_closed_udp_port(), _closed_udp_port()))
     service = await _gateway(tmp_path, knot)
     alice = UA("alice", ports(service)["udp"])
 
@@ -149,16 +128,16 @@ async def test_a_domain_dns_does_not_know_gets_404_with_a_warning(
 ])
 @pytest_twisted.ensureDeferred
 async def test_a_sips_domain_is_reached_over_tls_that_proves_the_domain(
-        far: FarDomain, tmp_path: Path, names: list[str], expected: int | str) -> None:
+        knot_zones,  # noqa: ANN001
+        tmp_path: Path, names: list[str], expected: int | str) -> None:
     """RFC 5922: the server found through _sips._tcp SRV must prove the SIP domain
     (secure.example), not the SRV target's name."""
     ca = TestCA(tmp_path / "ca")
     leaf = ca.issue("uas", dns=names)
     with tls_uas(leaf.cert, leaf.key) as (uas_port, received):
-        far.knot = KnotServer(tmp_path / "knot", {"secure.example": zone(
+        knot = knot_zones({"secure.example": zone(
             "secure.example", f"_sips._tcp SRV 10 10 {uas_port} uas", "uas A 127.0.0.1")})
-        far.knot.start()
-        host, port = far.knot.address
+        host, port = knot.address
         service = await start_gateway(tmp_path / "gw", **{
             "proxy.resolvers": "local, dns", "dns.servers": f"{host}:{port}",
             "tls.ca_file": str(ca.cert_path)})
@@ -182,15 +161,13 @@ async def test_a_sips_domain_is_reached_over_tls_that_proves_the_domain(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_route_naming_a_host_is_located_in_dns(far: FarDomain,
-                                                       tmp_path: Path) -> None:
+async def test_a_route_naming_a_host_is_located_in_dns(
+        knot_zones, tmp_path: Path) -> None:  # noqa: ANN001
     """A preloaded Route to proxy.far.example (a name, not an address): the gateway asks
     DNS (RFC 3263) and sends the request there, keeping the Route for that proxy."""
     bob = UA("bob", 0, domain="far.example")
-    far.knot = KnotServer(tmp_path / "knot", {"far.example": zone(
-        "far.example", "proxy A 127.0.0.1")})
-    far.knot.start()
-    service = await _gateway(tmp_path, far.knot)
+    knot = knot_zones({"far.example": zone("far.example", "proxy A 127.0.0.1")})
+    service = await _gateway(tmp_path, knot)
     gateway_port = ports(service)["udp"]
     bob.gateway = ("127.0.0.1", gateway_port)
     alice = UA("alice", gateway_port)

@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import dns.exception
 import pytest
 import pytest_twisted
-from conftest import unavailable
-from dns_server import KEY_NAME, KnotServer, available, zone
+from dns_server import KEY_NAME, KnotServer, zone
 from twisted.internet.defer import Deferred
 
 from gateway.app.admin import main as admin_main
@@ -25,16 +23,9 @@ A, B, C = ("127.0.0.1", 6101), ("127.0.0.1", 6102), ("127.0.0.1", 6103)
 
 
 @pytest.fixture
-def knot(tmp_path: Path) -> Iterator[KnotServer]:
-    reason = available()
-    if reason is not None:
-        unavailable(reason, "P2PSIP_REQUIRE_DNS")
-    server = KnotServer(tmp_path, {"example.net": zone("example.net")})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def knot(knot_zones) -> KnotServer:  # noqa: ANN001
+    """Knot serving an empty example.net that the test's key may update."""
+    return knot_zones({"example.net": zone("example.net")})
 
 
 def publisher(knot: KnotServer, own: tuple[str, int] | None, alive: set,

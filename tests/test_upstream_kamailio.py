@@ -13,13 +13,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 from conftest import unavailable
-from dns_server import KnotServer, zone
-from dns_server import available as dns_available
+from dns_server import zone
 from gateway_proc import HOST, GatewayProcess, free_port
 from sip_client import register
 from test_sipp_calls import run_call
@@ -99,35 +98,26 @@ def uac_to(tmp_path: Path, domain: str) -> Path:
     return path
 
 
-@contextmanager
-def kam_in_dns(workdir: Path, kam_port: int) -> Iterator[tuple[str, int]]:
-    """Knot serving kam.example: two _sip._udp SRV targets, the first a closed port (a
-    dead server), the second Kamailio. Yields the DNS server's address."""
-    reason = dns_available()
-    if reason is not None:
-        unavailable(reason, "P2PSIP_REQUIRE_DNS")
+def kam_in_dns(kam_port: int) -> dict[str, str]:
+    """kam.example in DNS: two _sip._udp SRV targets, the first a closed port (a dead
+    server), the second Kamailio."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((HOST, 0))
         dead = sock.getsockname()[1]
-    knot = KnotServer(workdir / "dns", {"kam.example": zone(
+    return {"kam.example": zone(
         "kam.example", f"_sip._udp SRV 10 10 {dead} dead", f"_sip._udp SRV 20 10 {kam_port} kam",
-        f"dead A {HOST}", f"kam A {HOST}")})
-    knot.start()
-    try:
-        yield knot.address
-    finally:
-        knot.stop()
+        f"dead A {HOST}", f"kam A {HOST}")}
 
 
 @pytest.mark.parametrize("by_name", [False, True], ids=["by-address", "by-name-in-dns"])
 def test_calls_between_a_kamailio_phone_and_a_gateway_phone(sipp: str, kamailio_bin: str,
                                                            tmp_path: Path, by_name: bool,
-                                                           ) -> None:
+                                                           knot_zones) -> None:  # noqa: ANN001
     """By address, and by name: ``upstream.uri = sip:kam.example`` located in DNS
     (RFC 3263), whose first SRV target is dead: registrations and calls fail over to
     Kamailio."""
-    with kamailio(kamailio_bin, tmp_path) as kam_port, (
-            kam_in_dns(tmp_path, kam_port) if by_name else nullcontext(None)) as dns_server:
+    with kamailio(kamailio_bin, tmp_path) as kam_port:
+        dns_server = knot_zones(kam_in_dns(kam_port)).address if by_name else None
         config = tmp_path / "gateway.ini"
         if dns_server is None:
             config.write_text(f"[upstream]\nuri = sip:{HOST}:{kam_port}\n"
