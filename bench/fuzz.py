@@ -24,6 +24,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from twisted.internet import asyncioreactor  # noqa: E402
 
 asyncioreactor.install()
+import empty_dns  # noqa: E402
 from fuzzing import LoopbackGuard, messages, send_tcp, send_udp  # noqa: E402
 from sip_client import UdpClient, request  # noqa: E402
 from twisted.internet import reactor, threads  # noqa: E402
@@ -44,7 +45,9 @@ async def run(args: argparse.Namespace) -> int:
         "gateway.data_dir": str(data_dir), "sip.listen_udp": "127.0.0.1:0",
         "sip.listen_tcp": "127.0.0.1:0", "tls.listen": "", "overlay.listen": "127.0.0.1:0",
         "database.worker": "thread", "limits.source_rate": "0",
-        "sip.shutdown_grace": "0"}), reactor)
+        "sip.shutdown_grace": "0",
+        # Fuzzed Request-URIs name random hosts: DNS must not leave this machine either.
+        "dns.servers": empty_dns.shared().setting}), reactor)
     service.startService()
     await service.ready
     guard = LoopbackGuard(service.transports.send)

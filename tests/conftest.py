@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import dns_server
+import empty_dns
 import netlab
 import pytest
 import pytest_twisted
@@ -20,7 +21,7 @@ from gateway.app.service import GatewayService, prepare
 
 async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:
     """Start a gateway service in this process (UDP, TCP and TLS on 127.0.0.1, free
-    ports).
+    ports; DNS questions go to :mod:`empty_dns` unless ``dns.servers`` is given).
 
     The registry worker is a thread, so tests can instrument the store; the default
     worker process is exercised by the twistd subprocess tests and test_store_runner.
@@ -29,7 +30,9 @@ async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:
                 "sip.listen_tcp": "127.0.0.1:0", "tls.listen": "127.0.0.1:0",
                 "overlay.listen": "127.0.0.1:0", "sip.shutdown_grace": "2",
                 "database.sweep_interval": "1",
-                "database.sync_interval": "0.5", "database.worker": "thread"}
+                "database.sync_interval": "0.5", "database.worker": "thread",
+                # DNS stays on this machine: a server in which no name exists.
+                "dns.servers": empty_dns.shared().setting}
     settings.update(overrides)
     from twisted.internet import reactor  # installed by pytest-twisted (asyncio)
 

@@ -29,6 +29,8 @@ from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
+import empty_dns
+
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,8 +113,20 @@ class GatewayProcess:
             "--listen-tcp", f"{HOST}:{self.tcp_port}",
             "--listen-tls", f"{HOST}:{self.tls_port}",
             "--listen-overlay", f"{HOST}:{self.overlay_port}",
+            *self._dns_isolation(),
             *self.extra_args,
         ]  # fmt: skip
+
+    def _dns_isolation(self) -> list[str]:
+        """``--set dns.servers`` pointing at :mod:`empty_dns`, unless the test chose its
+        DNS servers (a later ``--set`` or a config file with a [dns] section)."""
+        for index, arg in enumerate(self.extra_args):
+            chosen = arg.startswith("dns.servers=")
+            if arg == "--config" and index + 1 < len(self.extra_args):
+                chosen = "[dns]" in Path(self.extra_args[index + 1]).read_text()
+            if chosen:
+                return []
+        return ["--set", f"dns.servers={empty_dns.shared().setting}"]
 
     def running(self) -> bool:
         """Whether the gateway process is alive."""

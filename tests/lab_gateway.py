@@ -68,6 +68,9 @@ class LabGateway:
                 "--set", f"auth.trusted_networks={LAB_NETWORKS}"]
         if self.bootstrap:
             argv += ["--bootstrap", self.bootstrap]
+        if not any(setting.startswith("dns.servers=") for setting in self.settings):
+            # DNS stays inside the lab: a server in which no name exists.
+            argv += ["--set", f"dns.servers={self.lab.empty_dns(self.ns).setting}"]
         for setting in self.settings:
             argv += ["--set", setting]
         return argv

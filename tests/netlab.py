@@ -28,6 +28,7 @@ import ctypes
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
+
+from empty_dns import EmptyDnsServer
 
 CLONE_NEWNET = 0x40000000
 BRIDGE = Path(__file__).with_name("delay_bridge.py")
@@ -79,6 +82,7 @@ class Lab:
         self.namespaces: list[str] = []
         self.processes: list[subprocess.Popen[bytes]] = []
         self._logs: list[object] = []
+        self._dns: dict[str, EmptyDnsServer] = {}
 
     # --- building ------------------------------------------------------------------------
 
@@ -193,6 +197,16 @@ table inet filter {{
             os.close(target)
             os.close(own)
 
+    def empty_dns(self, ns: str) -> EmptyDnsServer:
+        """The DNS server (on 127.0.0.1 in ``ns``) in which no name exists, for the
+        gateways of ``ns`` (one per namespace, closed with the lab)."""
+        if ns not in self._dns:
+            with self.inside(ns):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            self._dns[ns] = EmptyDnsServer(sock)
+        return self._dns[ns]
+
     def popen(self, ns: str, argv: list[str], log: Path,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside ``ns`` with output to ``log``; stopped by :meth:`close`."""
@@ -224,6 +238,9 @@ table inet filter {{
         """Stop every process, delete every namespace (their links go with them)."""
         for proc in reversed(self.processes):
             self.stop(proc)
+        for server in self._dns.values():
+            server.stop()
+        self._dns.clear()
         for handle in self._logs:
             with suppress(Exception):
                 handle.close()  # type: ignore[attr-defined]

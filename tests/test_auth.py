@@ -55,9 +55,16 @@ def _challenges(response: Response, header: str = "www-authenticate") -> list[di
     return [parse_challenge(v) for v in response.header_values(header)]
 
 
+#: linphone 5.1's User-Agent: a client offered every algorithm (auth.multi_challenge_clients).
+LINPHONE = "Linphone/5.1.2 (Debian) LinphoneCore/5.1.2 (belle-sip/5.1.2)"
+BARESIP = "baresip v1.0.0 (x86_64/linux)"
+
+
 def _register(ua: UA, *, call_id: str, cseq: int, auth: str | None = None,
-              to: str | None = None) -> Response:
+              to: str | None = None, user_agent: str | None = LINPHONE) -> Response:
     extra = [("Contact", f"<{ua.contact}>"), ("Expires", "600")]
+    if user_agent is not None:
+        extra.append(("User-Agent", user_agent))
     if auth is not None:
         extra.append(("Authorization", auth))
     ua.send(ua.request("REGISTER", "sip:127.0.0.1", to=to or ua.uri, call_id=call_id,
@@ -99,6 +106,31 @@ async def test_register_is_challenged_with_sha256_first_then_md5(guarded) -> Non
     for challenge in challenges:
         assert challenge["realm"] == REALM and challenge["qop"] == "auth"
         assert challenge["nonce"] and challenge["opaque"] and "stale" not in challenge
+
+
+@pytest.mark.parametrize("user_agent", [BARESIP, None])
+@pytest_twisted.ensureDeferred
+async def test_other_clients_get_one_md5_challenge_and_register_with_it(
+        guarded, user_agent: str | None) -> None:
+    """On the defaults, a client not known to choose among challenges (baresip, or one
+    that does not say) is challenged like Asterisk or Kamailio would: MD5 alone."""
+    port = ports(guarded)["udp"]
+
+    def run() -> tuple[Response, Response]:
+        ua = UA("alice", port)
+        try:
+            first = _register(ua, call_id="md5", cseq=1, user_agent=user_agent)
+            header = authorization(_challenges(first)[0], method="REGISTER",
+                                   uri="sip:127.0.0.1", username="alice",
+                                   password="alice-pw")
+            return first, _register(ua, call_id="md5", cseq=2, auth=header,
+                                    user_agent=user_agent)
+        finally:
+            ua.close()
+
+    challenged, registered = await _run(run)
+    assert [c["algorithm"] for c in _challenges(challenged)] == ["MD5"]
+    assert registered.status == 200
 
 
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
@@ -244,7 +276,7 @@ async def test_trusted_source_registers_without_credentials(guarded) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_invite_needs_proxy_credentials_which_do_not_reach_the_callee(guarded) -> None:
+async def test_proxy_credentials_never_reach_the_callee_in_dialog_either(guarded) -> None:
     port = ports(guarded)["udp"]
 
     def run() -> dict[str, object]:
@@ -268,12 +300,17 @@ async def test_invite_needs_proxy_credentials_which_do_not_reach_the_callee(guar
             seen["incoming"] = incoming
             bob.answer(incoming, 200)
             ok = alice.expect(200)
-            alice.send(in_dialog(alice, "ACK", ok, invite, 2))
-            bob.expect_request("ACK")
-            # In-dialog requests along the Record-Route need no credentials.
-            alice.send(in_dialog(alice, "BYE", ok, invite, 3))
-            bye = bob.expect_request("BYE")
-            bob.answer(bye, 200, record_route=False)
+            # In-dialog requests along the Record-Route need no credentials; linphone
+            # sends them anyway (ours, and here one for another realm too).
+            foreign = ('Digest username="alice", realm="far.example", nonce="n", '
+                       'uri="sip:x", response="r"')
+            for method, cseq in (("ACK", 2), ("BYE", 3)):
+                dialog_request = in_dialog(alice, method, ok, invite, cseq)
+                dialog_request.add_header("Proxy-Authorization", header)
+                dialog_request.add_header("Proxy-Authorization", foreign)
+                alice.send(dialog_request)
+                seen[method] = bob.expect_request(method)
+            bob.answer(seen["BYE"], 200, record_route=False)
             seen["bye_ok"] = alice.expect(200, method="BYE")
             return seen
         finally:
@@ -283,11 +320,14 @@ async def test_invite_needs_proxy_credentials_which_do_not_reach_the_callee(guar
     seen = await _run(run)
     challenge = seen["challenge"]
     assert isinstance(challenge, Response)
-    assert [c["algorithm"] for c in _challenges(challenge, "proxy-authenticate")] == [
-        "SHA-256", "MD5"]
+    # The UA says no User-Agent: one MD5 challenge.
+    assert [c["algorithm"] for c in _challenges(challenge, "proxy-authenticate")] == ["MD5"]
     incoming = seen["incoming"]
     assert isinstance(incoming, Request)
     assert incoming.header("proxy-authorization") is None
+    for method in ("ACK", "BYE"):  # ours removed, the other realm's passed on
+        values = seen[method].header_values("proxy-authorization")
+        assert len(values) == 1 and 'realm="far.example"' in values[0], values
 
 
 @pytest_twisted.ensureDeferred

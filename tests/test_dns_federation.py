@@ -2,7 +2,9 @@
 real authoritative server (Knot DNS on a loopback port): the first SRV target is dead
 (its port closed: ICMP port unreachable), the call goes through the second within the
 same transaction; a busy callee at the first target is not called again elsewhere; a
-domain DNS does not know gets 404 with a Warning at once."""
+domain DNS does not know gets 404 with a Warning at once; strangers cannot use the
+gateway to reach other domains (no open relay), and DNS is not even asked for them.
+The gateways run the default resolver chain."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 import pytest_twisted
 from conftest import ports, start_gateway
 from dns_server import KnotServer, zone
+from empty_dns import EmptyDnsServer
 from sip_ua import UA, call
 from test_tls import tls_uas
 from tls_certs import TestCA
@@ -39,8 +42,9 @@ def far_domain(first_port: int, second_port: int) -> dict[str, str]:
 
 async def _gateway(tmp_path: Path, knot: KnotServer):  # noqa: ANN202 - GatewayService
     host, port = knot.address
-    return await start_gateway(tmp_path / "gw", **{
-        "proxy.resolvers": "local, dns", "dns.servers": f"{host}:{port}"})
+    # The default chain (local, overlay, upstream, dns) with a lone overlay node: the
+    # overlay knows nothing of far.example, so DNS decides.
+    return await start_gateway(tmp_path / "gw", **{"dns.servers": f"{host}:{port}"})
 
 
 @pytest_twisted.ensureDeferred
@@ -99,18 +103,27 @@ async def test_a_busy_callee_is_not_called_again_at_the_next_target(
     assert final.status == 486 and at_second == []
 
 
+@pytest.mark.parametrize(("overlay", "expected", "warnings"), [
+    # Without the overlay, DNS has the last word.
+    ("no", 404, ["NXDOMAIN"]),
+    # The default: a lone overlay node cannot rule the user out, so its 480 stands,
+    # and the Warnings say what the overlay and DNS each found.
+    ("yes", 480, ["alone in the overlay", "NXDOMAIN"]),
+])
 @pytest_twisted.ensureDeferred
-async def test_a_domain_dns_does_not_know_gets_404_with_a_warning(
-        knot_zones,  # noqa: ANN001
-        tmp_path: Path) -> None:
+async def test_a_domain_dns_does_not_know_gets_a_clear_answer_at_once(
+        knot_zones, tmp_path: Path, overlay: str, expected: int,  # noqa: ANN001
+        warnings: list[str]) -> None:
     knot = knot_zones(far_domain(_closed_udp_port(), _closed_udp_port()))
-    service = await _gateway(tmp_path, knot)
+    host, port = knot.address
+    service = await start_gateway(tmp_path / "gw", **{
+        "dns.servers": f"{host}:{port}", "overlay.enabled": overlay})
     alice = UA("alice", ports(service)["udp"])
 
     def unknown() -> tuple[Response, float]:
         started = time.monotonic()
         alice.send(alice.request("INVITE", "sip:bob@nowhere.far.example"))
-        return alice.expect(404), time.monotonic() - started
+        return alice.expect(expected), time.monotonic() - started
 
     try:
         assert (await deferToThread(alice.register)).status == 200
@@ -118,7 +131,10 @@ async def test_a_domain_dns_does_not_know_gets_404_with_a_warning(
     finally:
         alice.close()
         await service.stopService()
-    assert "NXDOMAIN" in (answer.header("warning") or ""), answer.header("warning")
+    said = answer.header_values("warning")
+    assert len(said) == len(warnings), said
+    for value, word in zip(said, warnings, strict=True):
+        assert word in value, said
     assert took < 1.0
 
 
@@ -139,7 +155,7 @@ async def test_a_sips_domain_is_reached_over_tls_that_proves_the_domain(
             "secure.example", f"_sips._tcp SRV 10 10 {uas_port} uas", "uas A 127.0.0.1")})
         host, port = knot.address
         service = await start_gateway(tmp_path / "gw", **{
-            "proxy.resolvers": "local, dns", "dns.servers": f"{host}:{port}",
+            "dns.servers": f"{host}:{port}",
             "tls.ca_file": str(ca.cert_path)})
         alice = UA("alice", ports(service)["udp"])
 
@@ -188,3 +204,31 @@ async def test_a_route_naming_a_host_is_located_in_dns(
         await service.stopService()
     assert incoming.header_values("route") == [f"<sip:proxy.far.example:{bob.port};lr>"]
     assert final.status == 486
+
+
+@pytest_twisted.ensureDeferred
+async def test_strangers_cannot_reach_other_domains_through_the_gateway(
+        tmp_path: Path) -> None:
+    """No open relay with DNS on: a user of another domain calling a third domain gets
+    403, a local user without credentials gets 407, and neither makes a DNS question."""
+    dns = EmptyDnsServer.on_loopback()
+    service = await start_gateway(tmp_path / "gw", **{
+        "auth.trusted_networks": "", "dns.servers": dns.setting})
+    port = ports(service)["udp"]
+    stranger = UA("mallory", port, domain="elsewhere.example")
+    local = UA("alice", port)
+
+    def attempts() -> tuple[int, int]:
+        stranger.send(stranger.request("INVITE", "sip:bob@far.example"))
+        local.send(local.request("INVITE", "sip:bob@far.example"))
+        return stranger.expect(403, 407).status, local.expect(403, 407).status
+
+    try:
+        refused, challenged = await deferToThread(attempts)
+    finally:
+        stranger.close()
+        local.close()
+        await service.stopService()
+        dns.stop()
+    assert (refused, challenged) == (403, 407)
+    assert dns.questions == 0

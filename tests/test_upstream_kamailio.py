@@ -109,23 +109,27 @@ def kam_in_dns(kam_port: int) -> dict[str, str]:
         f"dead A {HOST}", f"kam A {HOST}")}
 
 
-@pytest.mark.parametrize("by_name", [False, True], ids=["by-address", "by-name-in-dns"])
+@pytest.mark.parametrize("mode", ["by-address", "by-name-in-dns", "federation-by-dns"])
 def test_calls_between_a_kamailio_phone_and_a_gateway_phone(sipp: str, kamailio_bin: str,
-                                                           tmp_path: Path, by_name: bool,
+                                                           tmp_path: Path, mode: str,
                                                            knot_zones) -> None:  # noqa: ANN001
     """By address, and by name: ``upstream.uri = sip:kam.example`` located in DNS
     (RFC 3263), whose first SRV target is dead: registrations and calls fail over to
-    Kamailio."""
+    Kamailio. Federation: no [upstream] at all; the default resolver chain finds
+    kam.example's servers in DNS and fails over from the dead one (a call from the
+    gateway's phone to Kamailio's; Kamailio here does not look other domains up, so
+    only that direction)."""
     with kamailio(kamailio_bin, tmp_path) as kam_port:
-        dns_server = knot_zones(kam_in_dns(kam_port)).address if by_name else None
+        dns_server = knot_zones(kam_in_dns(kam_port)).address if mode != "by-address" else None
         config = tmp_path / "gateway.ini"
         if dns_server is None:
             config.write_text(f"[upstream]\nuri = sip:{HOST}:{kam_port}\n"
                               "domain = kam.example\nexpires = 120\n")
-        else:
+        elif mode == "by-name-in-dns":
             config.write_text("[upstream]\nuri = sip:kam.example\nexpires = 120\n"
-                              "[proxy]\nresolvers = local, overlay, upstream, dns\n"
                               f"[dns]\nservers = {dns_server[0]}:{dns_server[1]}\n")
+        else:
+            config.write_text(f"[dns]\nservers = {dns_server[0]}:{dns_server[1]}\n")
         with GatewayProcess(tmp_path / "gw", extra_args=("--config", str(config),
                                                          "--domain", "a.example")) as gw:
             alice_port, kuser_port = free_port(), free_port()
@@ -135,18 +139,19 @@ def test_calls_between_a_kamailio_phone_and_a_gateway_phone(sipp: str, kamailio_
             common = ["-i", HOST, "-m", "1", "-timeout", "30s", "-timeout_error",
                       "-nostdin", "-trace_err"]
 
-            # A phone at Kamailio calls sip:alice@kam.example: Kamailio's location points
-            # at the gateway, which finds alice's phone.
-            uas = [sipp, "-sf", str(SCENARIOS / "uas_call.xml"), "-p", str(alice_port),
-                   *common, "-error_file", str(tmp_path / "k2g-uas.errors"),
-                   f"{HOST}:{gw.udp_port}"]
-            uac = [sipp, "-sf", str(uac_to(tmp_path, "kam.example")), "-s", "alice",
-                   "-p", str(free_port()), *common,
-                   "-error_file", str(tmp_path / "k2g-uac.errors"), f"{HOST}:{kam_port}"]
-            run_call(uas, uac, tmp_path, gw)
+            if mode != "federation-by-dns":
+                # A phone at Kamailio calls sip:alice@kam.example: Kamailio's location
+                # points at the gateway, which finds alice's phone.
+                uas = [sipp, "-sf", str(SCENARIOS / "uas_call.xml"), "-p", str(alice_port),
+                       *common, "-error_file", str(tmp_path / "k2g-uas.errors"),
+                       f"{HOST}:{gw.udp_port}"]
+                uac = [sipp, "-sf", str(uac_to(tmp_path, "kam.example")), "-s", "alice",
+                       "-p", str(free_port()), *common,
+                       "-error_file", str(tmp_path / "k2g-uac.errors"), f"{HOST}:{kam_port}"]
+                run_call(uas, uac, tmp_path, gw)
 
             # alice's phone calls sip:kuser@kam.example: neither local nor in the
-            # overlay, so the gateway hands it to Kamailio.
+            # overlay, so the gateway hands it to Kamailio (the upstream, or DNS's).
             uas = [sipp, "-sf", str(SCENARIOS / "uas_call.xml"), "-p", str(kuser_port),
                    *common, "-error_file", str(tmp_path / "g2k-uas.errors"),
                    f"{HOST}:{kam_port}"]

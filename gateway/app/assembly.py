@@ -151,8 +151,8 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                                 absorb=sink.absorb, tls=prepared.tls, rejected=metrics.rejected,
                                 connections=connections, unreachable=sink.unreachable)
 
-    # Next hops named by host names are located in DNS when the dns resolver is on
-    # (until it is on by default, a gateway without it keeps to IP addresses).
+    # Next hops named by host names are located in DNS only when the dns resolver is on:
+    # taking it out of proxy.resolvers keeps the SIP path off DNS altogether.
     dns_on = "dns" in config.proxy.resolvers
     driver = CoreDriver(core, reactor, resolvers, location, make_transports,
                         locator if dns_on else None)

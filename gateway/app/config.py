@@ -107,6 +107,7 @@ class AuthSection:
     trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     realm: str
     algorithms: tuple[str, ...]
+    multi_challenge_clients: tuple[str, ...]
     methods: frozenset[str] | None
     nonce_lifetime: float
     max_failures: int

@@ -116,16 +116,17 @@ SETTINGS: tuple[Setting, ...] = (
             "On SIGTERM: seconds to let requests being proxied (and registry writes) "
             "finish while new calls and registrations get 503 with Retry-After; then "
             "the gateway closes."),
-    Setting("proxy", "resolvers", "local, overlay, upstream", v.resolvers,
+    Setting("proxy", "resolvers", "local, overlay, upstream, dns", v.resolvers,
             "Where requests are routed, tried in this order (comma separated). \"local\" "
             "is the registry of this gateway, authoritative for its domains (404 for "
             "unknown users, 480 for users whose bindings all expired). \"overlay\" looks "
             "other AoRs up in the P2PSIP DHT (it passes when [overlay] is off; while "
             "the overlay is unreachable it answers 480 unless a later resolver knows "
             "better). \"upstream\" hands everything else to the [upstream] server (it "
-            "passes when none is set). \"dns\" (not in the default yet) locates the "
-            "servers of other domains by DNS (RFC 3263: NAPTR, SRV, A/AAAA) and tries "
-            "them in turn. Requests nobody knows get 404."),
+            "passes when none is set). \"dns\" locates the servers of other domains by "
+            "DNS (RFC 3263: NAPTR, SRV, A/AAAA) and tries them in turn; it is also what "
+            "lets next hops, Route headers and [upstream] name hosts rather than IP "
+            "addresses (without it those get 503). Requests nobody knows get 404."),
     Setting("proxy", "timer_c", "180", v.seconds(1, 86400),
             "Timer C (RFC 3261 §16.8), seconds: an INVITE branch that has no final "
             "response this long after its last provisional is cancelled; one with no "
@@ -168,7 +169,16 @@ SETTINGS: tuple[Setting, ...] = (
             "authenticated (the To of a REGISTER, the From of other requests). Users "
             "are stored per realm (p2psip-admin users add takes the same default)."),
     Setting("auth", "algorithms", "SHA-256, MD5", v.algorithms,
-            "Challenge algorithms, in the order offered (SHA-256, MD5)."),
+            "Digest algorithms accepted (SHA-256, MD5), in the order offered to the "
+            "clients of auth.multi_challenge_clients."),
+    Setting("auth", "multi_challenge_clients", "belle-sip", v.user_agents,
+            "Clients (substrings of their User-Agent, any case; * for all) that are "
+            "offered one challenge per algorithm of auth.algorithms and pick the "
+            "strongest (RFC 8760): linphone (belle-sip) does. Every other client gets a "
+            "single MD5 challenge (the first algorithm when MD5 is not accepted), as "
+            "from Asterisk or Kamailio: baresip, SIPp, JsSIP and SIP.js give up when "
+            "they see a SHA-256 challenge, and many phones read only the first one "
+            "(docs/clients.md)."),
     Setting("auth", "methods", "*", v.methods,
             "Methods that users of the domains served here must authenticate (REGISTER "
             "gets 401, the others 407); * for every method. Requests from other domains "

@@ -298,6 +298,18 @@ def algorithms(raw: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+@kind("User-Agent substrings or *")
+def user_agents(raw: str) -> tuple[str, ...]:
+    """Case-insensitive substrings of User-Agent headers; ``("*",)`` matches every client."""
+    items = split_items(raw)
+    if "*" in items:
+        return ("*",)
+    for item in items:
+        if not item.isprintable():
+            raise ValueError(f"{item!r} contains control characters")
+    return tuple(item.lower() for item in items)
+
+
 @kind("SIP methods or *")
 def methods(raw: str) -> frozenset[str] | None:
     listed = split_items(raw)

@@ -42,7 +42,8 @@ def auth_policy(config: GatewayConfig) -> AuthPolicy:
     """The authentication policy from ``[auth]``."""
     auth = config.auth
     return AuthPolicy(auth.trusted_networks, auth.realm, auth.algorithms, auth.methods,
-                      auth.nonce_lifetime, auth.max_failures, auth.lockout)
+                      auth.nonce_lifetime, auth.max_failures, auth.lockout,
+                      auth.multi_challenge_clients)
 
 
 def registrar_policy(config: GatewayConfig) -> RegistrarPolicy:

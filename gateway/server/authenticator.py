@@ -66,6 +66,19 @@ class AuthPolicy:
     nonce_lifetime: float
     max_failures: int
     lockout: float
+    #: Lower-case User-Agent substrings of clients offered every algorithm ("*": all).
+    multi_challenge_clients: tuple[str, ...] = ("*",)
+
+    def algorithms_for(self, user_agent: str | None) -> tuple[str, ...]:
+        """The algorithms to challenge a client with: every accepted one, in order,
+        for clients known to choose among several challenges; one for the rest (MD5,
+        which every digest client has, when accepted)."""
+        if len(self.algorithms) == 1 or "*" in self.multi_challenge_clients:
+            return self.algorithms
+        agent = (user_agent or "").lower()
+        if agent and any(part in agent for part in self.multi_challenge_clients):
+            return self.algorithms
+        return ("MD5",) if "MD5" in self.algorithms else self.algorithms[:1]
 
 
 class UserLookup(Protocol):
@@ -220,18 +233,37 @@ class Authenticator:
         if user.aor != aor:
             return build_response(request, 403, "Forbidden (these credentials are not "
                                   f"for {aor})")
-        if header == "proxy-authorization":
-            _consume(request, realm)
         return None
+
+    def remove_own_credentials(self, request: Request) -> None:
+        """Drop the Proxy-Authorization lines meant for this gateway (its realm, or a
+        domain it serves) from a request about to be forwarded: credentials never
+        travel past the proxy that asked for them (RFC 3261 §22.3), whether they were
+        checked (an INVITE) or not (an ACK, an in-dialog BYE following our Record-Route,
+        a request from a trusted network). Other realms' lines go on, as does
+        Authorization: outside REGISTER (which ends here), it answers the far end's 401
+        and is end-to-end."""
+        if not request.has_header("proxy-authorization"):
+            return
+
+        def ours(value: str) -> bool:
+            try:
+                realm = parse_credentials(value).realm
+            except SipSyntaxError:
+                return False
+            return realm == self.policy.realm or self.myself.is_local(realm)
+
+        request.remove_values("proxy-authorization", ours)
 
     def _challenge(self, request: Request, status: int, realm: str, now: float,
                    stale: bool) -> Response:
         nonce = self.nonces.issue(realm, now)
         opaque = self.nonces.opaque(realm)
         name = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+        offered = self.policy.algorithms_for(request.header("user-agent"))
         return build_response(request, status, headers=[
             (name, challenge(realm, nonce, opaque, algorithm, stale))
-            for algorithm in self.policy.algorithms])
+            for algorithm in offered])
 
     def _locked_out(self, request: Request) -> Response:
         return build_response(request, 403, "Forbidden (too many failed attempts, try "
@@ -257,16 +289,3 @@ def _nonce_count(text: str) -> int:
         return int(text, 16)
     except ValueError:
         raise SipSyntaxError("nc must be 8 hex digits") from None
-
-
-def _consume(request: Request, realm: str) -> None:
-    """Drop the Proxy-Authorization lines this gateway used (RFC 3261 §22.3 lets the
-    proxy that checked them remove them); other realms' credentials go on."""
-
-    def used_here(value: str) -> bool:
-        try:
-            return parse_credentials(value).realm == realm
-        except SipSyntaxError:
-            return False
-
-    request.remove_values("proxy-authorization", used_here)

@@ -328,6 +328,7 @@ class SipCore:
                       host=source.host, port=source.port, call_id=request.call_id)
         if method == "ACK":
             if not self.transactions.absorb_ack(request, source, now):
+                self._drop_own_credentials(request)
                 self.proxy.forward_ack(request, source)  # the ACK of a 2xx
             return
         txn, sends = self.transactions.receive_request(request, source, reply_to, now)
@@ -354,6 +355,7 @@ class SipCore:
             elif method == "CANCEL":
                 self._cancel(txn, request)
             elif not (self.myself.is_for_me(request) and not request.has_header("route")):
+                self._drop_own_credentials(request)
                 self.proxy.handle_request(txn, request)
             else:
                 # Addressed to the gateway itself (not a strict-routed request): it is
@@ -363,6 +365,10 @@ class SipCore:
                     ("Allow", ", ".join(ALLOWED_METHODS))]))
         except SipSyntaxError as exc:
             self._respond(txn, build_response(request, 400, f"Bad Request ({exc})"))
+
+    def _drop_own_credentials(self, request: Request) -> None:
+        if self.authenticator is not None:
+            self.authenticator.remove_own_credentials(request)
 
     def _receive_response(self, response: Response) -> None:
         try:

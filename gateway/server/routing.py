@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
@@ -156,8 +156,9 @@ class IResolverFactory(Interface):
 
 
 class ResolverChain:
-    """Asks each resolver in turn; the first answer wins. When every resolver passes,
-    the answer is ``404`` (no resolver knows the domain)."""
+    """Asks each resolver in turn; the first final answer wins. Without one, the first
+    non-final answer does, carrying the Warnings of the non-final answers after it; when
+    every resolver passes, the answer is ``404`` (no resolver knows the domain)."""
 
     def __init__(self, resolvers: Iterable[ITargetResolver]) -> None:
         self.resolvers = list(resolvers)
@@ -177,7 +178,11 @@ class ResolverChain:
             if result is None:
                 return self._ask(index + 1, uri, request, fallback)
             if not result.final:
-                return self._ask(index + 1, uri, request, fallback or result)
+                # The earliest non-final answer stands; the later ones add their
+                # Warnings, so the caller learns what each resolver found.
+                kept = result if fallback is None else replace(
+                    fallback, headers=fallback.headers + result.headers)
+                return self._ask(index + 1, uri, request, kept)
             return result
 
         return d.addCallback(next_or_answer)
