@@ -55,8 +55,8 @@ def _challenges(response: Response, header: str = "www-authenticate") -> list[di
     return [parse_challenge(v) for v in response.header_values(header)]
 
 
-#: linphone 5.1's User-Agent: a client offered every algorithm (auth.multi_challenge_clients).
-LINPHONE = "Linphone/5.1.2 (Debian) LinphoneCore/5.1.2 (belle-sip/5.1.2)"
+#: linphonec 5.1's User-Agent: a client offered every algorithm (auth.multi_challenge_clients).
+LINPHONE = "Linphonec/5.1.65"
 BARESIP = "baresip v1.0.0 (x86_64/linux)"
 
 

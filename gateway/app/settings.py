@@ -171,13 +171,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth", "algorithms", "SHA-256, MD5", v.algorithms,
             "Digest algorithms accepted (SHA-256, MD5), in the order offered to the "
             "clients of auth.multi_challenge_clients."),
-    Setting("auth", "multi_challenge_clients", "belle-sip", v.user_agents,
+    Setting("auth", "multi_challenge_clients", "linphone, belle-sip", v.user_agents,
             "Clients (substrings of their User-Agent, any case; * for all) that are "
             "offered one challenge per algorithm of auth.algorithms and pick the "
-            "strongest (RFC 8760): linphone (belle-sip) does. Every other client gets a "
-            "single MD5 challenge (the first algorithm when MD5 is not accepted), as "
-            "from Asterisk or Kamailio: baresip, SIPp, JsSIP and SIP.js give up when "
-            "they see a SHA-256 challenge, and many phones read only the first one "
+            "strongest (RFC 8760), as linphone and other belle-sip clients do. Every "
+            "other client gets a single MD5 challenge (the first algorithm when MD5 is "
+            "not accepted), as from Asterisk or Kamailio: baresip 1.0 and SIPp give up "
+            "when they see a SHA-256 challenge, and JsSIP and SIP.js do MD5 only "
             "(docs/clients.md)."),
     Setting("auth", "methods", "*", v.methods,
             "Methods that users of the domains served here must authenticate (REGISTER "
