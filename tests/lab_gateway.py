@@ -16,6 +16,7 @@ from netlab import Lab
 from gateway.app.status_file import OVERLAY_STATUS_FILE
 
 SIP_PORT = 5060
+TLS_PORT = 5061
 OVERLAY_PORT = 6084
 LAB_NETWORKS = "198.18.0.0/15, 10.0.0.0/8"
 
@@ -41,15 +42,19 @@ class LabGateway:
     """One gateway listening on ``address`` (UDP and TCP 5060, overlay 6084) in ``ns``."""
 
     def __init__(self, lab: Lab, ns: str, address: str, domain: str, workdir: Path,
-                 *settings: str, bootstrap: str = "", listen: str | None = None) -> None:
+                 *settings: str, bootstrap: str = "", listen: str | None = None,
+                 trusted_networks: str | None = LAB_NETWORKS, tls: bool = False) -> None:
         """``listen``: the SIP and overlay listen host (default ``address``; "0.0.0.0"
-        for a wildcard listener)."""
+        for a wildcard listener); ``trusted_networks``: auth.trusted_networks (None:
+        the default); ``tls``: a TLS listener on port 5061."""
         self.lab, self.ns, self.address, self.domain = lab, ns, address, domain
         self.listen = listen or address
         self.data_dir = workdir / f"{domain}-data"
         self.log = workdir / f"{domain}.log"
         self.settings = settings
         self.bootstrap = bootstrap
+        self.trusted_networks = trusted_networks
+        self.tls = tls
         self.process = None
         self.crashed_pid: int | None = None  # the pid of the last process killed
 
@@ -63,9 +68,11 @@ class LabGateway:
         argv = [twistd_executable(), "-n", "--pidfile=", "p2psip-gateway",
                 "--data-dir", str(self.data_dir), "--domain", self.domain,
                 "--listen-udp", f"{self.listen}:{SIP_PORT}",
-                "--listen-tcp", f"{self.listen}:{SIP_PORT}", "--listen-tls", "",
-                "--listen-overlay", f"{self.listen}:{OVERLAY_PORT}",
-                "--set", f"auth.trusted_networks={LAB_NETWORKS}"]
+                "--listen-tcp", f"{self.listen}:{SIP_PORT}",
+                "--listen-tls", f"{self.listen}:{TLS_PORT}" if self.tls else "",
+                "--listen-overlay", f"{self.listen}:{OVERLAY_PORT}"]
+        if self.trusted_networks is not None:
+            argv += ["--set", f"auth.trusted_networks={self.trusted_networks}"]
         if self.bootstrap:
             argv += ["--bootstrap", self.bootstrap]
         if not any(setting.startswith("dns.servers=") for setting in self.settings):

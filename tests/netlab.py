@@ -83,6 +83,7 @@ class Lab:
         self.processes: list[subprocess.Popen[bytes]] = []
         self._logs: list[object] = []
         self._dns: dict[str, EmptyDnsServer] = {}
+        self._etc: list[Path] = []
 
     # --- building ------------------------------------------------------------------------
 
@@ -103,6 +104,23 @@ class Lab:
     def sysctl(self, ns: str, key: str, value: str) -> None:
         """Set a sysctl inside ``ns``."""
         run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{key}={value}")
+
+    def addresses(self, ns: str, *cidrs: str) -> None:
+        """Give ``ns`` these addresses on an interface of their own (a dummy one):
+        several hosts' addresses in one namespace, reachable only from inside it."""
+        run("ip", "-n", ns, "link", "add", "d0", "type", "dummy")
+        for cidr in cidrs:
+            run("ip", "-n", ns, "addr", "add", cidr, "dev", "d0")
+        run("ip", "-n", ns, "link", "set", "dev", "d0", "up")
+
+    def etc_file(self, ns: str, name: str, text: str) -> None:
+        """``/etc/<name>`` as processes started in ``ns`` see it (``ip netns exec``
+        bind-mounts ``/etc/netns/<ns>/<name>`` over it), e.g. ``hosts``; removed by
+        :meth:`close`."""
+        directory = Path("/etc/netns") / ns
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+        self._etc.append(directory / name)
 
     def cable(self, a: str, a_if: str, a_addr: str | None, b: str, b_if: str,
               b_addr: str | None) -> None:
@@ -241,6 +259,11 @@ table inet filter {{
         for server in self._dns.values():
             server.stop()
         self._dns.clear()
+        for path in self._etc:
+            path.unlink(missing_ok=True)
+            with suppress(OSError):
+                path.parent.rmdir()
+        self._etc.clear()
         for handle in self._logs:
             with suppress(Exception):
                 handle.close()  # type: ignore[attr-defined]

@@ -412,3 +412,21 @@ async def test_mutual_tls_peers_need_a_certificate_and_are_not_challenged(tmp_pa
             await _run(without_certificate)
     finally:
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_names_of_a_configured_certificate_are_the_gateways_own(tmp_path) -> None:
+    """Phones name the gateway by its certificate's name in their outbound proxy, so a
+    Route or Request-URI with that name is for the gateway; the generated certificate's
+    names add nothing (they are this host's names already)."""
+    issued = TestCA(tmp_path / "ca").issue("gw", dns=["gw.example.test", "*.example.test"])
+    service = await start_gateway(tmp_path / "data", **{
+        "tls.certificate": str(issued.cert), "tls.private_key": str(issued.key)})
+    try:
+        port = ports(service)["udp"]
+        assert service.myself.is_me("gw.example.test", port)
+        assert service.myself.is_me("GW.example.test", None)
+        assert not service.myself.is_me("other.example.test", None)  # no wildcard
+        assert not service.myself.is_me("example.test", None)
+    finally:
+        await service.stopService()

@@ -95,10 +95,14 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                                on_commit=metrics.db_write.observe)
     listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]
     external = config.sip.external_address
+    # The names in a configured certificate are this gateway's too: phones use them in
+    # their outbound proxy (and Route), and TLS clients check them.
+    certificate_names = (prepared.material.dns_names if prepared.material is not None
+                         and not prepared.material.generated else ())
     local_domains = LocalDomains(config.gateway.domains,
                                  [*machine_addresses(), *listen_hosts,
                                   *([external[0]] if external else [])],
-                                 (socket.gethostname(), socket.getfqdn()))
+                                 (socket.gethostname(), socket.getfqdn(), *certificate_names))
     # The sockets are bound already (prepare): the gateway knows its own addresses.
     listeners = [(kind, *sock.getsockname()[:2]) for kind, sock in prepared.sockets]
     myself = Myself(local_domains, listeners, advertised_host=config.sip.advertised_address,

@@ -46,8 +46,10 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("gateway", "domains", "", v.domains,
             "Domains this gateway is the registrar for (comma separated). Besides these "
-            "it always serves its own host name, \"localhost\" and every IP address of "
-            "this machine, so sip:alice@127.0.0.1 registers on a fresh install. "
+            "it always serves its own host name, the DNS names of a configured "
+            "tls.certificate, \"localhost\" and every IP address of this machine, so "
+            "sip:alice@127.0.0.1 registers on a fresh install and a Route naming the "
+            "gateway by its certificate's name is recognised. "
             "REGISTERs for other domains get 403.",
             option="domain"),
     Setting("gateway", "data_dir", "data", v.plain,

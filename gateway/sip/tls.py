@@ -72,6 +72,18 @@ class TlsMaterial:
         return self.certificate.fingerprint(hashes.SHA256()).hex(":").upper()
 
     @property
+    def dns_names(self) -> tuple[str, ...]:
+        """The host names the certificate proves (its DNS subjectAltNames, wildcards
+        left out): names of this gateway, as a Route or Request-URI may use them."""
+        try:
+            san = self.certificate.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return ()
+        return tuple(name for name in san.get_values_for_type(x509.DNSName)
+                     if not name.startswith("*"))
+
+    @property
     def subject(self) -> str:
         """The certificate's common name (or its whole subject)."""
         subject = self.certificate.subject
