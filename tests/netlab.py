@@ -105,14 +105,6 @@ class Lab:
         """Set a sysctl inside ``ns``."""
         run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{key}={value}")
 
-    def addresses(self, ns: str, *cidrs: str) -> None:
-        """Give ``ns`` these addresses on an interface of their own (a dummy one):
-        several hosts' addresses in one namespace, reachable only from inside it."""
-        run("ip", "-n", ns, "link", "add", "d0", "type", "dummy")
-        for cidr in cidrs:
-            run("ip", "-n", ns, "addr", "add", cidr, "dev", "d0")
-        run("ip", "-n", ns, "link", "set", "dev", "d0", "up")
-
     def etc_file(self, ns: str, name: str, text: str) -> None:
         """``/etc/<name>`` as processes started in ``ns`` see it (``ip netns exec``
         bind-mounts ``/etc/netns/<ns>/<name>`` over it), e.g. ``hosts``; removed by

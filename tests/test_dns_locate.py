@@ -32,6 +32,9 @@ ZONE = zone(
     '@ NAPTR 10 50 "s" "SIP+D2U" "" _sip._udp',
     '@ NAPTR 20 50 "s" "SIP+D2T" "" _sip._tcp',
     '@ NAPTR 30 50 "s" "SIPS+D2T" "" _sips._tcp',
+    # The WSS server for browsers (RFC 7118 §8): the gateway opens no WebSocket.
+    '@ NAPTR 5 50 "s" "SIPS+D2W" "" _sips._ws',
+    "_sips._ws SRV 10 10 8443 main",
     "_sip._udp SRV 20 10 5070 backup",
     "_sip._udp SRV 10 10 5060 main",
     "_sip._tcp SRV 10 10 5060 main",
@@ -84,6 +87,7 @@ async def test_naptr_srv_and_addresses_in_order(knot: KnotServer) -> None:
         Address("udp", "::1", 5060, 0, "sip.example"),
         Address("udp", "127.0.0.12", 5070, 0, "sip.example"))  # priority 20 after 10
     assert Address("tcp", "127.0.0.11", 5060, 0, "sip.example") in found.targets
+    assert all(t.port != 8443 for t in found.targets)  # SIPS+D2W (first) is skipped
     # Without a UDP transport here, the NAPTR's UDP entry is skipped.
     found = await locate(locator(knot, ("tcp",)), "sip:bob@sip.example")
     assert {t.transport for t in found.targets} == {"tcp"}

@@ -52,7 +52,7 @@ from gateway.sip.client_transaction import ClientTransactionLayer
 from gateway.sip.dns import DnsClient
 from gateway.sip.locate import SipLocator
 from gateway.sip.transaction import TransactionLayer
-from gateway.sip.transport import OpenConnections, TransportManager
+from gateway.sip.transport import OpenConnections, TransportManager, WebSocketOptions
 from gateway.sip.uri import bracketed
 
 log = get_logger("gateway.app.assembly")
@@ -153,7 +153,9 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
         return TransportManager(reactor, sink.receive, config.sip.max_message_size,
                                 config.sip.max_tcp_connections, config.sip.tcp_idle_timeout,
                                 absorb=sink.absorb, tls=prepared.tls, rejected=metrics.rejected,
-                                connections=connections, unreachable=sink.unreachable)
+                                connections=connections, unreachable=sink.unreachable,
+                                websocket=WebSocketOptions(config.websocket.keepalive,
+                                                           config.websocket.allowed_origins))
 
     # Next hops named by host names are located in DNS only when the dns resolver is on:
     # taking it out of proxy.resolvers keeps the SIP path off DNS altogether.

@@ -182,6 +182,16 @@ class DnsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketSection:
+    """``[websocket]``: SIP over WebSocket listeners (RFC 7118)."""
+
+    listen: tuple[ListenAddress, ...]
+    listen_secure: tuple[ListenAddress, ...]
+    allowed_origins: tuple[str, ...]
+    keepalive: float
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole validated configuration."""
 
@@ -198,6 +208,7 @@ class GatewayConfig:
     status: StatusSection
     limits: LimitsSection
     dns: DnsSection
+    websocket: WebSocketSection
 
     @property
     def data_dir(self) -> str:
@@ -265,9 +276,11 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
         gateway.data_dir)), gateway.log_level)
     sip = SipSection(**values["sip"])
     tls = TlsSection(**values["tls"])
-    if not sip.listen_udp and not sip.listen_tcp and not tls.listen:
+    websocket = WebSocketSection(**values["websocket"])
+    if not (sip.listen_udp or sip.listen_tcp or tls.listen or websocket.listen
+            or websocket.listen_secure):
         raise ConfigError("sip.listen_udp: no listener at all (set sip.listen_udp, "
-                          "sip.listen_tcp or tls.listen)")
+                          "sip.listen_tcp, tls.listen or a websocket listener)")
     if tls.private_key and not tls.certificate:
         raise ConfigError("tls.certificate: must be set when tls.private_key is")
     if tls.chain and not tls.certificate:
@@ -312,7 +325,8 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
                           "add dns to proxy.resolvers (or give an IP address)")
     return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay,
                          upstream, StatusSection(**values["status"]),
-                         LimitsSection(**values["limits"]), DnsSection(**values["dns"]))
+                         LimitsSection(**values["limits"]), DnsSection(**values["dns"]),
+                         websocket)
 
 
 def _ip_or_localhost_host(uri: str) -> bool:

@@ -116,7 +116,8 @@ class GatewayCollector:
                                   "rate limit (503)", value=m.rate_limited)
         yield CounterMetricFamily("sip_malformed_messages", "messages that could not be "
                                   "parsed, lacked valid mandatory headers or were too big "
-                                  "(answered 400/505, or dropped)", value=m.malformed)
+                                  "(answered 400/505, or dropped), and refused WebSocket "
+                                  "handshakes", value=m.malformed)
         yield CounterMetricFamily("sip_auth_failures", "failed digest authentications",
                                   value=status["auth"]["failures"])
         yield GaugeMetricFamily("sip_server_transactions", "live server transactions",

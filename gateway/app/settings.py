@@ -161,6 +161,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls", "ciphers", "", v.plain,
             "OpenSSL cipher string to restrict TLS 1.2 suites further. Empty: forward- "
             "secret AEAD suites only (Twisted's default)."),
+    Setting("websocket", "listen", "", v.listen_ws,
+            "SIP over WebSocket (RFC 7118) listen addresses, plain WS, comma separated "
+            "host:port (port 80 when omitted): browsers (JsSIP, SIP.js) register and "
+            "call through these. Empty: none. Browsers allow plain WS only to pages "
+            "that are not HTTPS; use listen_secure for real deployments.",
+            option="listen-ws"),
+    Setting("websocket", "listen_secure", "", v.listen_wss,
+            "Secure WebSocket (WSS) listen addresses (port 443 when omitted), with the "
+            "[tls] certificate. Empty: none.",
+            option="listen-wss"),
+    Setting("websocket", "allowed_origins", "*", v.origins,
+            "Origins (https://host[:port], comma separated) whose pages may open a SIP "
+            "WebSocket; others are refused in the handshake (403). *: any page (the "
+            "SIP digest still decides who may register and call)."),
+    Setting("websocket", "keepalive", "30", v.seconds(0, 3600),
+            "Seconds between WebSocket pings on an idle connection; one without a pong "
+            "within as long again is closed. 0: no pings (sip.tcp_idle_timeout still "
+            "applies)."),
     Setting("auth", "trusted_networks", "127.0.0.0/8, ::1", v.networks,
             "Digest authentication (RFC 3261 §22, RFC 8760). Requests from these "
             "networks are not challenged (comma separated addresses or networks). "
@@ -375,6 +393,7 @@ SECTION_DOCS = {
     "sip": "Listeners, transport limits and transaction timers.",
     "proxy": "Where requests are routed, and Timer C.",
     "tls": "The TLS transport (SIPS) and its certificate.",
+    "websocket": "SIP over WebSocket (RFC 7118) for browsers.",
     "auth": "Digest authentication.",
     "overlay": "The P2PSIP overlay node.",
     "upstream": "A conventional SIP server next to the overlay.",

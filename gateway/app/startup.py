@@ -83,9 +83,10 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
     prepared = Prepared(config, store)
     try:
         prepared.secret = load_secret(config.data_dir)
-        if config.tls.listen or config.overlay.enabled:
+        secure_listeners = config.tls.listen or config.websocket.listen_secure
+        if secure_listeners or config.overlay.enabled:
             prepared.material = _tls_material(config)
-        if config.tls.listen:
+        if secure_listeners:
             assert prepared.material is not None
             prepared.tls = TlsContexts(tls_settings(config), prepared.material)
         if config.overlay.enabled and config.overlay.ca_file:
@@ -95,7 +96,10 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
     try:
         for key, kind, addresses in (("sip.listen_udp", "udp", config.sip.listen_udp),
                                      ("sip.listen_tcp", "tcp", config.sip.listen_tcp),
-                                     ("tls.listen", "tls", config.tls.listen)):
+                                     ("tls.listen", "tls", config.tls.listen),
+                                     ("websocket.listen", "ws", config.websocket.listen),
+                                     ("websocket.listen_secure", "wss",
+                                      config.websocket.listen_secure)):
             for address in addresses:
                 prepared.sockets.append((kind, _bind(key, kind, address)))
         if config.overlay.enabled and config.overlay.listen is not None:
@@ -136,12 +140,13 @@ def _tls_material(config: GatewayConfig) -> TlsMaterial:
         if name and name != "localhost" and name not in target:
             target.append(name)
     names.append("localhost")  # last: never the common name when there is another
-    hosts = [a.host for a in config.tls.listen if a.host not in ("0.0.0.0", "::")]
+    secure = (*config.tls.listen, *config.websocket.listen_secure)
+    hosts = [a.host for a in secure if a.host not in ("0.0.0.0", "::")]
     if config.sip.advertised_address:
         hosts.append(config.sip.advertised_address)
     if config.sip.external_address is not None:
         hosts.append(config.sip.external_address[0])
-    if len(hosts) < len(config.tls.listen) or not hosts:
+    if len(hosts) < len(secure) or not hosts:
         with contextlib.suppress(OSError):
             hosts.append(socket.gethostbyname(socket.gethostname()))  # what we advertise
     addresses += [h for h in hosts if h not in addresses]

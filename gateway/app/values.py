@@ -196,6 +196,28 @@ def listen_tls(raw: str) -> tuple[ListenAddress, ...]:
     return tuple(parse_listen_address(item, 5061) for item in split_items(raw))
 
 
+@kind("host:port list (port 80 when omitted)")
+def listen_ws(raw: str) -> tuple[ListenAddress, ...]:
+    return tuple(parse_listen_address(item, 80) for item in split_items(raw))
+
+
+@kind("host:port list (port 443 when omitted)")
+def listen_wss(raw: str) -> tuple[ListenAddress, ...]:
+    return tuple(parse_listen_address(item, 443) for item in split_items(raw))
+
+
+@kind("origins (scheme://host[:port]) or *")
+def origins(raw: str) -> tuple[str, ...]:
+    items = split_items(raw)
+    if "*" in items:
+        return ("*",)
+    for item in items:
+        scheme, _, rest = item.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest or "/" in rest:
+            raise ValueError(f"{item!r} is not an origin like https://phone.example.com")
+    return tuple(item.lower() for item in items)
+
+
 @kind("host:port (port 6084 when omitted)")
 def one_listen(raw: str) -> ListenAddress | None:
     return _one_address(raw, 6084)

@@ -21,7 +21,7 @@ from gateway.sip.address import Address
 
 #: The URI parameter of this gateway's Record-Route entries that carries a flow.
 FLOW_PARAM = "flow"
-_TRANSPORTS = ("udp", "tcp", "tls")
+_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
 
 class FlowTokens:

@@ -286,6 +286,11 @@ class Proxy:
                     return
                 target = replace(target, next_hop=flow, relay_token=token)
         destination = self._next_hop(request, target)
+        if destination is None and _websocket_contact(request):
+            # A browser listens nowhere: without its connection it cannot be reached.
+            self._synthesise(context, None, 480, "Temporarily Unavailable (the WebSocket "
+                             "connection of this contact is closed)")
+            return
         if destination is None:
             named = _named_hop(request)
             if named is None:
@@ -693,10 +698,10 @@ def _secure(request: Request) -> bool:
 
 def _secure_hop(request: Request, destination: Address) -> bool:
     """Whether forwarding ``request`` (already retargeted) to ``destination`` keeps a
-    sips: request secure (RFC 3261 §26.2.2, RFC 5630): the hop is TLS and, unless a
+    sips: request secure (RFC 3261 §26.2.2, RFC 5630): the hop is TLS (or WSS) and, unless a
     Route decides the hop, the new Request-URI is a SIPS URI too (a phone that wants
     sips: calls registers a sips: Contact, RFC 5630 §4.1)."""
-    if destination.transport != "tls":
+    if destination.transport not in ("tls", "wss"):
         return False
     return bool(forwarding.routes(request)) or _secure(request)
 
@@ -724,6 +729,16 @@ def _upstream(best: Response, request: Request, ours: bool) -> Response:
     if best.status == 503 and not ours:
         return build_response(request, 500, "Server Internal Error (next hop unavailable)")
     return best
+
+
+def _websocket_contact(request: Request) -> bool:
+    """Whether ``request`` (no Route left) goes to a WebSocket client's Contact
+    (``transport=ws``/``wss``, or the ``.invalid`` host browsers use, RFC 7118 §5.2),
+    which only its own connection reaches."""
+    uri = request.uri
+    if forwarding.routes(request) or not isinstance(uri, SipUri):
+        return False
+    return (uri.transport or "") in ("ws", "wss") or uri.host.lower().endswith(".invalid")
 
 
 def _named_hop(request: Request) -> SipUri | None:

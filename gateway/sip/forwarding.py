@@ -24,7 +24,7 @@ BRANCH_PREFIX = MAGIC_COOKIE + "gw"
 _counter = itertools.count(1)
 _instance = hashlib.blake2b(str(id(_counter)).encode(), digest_size=4).hexdigest()
 
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 
 
 def loop_hash(request: Request) -> str:
@@ -75,8 +75,9 @@ def via_value(transport: str, host: str, port: int, branch: str) -> str:
 def record_route_value(host: str, port: int, transport: str, secure: bool = False) -> str:
     """A Record-Route value naming this gateway on one transport (loose routing); a
     SIPS URI for a TLS side of a ``sips:`` request (RFC 3261 §16.6 step 4)."""
-    if secure and transport == "tls":
-        return f"<sips:{bracketed(host)}:{port};lr>"
+    if secure and transport in ("tls", "wss"):
+        suffix = ";transport=wss" if transport == "wss" else ""
+        return f"<sips:{bracketed(host)}:{port}{suffix};lr>"
     suffix = "" if transport == "udp" else f";transport={transport}"
     return f"<sip:{bracketed(host)}:{port}{suffix};lr>"
 
@@ -166,8 +167,10 @@ def without_top_via(response: Response) -> Response:
 
 def uri_address(uri: SipUri) -> Address | None:
     """Where a SIP URI says to send (``maddr``, host, port, ``transport``); None when the
-    host is a name that needs DNS (RFC 3263), which this gateway does not do yet."""
-    transport = "tls" if uri.secure else (uri.transport or "udp")
+    host is a name, which the proxy locates in DNS (RFC 3263)."""
+    transport = uri.transport or "udp"
+    if uri.secure and transport != "wss":
+        transport = "tls"
     host = uri.param("maddr") or uri.host
     host = host.strip("[]")
     name = ""

@@ -61,6 +61,12 @@ class ParseError(SipSyntaxError):
         self.is_request = is_request
         self.status = status
 
+    @property
+    def response_reason(self) -> str:
+        """The reason phrase of the response answering it: ``Bad Request (why)``."""
+        base = "Version Not Supported" if self.status == 505 else "Bad Request"
+        return f"{base} ({self.reason})"
+
 
 def _split_head(data: bytes, framed: bool) -> tuple[bytes, bytes, bool]:
     """(head, body, whether a blank line ended the head). Datagrams may use bare LF line

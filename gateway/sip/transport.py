@@ -1,5 +1,5 @@
-"""UDP, TCP and TLS transports (RFC 3261 §18, §26): bytes in, parsed messages to the
-core; bytes out.
+"""UDP, TCP, TLS and WebSocket transports (RFC 3261 §18, §26; RFC 7118): bytes in,
+parsed messages to the core; bytes out.
 
 Nothing here makes a routing decision. Unparseable requests are answered ``400`` (to the
 packet's source, never to a Via host) or dropped; no exception escapes into the reactor.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import udp
@@ -28,6 +29,10 @@ from gateway.sip.responses import build_error_response
 from gateway.sip.stun import binding_response, is_stun
 from gateway.sip.tls import TlsContexts, describe_failure
 from gateway.sip.uri import bracketed
+from gateway.sip.websocket import SipWebSocketFactory
+
+#: Transports over WebSocket: reached only over connections their peers opened.
+WEBSOCKET = ("ws", "wss")
 
 log = get_logger("gateway.sip.transport")
 
@@ -142,7 +147,7 @@ class UdpTransport(DatagramProtocol):
     def _reject(self, exc: ParseError, host: str, port: int) -> None:
         log.info("unparseable message from udp {host}:{port}: {reason}", host=host, port=port,
                  reason=exc.reason)
-        response = (build_error_response(exc.headers, exc.status, _reason(exc))
+        response = (build_error_response(exc.headers, exc.status, exc.response_reason)
                     if exc.is_request else None)
         if response is not None and self.transport is not None:
             self.transport.write(response.serialize(), (host, port))
@@ -166,11 +171,6 @@ class ErrorQueuePort(udp.Port):
         """Drain the ICMP errors first, then read datagrams as usual."""
         icmp.drain(self.socket, self.protocol.unreachable)
         super().doRead()
-
-
-def _reason(exc: ParseError) -> str:
-    base = "Version Not Supported" if exc.status == 505 else "Bad Request"
-    return f"{base} ({exc.reason})"
 
 
 @implementer(IHandshakeListener)
@@ -229,7 +229,7 @@ class StreamTransport(Protocol, TimeoutMixin):
             except ParseError as exc:
                 log.info("bad message from {peer}: {reason}", peer=self.peer,
                          reason=exc.reason)
-                response = (build_error_response(exc.headers, exc.status, _reason(exc))
+                response = (build_error_response(exc.headers, exc.status, exc.response_reason)
                             if exc.is_request else None)
                 if response is not None:
                     self.transport.write(response.serialize())
@@ -355,8 +355,8 @@ class OpenConnections:
     connection a phone registered over). Built before both, so neither needs the other."""
 
     def __init__(self) -> None:
-        self.by_transport: dict[str, dict[tuple[str, int], StreamTransport]] = {
-            "tcp": {}, "tls": {}}
+        self.by_transport: dict[str, dict[tuple[str, int], Any]] = {
+            "tcp": {}, "tls": {}, "ws": {}, "wss": {}}
 
     def is_open(self, address: Address) -> bool:
         """Whether a connection of ``address``'s transport with its host and port is
@@ -364,6 +364,14 @@ class OpenConnections:
         peers = self.by_transport.get(address.transport)
         connection = peers.get((address.host, address.port)) if peers is not None else None
         return connection is not None and connection.transport is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketOptions:
+    """``[websocket]`` as the transports use it."""
+
+    keepalive: float = 30.0
+    allowed_origins: tuple[str, ...] = ("*",)
 
 
 class TransportManager:
@@ -374,7 +382,8 @@ class TransportManager:
                  absorb: Absorber | None = None, tls: TlsContexts | None = None,
                  rejected: Rejected = _ignore_rejected,
                  connections: OpenConnections | None = None,
-                 unreachable: Unreachable | None = None) -> None:
+                 unreachable: Unreachable | None = None,
+                 websocket: WebSocketOptions | None = None) -> None:
         self.reactor = reactor
         self.receive = receive
         self.absorb = absorb
@@ -391,6 +400,12 @@ class TransportManager:
         self.tls_factory = StreamFactory(self._receive, max_message_size, max_connections,
                                          idle_timeout, transport_name="tls", rejected=rejected,
                                          by_peer=self.connections.by_transport["tls"])
+        options = websocket or WebSocketOptions()
+        self.websockets = {
+            name: SipWebSocketFactory(self._receive, name, max_message_size, max_connections,
+                                      options.keepalive, options.allowed_origins, rejected,
+                                      by_peer=self.connections.by_transport[name])
+            for name in WEBSOCKET}
         self.ports: list[tuple[str, Any]] = []
         self._connecting: dict[tuple[str, str, int], _OutgoingFactory] = {}
         #: Seconds an outgoing TCP connection may take to open.
@@ -420,6 +435,13 @@ class TransportManager:
                 raise ListenError("a TLS listener needs a certificate")
             factory = _TlsServerFactory(self.tls.server, False, self.tls_factory)
             port = self.reactor.adoptStreamPort(sock.fileno(), family, factory)
+        elif kind == "ws":
+            port = self.reactor.adoptStreamPort(sock.fileno(), family, self.websockets["ws"])
+        elif kind == "wss":
+            if self.tls is None:
+                raise ListenError("a WSS listener needs a certificate")
+            wrapped = TLSMemoryBIOFactory(self.tls.server, False, self.websockets["wss"])
+            port = self.reactor.adoptStreamPort(sock.fileno(), family, wrapped)
         else:
             port = self.reactor.adoptStreamPort(sock.fileno(), family, self.stream_factory)
         sock.close()
@@ -438,6 +460,9 @@ class TransportManager:
                 return
             protocol.send(data, address.host, address.port)
             return
+        if address.transport in WEBSOCKET:
+            self._send_websocket(data, address, on_error)
+            return
         streams = self._streams(address.transport)
         if streams is None:
             _fail(on_error, f"no {address.transport.upper()} transport")
@@ -454,6 +479,23 @@ class TransportManager:
             log.info("connection to {address} is gone; response dropped", address=address)
             return
         self._connect(address, data, on_error)
+
+    def _send_websocket(self, data: bytes, address: Address,
+                        on_error: SendError | None) -> None:
+        # Over the connection the peer opened: a browser listens nowhere, so there is
+        # nothing to connect to when it is gone.
+        factory = self.websockets[address.transport]
+        connection = (factory.connections.get(address.connection) if address.connection
+                      else None) or factory.by_peer.get((address.host, address.port))
+        if connection is not None:
+            connection.write(data)
+        elif on_error is not None:
+            on_error(f"no {address.transport.upper()} connection with "
+                     f"{bracketed(address.host)}:{address.port} (a WebSocket peer is "
+                     "reached only over the connection it opened)")
+        else:
+            log.info("WebSocket connection to {address} is gone; message dropped",
+                     address=address)
 
     def _streams(self, transport: str) -> StreamFactory | None:
         if transport == "tcp":
@@ -507,6 +549,9 @@ class TransportManager:
         for streams in (self.stream_factory, self.tls_factory):
             for connection in list(streams.connections.values()):
                 connection.transport.loseConnection()
+        for factory in self.websockets.values():
+            for websocket in list(factory.connections.values()):
+                websocket.close()
         return [d for d in deferreds if d is not None]
 
 
