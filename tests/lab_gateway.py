@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from contextlib import suppress
@@ -81,6 +83,14 @@ class LabGateway:
         for setting in self.settings:
             argv += ["--set", setting]
         return argv
+
+    def add_user(self, user: str, password: str) -> None:
+        """Add ``sip:user@<domain>`` with ``password`` (``p2psip-admin users add``)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "gateway.app.admin", "--data-dir",
+                        str(self.data_dir), "users", "add", f"sip:{user}@{self.domain}",
+                        "--password-stdin"], input=password + "\n", text=True, check=True,
+                       capture_output=True, env=lab_env())
 
     def start(self, timeout: float = 30.0) -> None:
         """Start it and wait (bounded) until it answers OPTIONS from inside its host."""

@@ -105,6 +105,19 @@ class Lab:
         """Set a sysctl inside ``ns``."""
         run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{key}={value}")
 
+    def star(self, addresses: dict[str, str]) -> dict[str, str]:
+        """Hosts (short name → IPv4 address, each in a /24 of its own) behind one
+        router, each with its default route through it; returns short name → namespace."""
+        router = self.router("r")
+        hosts = {}
+        for name, address in addresses.items():
+            host = self.host(name)
+            gateway = f"{address.rsplit('.', 1)[0]}.1"
+            self.cable(host, "eth0", f"{address}/24", router, name, f"{gateway}/24")
+            self.default_route(host, gateway)
+            hosts[name] = host
+        return hosts
+
     def etc_file(self, ns: str, name: str, text: str) -> None:
         """``/etc/<name>`` as processes started in ``ns`` see it (``ip netns exec``
         bind-mounts ``/etc/netns/<ns>/<name>`` over it), e.g. ``hosts``; removed by

@@ -11,15 +11,13 @@ find gw.example.test through their namespace's /etc/hosts.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import softphones
 from conftest import unavailable
-from lab_gateway import LabGateway, lab_env
+from lab_gateway import LabGateway
 from netlab import Lab
 from softphones import Baresip, Linphonec, tone_share
 from tls_certs import TestCA
@@ -42,23 +40,8 @@ def _has_header(head: str, name: str) -> bool:
     return any(line.lower().startswith(name.lower() + ":") for line in head.splitlines())
 
 
-def _add_user(data_dir: Path, user: str, password: str) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "gateway.app.admin", "--data-dir", str(data_dir),
-                    "users", "add", f"sip:{user}@{DOMAIN}", "--password-stdin"],
-                   input=password + "\n", text=True, check=True, capture_output=True,
-                   env=lab_env())
-
-
 def _site(lab: Lab, tmp_path: Path) -> tuple[LabGateway, str, str, TestCA]:
-    router = lab.router("r")
-    hosts = {}
-    for index, name in enumerate(("gw", "pa", "pb")):
-        host = lab.host(name)
-        lab.cable(host, "eth0", f"198.18.{50 + index}.2/24", router, name,
-                  f"198.18.{50 + index}.1/24")
-        lab.default_route(host, f"198.18.{50 + index}.1")
-        hosts[name] = host
+    hosts = lab.star({"gw": GATEWAY, "pa": "198.18.51.2", "pb": "198.18.52.2"})
     for name in ("pa", "pb"):
         lab.etc_file(hosts[name], "hosts", f"127.0.0.1 localhost\n{GATEWAY} {GATEWAY_NAME}\n")
         lab.etc_file(hosts[name], "resolv.conf", "nameserver 127.0.0.1\n")
@@ -67,8 +50,8 @@ def _site(lab: Lab, tmp_path: Path) -> tuple[LabGateway, str, str, TestCA]:
     gateway = LabGateway(lab, hosts["gw"], GATEWAY, DOMAIN, tmp_path,
                          f"tls.certificate={issued.cert}", f"tls.private_key={issued.key}",
                          trusted_networks=None, tls=True)
-    _add_user(gateway.data_dir, "alice", "alice-secret")
-    _add_user(gateway.data_dir, "bob", "bob-secret")
+    gateway.add_user("alice", "alice-secret")
+    gateway.add_user("bob", "bob-secret")
     gateway.start()
     return gateway, hosts["pa"], hosts["pb"], ca
 

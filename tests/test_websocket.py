@@ -136,3 +136,48 @@ async def test_bad_websocket_input_is_refused_counted_and_survived(
     assert seen["still_serving"] == 200
     # Both handshakes, the garbage, the bad request and the oversize message.
     assert ws_gateway.metrics.malformed - rejected_before >= 5
+
+
+def test_the_page_needs_its_jssip_bundle_and_a_listener(tmp_path: Path) -> None:
+    from gateway.app.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"^websocket\.page: needs websocket\.listen"):
+        load_config(None, {"websocket.page": "yes"})
+    with pytest.raises(ConfigError, match=r"^websocket\.jssip: the JsSIP bundle"):
+        load_config(None, {"websocket.page": "yes", "websocket.listen": "127.0.0.1:0",
+                           "websocket.jssip": str(tmp_path / "missing.js")})
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_phone_page_is_served_beside_the_websocket(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    bundle = tmp_path / "jssip.js"
+    bundle.write_text("window.JsSIP = {};  // a stand-in bundle\n")
+    service = await start_gateway(tmp_path / "data", **{
+        "websocket.listen": "127.0.0.1:0", "websocket.page": "yes",
+        "websocket.jssip": str(bundle)})
+    base = _url(service).replace("ws://", "http://")
+
+    def fetch(path: str) -> tuple[int, str, bytes]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as answer:
+                return answer.status, answer.headers["content-type"], answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, "", b""
+
+    try:
+        index, script, library, missing = [await deferToThread(fetch, path) for path in
+                                           ("", "phone.js", "jssip.js", "nothing-here")]
+        # The WebSocket still works on the same port.
+        browser = await deferToThread(WsUA, "frank", _url(service))
+        registered = await deferToThread(browser.register)
+        browser.close()
+    finally:
+        await service.stopService()
+    assert index[0] == 200 and index[1].startswith("text/html") and b"phone.js" in index[2]
+    assert script[0] == 200 and b"window.phone" in script[2]
+    assert library[0] == 200 and library[2] == bundle.read_bytes()
+    assert missing[0] == 404
+    assert registered.status == 200

@@ -19,6 +19,7 @@ from gateway.app.metrics import Metrics
 from gateway.app.reachability import host_address, route_problem
 from gateway.app.startup import Prepared, machine_addresses, machine_networks
 from gateway.app.status_file import OVERLAY_STATUS_FILE, write_status_file
+from gateway.app.web_phone import phone_pages
 from gateway.app.wiring import (
     auth_policy,
     overlay_settings,
@@ -149,13 +150,16 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
         location, local_domains, overlay, upstream_server,
         lambda host, port: next_hops.dead(host, port, reactor.seconds()), locator))
 
+    web_options = WebSocketOptions(
+        config.websocket.keepalive, config.websocket.allowed_origins,
+        phone_pages(config.websocket.jssip) if config.websocket.page else {})
+
     def make_transports(sink: MessageSink) -> TransportManager:
         return TransportManager(reactor, sink.receive, config.sip.max_message_size,
                                 config.sip.max_tcp_connections, config.sip.tcp_idle_timeout,
                                 absorb=sink.absorb, tls=prepared.tls, rejected=metrics.rejected,
                                 connections=connections, unreachable=sink.unreachable,
-                                websocket=WebSocketOptions(config.websocket.keepalive,
-                                                           config.websocket.allowed_origins))
+                                websocket=web_options)
 
     # Next hops named by host names are located in DNS only when the dns resolver is on:
     # taking it out of proxy.resolvers keeps the SIP path off DNS altogether.

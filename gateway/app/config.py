@@ -189,6 +189,8 @@ class WebSocketSection:
     listen_secure: tuple[ListenAddress, ...]
     allowed_origins: tuple[str, ...]
     keepalive: float
+    page: bool
+    jssip: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,14 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
     sip = SipSection(**values["sip"])
     tls = TlsSection(**values["tls"])
     websocket = WebSocketSection(**values["websocket"])
+    if websocket.page:
+        if not (websocket.listen or websocket.listen_secure):
+            raise ConfigError("websocket.page: needs websocket.listen or "
+                              "websocket.listen_secure")
+        if not websocket.jssip or not os.path.isfile(websocket.jssip):
+            raise ConfigError("websocket.jssip: the JsSIP bundle the page loads is "
+                              f"missing ({websocket.jssip or 'not set'}; build it with "
+                              "npm ci && npm run build in web/)")
     if not (sip.listen_udp or sip.listen_tcp or tls.listen or websocket.listen
             or websocket.listen_secure):
         raise ConfigError("sip.listen_udp: no listener at all (set sip.listen_udp, "

@@ -179,6 +179,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between WebSocket pings on an idle connection; one without a pong "
             "within as long again is closed. 0: no pings (sip.tcp_idle_timeout still "
             "applies)."),
+    Setting("websocket", "page", "no", v.yes_no,
+            "Serve the browser phone (docs/clients.md) at / on the WebSocket listeners: "
+            "https://host:port/ on listen_secure. Needs websocket.jssip."),
+    Setting("websocket", "jssip", "", v.path,
+            "JsSIP bundled for browsers, which the phone page loads as /jssip.js: "
+            "web/dist/jssip.js after `npm ci && npm run build` in web/ "
+            "(docs/clients.md)."),
     Setting("auth", "trusted_networks", "127.0.0.0/8, ::1", v.networks,
             "Digest authentication (RFC 3261 §22, RFC 8760). Requests from these "
             "networks are not challenged (comma separated addresses or networks). "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import udp
@@ -29,7 +29,7 @@ from gateway.sip.responses import build_error_response
 from gateway.sip.stun import binding_response, is_stun
 from gateway.sip.tls import TlsContexts, describe_failure
 from gateway.sip.uri import bracketed
-from gateway.sip.websocket import SipWebSocketFactory
+from gateway.sip.websocket import Pages, SipWebSocketFactory, web_site
 
 #: Transports over WebSocket: reached only over connections their peers opened.
 WEBSOCKET = ("ws", "wss")
@@ -372,6 +372,8 @@ class WebSocketOptions:
 
     keepalive: float = 30.0
     allowed_origins: tuple[str, ...] = ("*",)
+    #: Served over HTTP(S) on the same listeners (the browser phone), by name.
+    pages: Pages = field(default_factory=dict)
 
 
 class TransportManager:
@@ -406,6 +408,8 @@ class TransportManager:
                                       options.keepalive, options.allowed_origins, rejected,
                                       by_peer=self.connections.by_transport[name])
             for name in WEBSOCKET}
+        self.web_sites = {name: web_site(factory, options.pages)
+                          for name, factory in self.websockets.items()}
         self.ports: list[tuple[str, Any]] = []
         self._connecting: dict[tuple[str, str, int], _OutgoingFactory] = {}
         #: Seconds an outgoing TCP connection may take to open.
@@ -436,11 +440,11 @@ class TransportManager:
             factory = _TlsServerFactory(self.tls.server, False, self.tls_factory)
             port = self.reactor.adoptStreamPort(sock.fileno(), family, factory)
         elif kind == "ws":
-            port = self.reactor.adoptStreamPort(sock.fileno(), family, self.websockets["ws"])
+            port = self.reactor.adoptStreamPort(sock.fileno(), family, self.web_sites["ws"])
         elif kind == "wss":
             if self.tls is None:
                 raise ListenError("a WSS listener needs a certificate")
-            wrapped = TLSMemoryBIOFactory(self.tls.server, False, self.websockets["wss"])
+            wrapped = TLSMemoryBIOFactory(self.tls.server, False, self.web_sites["wss"])
             port = self.reactor.adoptStreamPort(sock.fileno(), family, wrapped)
         else:
             port = self.reactor.adoptStreamPort(sock.fileno(), family, self.stream_factory)

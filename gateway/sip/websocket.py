@@ -21,8 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
 
 from gateway.log import get_logger
 from gateway.sip.address import Address
@@ -116,8 +120,8 @@ class SipWebSocket(WebSocketServerProtocol):
             self.sendMessage(data, isBinary=False)
 
     def close(self) -> None:
-        """Close it (going away)."""
-        self.sendClose(1001, "server stopping")
+        """Close it: the gateway stops."""
+        self.sendClose(1000, "server stopping")  # autobahn lets us send only 1000 or 3000-4999
 
 
 def _normal_origin(origin: str) -> str:
@@ -179,3 +183,53 @@ class SipWebSocketFactory(WebSocketServerFactory):
         peer = connection.sip_peer
         if peer is not None and self.by_peer.get((peer.host, peer.port)) is connection:
             del self.by_peer[(peer.host, peer.port)]
+
+
+#: A page the WebSocket listeners serve over plain HTTP(S): name → (content, type).
+Pages = dict[str, tuple[bytes, str]]
+
+
+class SipWebRoot(Resource):
+    """The HTTP side of a WebSocket listener: a WebSocket upgrade on any path is SIP
+    (RFC 7118 names no path); any other request gets one of ``pages`` (the browser
+    phone, when it is served) or 404."""
+
+    def __init__(self, websocket: Resource, pages: Pages) -> None:
+        super().__init__()
+        self.websocket = websocket
+        self.pages = pages
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> IResource:  # noqa: N802
+        """The WebSocket for upgrades, else the page named (``/`` is ``index.html``)."""
+        if (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
+            return self.websocket
+        page = self.pages.get(name.decode("utf-8", "replace") or "index.html")
+        if page is None or request.postpath:
+            return notFound()
+        return _Page(*page)
+
+
+class _Page(Resource):
+    """One page from memory (GET and HEAD)."""
+
+    isLeaf = True
+
+    def __init__(self, content: bytes, content_type: str) -> None:
+        super().__init__()
+        self.content, self.content_type = content, content_type
+
+    def render_GET(self, request: Any) -> bytes:  # noqa: N802 - twisted.web API
+        """The page, not to be cached (it changes with the gateway)."""
+        request.setHeader(b"content-type", self.content_type.encode())
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return self.content
+
+
+def web_site(factory: SipWebSocketFactory, pages: Pages | None = None) -> Site:
+    """The HTTP server in front of ``factory``: WebSocket upgrades anywhere, and
+    ``pages``."""
+    site = Site(SipWebRoot(WebSocketResource(factory), pages or {}))
+    site.noisy = False
+    site.displayTracebacks = False
+    return site
