@@ -133,3 +133,46 @@ def test_a_browser_at_one_gateway_is_called_by_a_phone_at_another_through_the_dh
         bob.close()
     assert b"a=fingerprint" in answer.body  # a WebRTC answer from the browser
     assert bye_ok.status == 200
+
+
+SIPP_SCENARIOS = Path(__file__).with_name("sipp")
+
+
+def test_a_browser_calls_a_sipp_uas_and_a_sipp_uac_calls_the_browser(
+        lab: Lab, tmp_path: Path, browsers_available: None, sipp: str) -> None:
+    """Signalling between a browser and SIPp (which has no WebRTC: its SDP has the shape
+    WebRTC needs and no candidates), in both directions, through the gateway."""
+    gateway, browser_host = _site(lab, tmp_path)
+    common = ["-i", BROWSERS, "-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin",
+              "-trace_err"]
+    alice = Browser(lab, browser_host, tmp_path, "alice")
+    try:
+        alice.open(f"https://{GATEWAY}:{WSS_PORT}/")
+        alice.run(f"document.getElementById('autoanswer').checked = true;"
+                  f"window.phone.register('alice', '{DOMAIN}', 'alice-secret');")
+        alice.wait_for("window.phone.state.registration", "registered")
+
+        uas = lab.popen(browser_host, [
+            sipp, "-sf", str(SIPP_SCENARIOS / "uas_webrtc.xml"), "-p", "5080", *common,
+            "-error_file", str(tmp_path / "uas.errors"), f"{GATEWAY}:5060"],
+            tmp_path / "uas.log")
+        time.sleep(0.5)
+        alice.run(f"window.phone.call('sip:uas@{BROWSERS}:5080');")
+        alice.wait_for("window.phone.state.call", "established")
+        alice.run("window.phone.hangup();")
+        alice.wait_for("window.phone.state.call", lambda s: s.startswith("ended"))
+        assert uas.wait(timeout=15) == 0, (tmp_path / "uas.log").read_text()
+
+        uac = lab.popen(browser_host, [
+            sipp, "-sf", str(SIPP_SCENARIOS / "uac_webrtc.xml"), "-s", "alice",
+            "-p", "5081", *common, "-error_file", str(tmp_path / "uac.errors"),
+            f"{GATEWAY}:5060"], tmp_path / "uac.log")
+        alice.wait_for("window.phone.state.call", "established")
+        assert uac.wait(timeout=30) == 0, (tmp_path / "uac.log").read_text()
+        alice.wait_for("window.phone.state.call", lambda s: s.startswith("ended"))
+    except AssertionError:
+        print(gateway.tail(60))
+        raise
+    finally:
+        alice.close()
+        gateway.stop()

@@ -5,7 +5,9 @@ counted and the gateway keeps serving."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -181,3 +183,36 @@ async def test_the_phone_page_is_served_beside_the_websocket(tmp_path: Path) -> 
     assert library[0] == 200 and library[2] == bundle.read_bytes()
     assert missing[0] == 404
     assert registered.status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_stops_answering_pings_is_dropped(tmp_path: Path) -> None:
+    """Keep-alive: with websocket.keepalive = 1, a client that answers pings stays
+    connected, one that stops reading (no pongs) is dropped within about 2 s."""
+    service = await start_gateway(tmp_path / "data", **{
+        "websocket.listen": "127.0.0.1:0", "websocket.keepalive": "1"})
+    connections = service.transports.websockets["ws"].connections
+    url = _url(service)
+
+    def run() -> tuple[int, int, int]:
+        lively = websocket.create_connection(url, subprotocols=["sip"], timeout=5)
+        silent = websocket.create_connection(url, subprotocols=["sip"], timeout=5)
+        try:
+            time.sleep(0.3)
+            before = len(connections)
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:  # the lively one answers pings as it reads
+                lively.settimeout(0.2)
+                with contextlib.suppress(websocket.WebSocketTimeoutException):
+                    lively.recv()
+            return before, len(connections), int(lively.connected)
+        finally:
+            lively.close()
+            silent.close()
+
+    try:
+        before, after, lively_connected = await deferToThread(run)
+    finally:
+        await service.stopService()
+    assert before == 2
+    assert after == 1 and lively_connected == 1
