@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway import __version__
 from gateway.app.config import defaults
 from gateway.app.wiring import tls_settings
+from gateway.overlay.acceptance import RecordAcceptance
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
@@ -147,6 +148,7 @@ class Peer:
         self.endpoint = SipEndpoint(self._answer)
         self.calls_answered = 0
         self.trust = RecordTrust("tofu", pin_store=MemoryPins())  # pins for this run
+        self.acceptance = RecordAcceptance(self.trust)
 
     @property
     def contact(self) -> str:
@@ -200,15 +202,10 @@ class Peer:
     async def lookup(self, aor: str) -> list[Record]:
         """The live records of ``aor`` whose signature verifies and whose signer the
         certificate entitles to the AoR's domain (trust on first use, for this run)."""
-        now = time.time()
-        records = []
-        for record in await self.node.lookup(aor):
-            reason = self.trust.check(record)
-            if reason is not None:
-                print(f"{PROG}: rejected a record for {aor}: {reason}", file=sys.stderr)
-            elif record.live(now) and any(c.expires > now for c in record.contacts):
-                records.append(record)
-        return records
+        verdict = self.acceptance.judge(aor, await self.node.lookup(aor))
+        for _, reason in verdict.rejected:
+            print(f"{PROG}: rejected a record for {aor}: {reason}", file=sys.stderr)
+        return verdict.accepted
 
     async def call(self, target: str, hold: float = 0.5) -> int:
         """INVITE ``target`` through its record's route; returns the final status of the

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from twisted.internet.defer import Deferred
 
 from gateway.log import get_logger
+from gateway.overlay.acceptance import RecordAcceptance
 from gateway.overlay.dns_publisher import DnsPublisher, PublishSettings
 from gateway.overlay.mirror import RegistrationMirror
 from gateway.overlay.nat import NatFinding, classify, observe
@@ -148,8 +149,7 @@ class OverlayService:
         self._status_writer = status_writer
         self._lookup_observer = lookup_observer
         self._cache: dict[str, tuple[float, list[Record]]] = {}
-        # Highest seq accepted per (AoR, signer): an older record is a replay.
-        self._seen_seq: dict[tuple[str, str], int] = {}
+        self.acceptance = RecordAcceptance(trust, own_signer=signer.signer_id)
         self.lookups = 0
         self.rejected = 0
         # AoR -> why its last lookup's records were all rejected (bounded).
@@ -538,34 +538,18 @@ class OverlayService:
         return d.addBoth(measured)
 
     def _accept(self, records: list[Record], aor: str) -> list[Record]:
-        now = time.time()
-        accepted = []
-        rejection = ""
-        for record in records:
-            if record.aor != aor:
-                continue
-            reason = self.trust.check(record)
-            key = (aor, record.signer)
-            if reason is None and record.seq < self._seen_seq.get(key, 0):
-                reason = "older than a record already seen (replay)"
-            if reason is not None:
-                self.rejected += 1
-                rejection = reason
-                log.warn("overlay: rejected a record for {aor} signed by {signer}: {why}",
-                         aor=aor, signer=record.signer[:16], why=reason)
-                continue
-            self._seen_seq[key] = record.seq
-            if (record.live(now) and record.signer != self.signer.signer_id
-                    and any(c.expires > now for c in record.contacts)):
-                accepted.append(record)
-        if rejection and not accepted:
+        verdict = self.acceptance.judge(aor, records)
+        for record, reason in verdict.rejected:
+            self.rejected += 1
+            log.warn("overlay: rejected a record for {aor} signed by {signer}: {why}",
+                     aor=aor, signer=record.signer[:16], why=reason)
+        accepted = verdict.accepted
+        if verdict.rejected and not accepted:
             if len(self._rejections) > 10_000:
                 self._rejections.clear()
-            self._rejections[aor] = rejection
+            self._rejections[aor] = verdict.reason
         else:
             self._rejections.pop(aor, None)
-        if len(self._seen_seq) > 100_000:
-            self._seen_seq.clear()  # bounded; the DHT's own merge still orders by seq
         ttl = (self.settings.cache_seconds if accepted
                else self.settings.negative_cache_seconds)
         if len(self._cache) > 10_000:

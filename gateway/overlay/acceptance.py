@@ -1,0 +1,77 @@
+"""What a reader accepts of the records a lookup found: records for the AoR asked
+about, whose signer the trust rules entitle to it, not older than one already seen from
+that signer (a replay), live, with at least one live contact.
+
+One place for these rules, used by the gateway's overlay resolver, ``p2psip-peer`` and
+the adversarial benchmark, so what is measured is what the gateway does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from gateway.overlay.record import Record
+from gateway.overlay.trust import RecordTrust
+
+#: (AoR, signer) pairs whose highest seq is remembered (least recently used go first).
+REPLAY_MEMORY = 100_000
+
+
+@dataclass
+class Verdict:
+    """The records accepted from one lookup, and why the others were not."""
+
+    accepted: list[Record] = field(default_factory=list)
+    #: (record, reason) for every record refused.
+    rejected: list[tuple[Record, str]] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        """The last refusal's reason ("" when none was refused)."""
+        return self.rejected[-1][1] if self.rejected else ""
+
+
+class RecordAcceptance:
+    """The trust rules plus a bounded replay memory: the highest ``seq`` accepted per
+    (AoR, signer), forgotten least recently used first."""
+
+    def __init__(self, trust: RecordTrust, own_signer: str = "",
+                 memory: int = REPLAY_MEMORY) -> None:
+        """``own_signer``: records this reader signed itself are not returned (it does
+        not route to itself through the overlay)."""
+        self.trust = trust
+        self.own_signer = own_signer
+        self.memory = memory
+        self._seen_seq: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def seen(self, aor: str, signer: str) -> int:
+        """The highest seq accepted from ``signer`` for ``aor`` (0: none)."""
+        return self._seen_seq.get((aor, signer), 0)
+
+    def judge(self, aor: str, records: list[Record], now: float | None = None) -> Verdict:
+        """Sort ``records`` (a lookup's merged result) into accepted and refused."""
+        now = time.time() if now is None else now
+        verdict = Verdict()
+        for record in records:
+            if record.aor != aor:
+                continue
+            reason = self.trust.check(record)
+            key = (aor, record.signer)
+            if reason is None and record.seq < self._seen_seq.get(key, 0):
+                reason = "older than a record already seen (replay)"
+            if reason is not None:
+                verdict.rejected.append((record, reason))
+                continue
+            self._remember(key, record.seq)
+            if (record.live(now) and record.signer != self.own_signer
+                    and any(c.expires > now for c in record.contacts)):
+                verdict.accepted.append(record)
+        return verdict
+
+    def _remember(self, key: tuple[str, str], seq: int) -> None:
+        self._seen_seq[key] = max(seq, self._seen_seq.get(key, 0))
+        self._seen_seq.move_to_end(key)
+        while len(self._seen_seq) > self.memory:
+            self._seen_seq.popitem(last=False)
