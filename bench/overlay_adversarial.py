@@ -41,6 +41,7 @@ import asyncio
 import datetime
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -57,6 +58,8 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from kademlia.node import Node  # noqa: E402
 
 from gateway.overlay.acceptance import RecordAcceptance  # noqa: E402
+from gateway.overlay.identity import NodeIdentity  # noqa: E402
+from gateway.overlay.lookup import PATHS  # noqa: E402
 from gateway.overlay.node import OverlayNode, OverlayProtocol, key_for  # noqa: E402
 from gateway.overlay.record import Contact, Record, Signer, encode_bundle  # noqa: E402
 from gateway.overlay.trust import MemoryPins, RecordTrust  # noqa: E402
@@ -113,16 +116,17 @@ class Attack:
         return self.behaviour == what
 
     def closest_hostile(self, key: bytes, k: int) -> list[tuple[Any, ...]]:
-        """Contacts for ``key``: invented ids next to it on hostile addresses, then the
-        real hostile nodes closest to it."""
+        """Contacts for ``key``: invented ids next to it on hostile addresses (with a
+        hostile node's credential), then the real hostile nodes closest to it."""
         target = Node(key)
         real = sorted((n for n in self.hostile if n.protocol is not None),
                       key=lambda n: n.node.distance_to(target))[:k]
         invented = []
         for index, node in enumerate(real[:k // 2]):
-            fake = bytes([key[0]]) + bytes(key[1:19]) + bytes([(key[19] + index + 1) % 256])
-            invented.append((fake, node.node.ip, node.node.port))
-        return invented + [(n.node.id, n.node.ip, n.node.port) for n in real]
+            fake = key[:19] + bytes([(key[19] + index + 1) % 256])
+            invented.append((fake, node.node.ip, node.node.port, node.identity.credential))
+        return invented + [(n.node.id, n.node.ip, n.node.port, n.identity.credential)
+                           for n in real]
 
 
 class HostileProtocol(OverlayProtocol):
@@ -136,7 +140,7 @@ class HostileProtocol(OverlayProtocol):
             return
         super().datagram_received(data, addr)
 
-    def rpc_store(self, sender: Any, nodeid: bytes, key: bytes, value: Any) -> bool:
+    def rpc_store(self, sender: Any, nodeid: Any, key: bytes, value: Any) -> bool:
         """Acknowledge; keep nothing (or, stale, only the first version of each)."""
         if not self.attack.active:
             return super().rpc_store(sender, nodeid, key, value)
@@ -148,13 +152,13 @@ class HostileProtocol(OverlayProtocol):
                 self.storage.put_records(key, fresh)
         return True
 
-    def rpc_find_node(self, sender: Any, nodeid: bytes, key: bytes) -> Any:
+    def rpc_find_node(self, sender: Any, nodeid: Any, key: bytes) -> Any:
         """``eclipse``: hostile contacts only."""
         if self.attack.does("eclipse"):
-            return self.attack.closest_hostile(key, self.ksize)
+            return self.attack.closest_hostile(key, self.router.ksize)
         return super().rpc_find_node(sender, nodeid, key)
 
-    def rpc_find_value(self, sender: Any, nodeid: bytes, key: bytes) -> Any:
+    def rpc_find_value(self, sender: Any, nodeid: Any, key: bytes) -> Any:
         """Serve forgeries, floods and stale copies; eclipse never serves a value."""
         if not self.attack.active:
             return super().rpc_find_value(sender, nodeid, key)
@@ -170,7 +174,7 @@ class HostileProtocol(OverlayProtocol):
         if served:
             return {"value": encode_bundle(served)}
         if self.attack.does("eclipse"):
-            return self.attack.closest_hostile(key, self.ksize)
+            return self.attack.closest_hostile(key, self.router.ksize)
         return self.rpc_find_node(sender, nodeid, key)
 
 
@@ -181,8 +185,11 @@ class HostileNode(OverlayNode):
         super().__init__(**kwargs)
         self.attack = attack
 
+    protocol_class = HostileProtocol
+
     def _create_protocol(self) -> OverlayProtocol:
-        protocol = HostileProtocol(self.node, self.storage, self.ksize, self.rpc_timeout)
+        protocol = super()._create_protocol()
+        assert isinstance(protocol, HostileProtocol)
         protocol.attack = self.attack
         return protocol
 
@@ -214,24 +221,31 @@ class Cell:
                 "queries_mean": round(sum(self.queries) / max(1, len(self.queries)), 1)}
 
 
-def hostile_target_ids(count: int, keys: list[bytes]) -> list[bytes | None]:
-    """Ids the eclipse attackers want: next to the AoRs' keys (one per hostile node,
-    round robin over the keys). The node decides what it may actually take."""
-    return [keys[i % len(keys)][:19] + bytes([random.randrange(256)]) for i in range(count)]
+def ground_identity(target: bytes, tries: int, difficulty: int) -> NodeIdentity:
+    """The identity closest to ``target`` among ``tries`` made: an attacker grinding
+    keys for an id next to a key (each costs the puzzle)."""
+    goal = Node(target)
+    made = [NodeIdentity.generate(difficulty) for _ in range(tries)]
+    return min(made, key=lambda i: Node(i.node_id).distance_to(goal))
 
 
-async def build(size: int, fraction: float, attack: Attack, aors: list[str]) -> list[OverlayNode]:
+async def build(size: int, fraction: float, attack: Attack, aors: list[str],
+                options: argparse.Namespace) -> list[OverlayNode]:
     """Start ``size`` nodes (node 0 is the gateway), each joined through an earlier one."""
     hostile = set(random.sample(range(1, size), int(round(size * fraction))))
-    wanted = iter(hostile_target_ids(len(hostile), [key_for(a) for a in aors]))
+    keys = [key_for(a) for a in aors]
     nodes: list[OverlayNode] = []
+    common = {"ksize": 20, "alpha": 3, "difficulty": options.difficulty,
+              "paths": options.paths}
     for index in range(size):
         if index in hostile:
-            node_id = next(wanted) if attack.behaviour in ("eclipse", "all") else None
-            node: OverlayNode = HostileNode(attack, ksize=20, alpha=3, node_id=node_id)
+            identity = (ground_identity(keys[len(attack.hostile) % len(keys)], options.grind,
+                                        options.difficulty)
+                        if attack.behaviour in ("eclipse", "all") else None)
+            node: OverlayNode = HostileNode(attack, identity=identity, **common)
             attack.hostile.append(node)
         else:
-            node = OverlayNode(ksize=20, alpha=3)
+            node = OverlayNode(**common)
         await node.listen(0, address(index))
         if index:
             seed = random.choice(nodes[:index])
@@ -242,19 +256,21 @@ async def build(size: int, fraction: float, attack: Attack, aors: list[str]) -> 
 
 
 async def inject(attack: Attack, honest: list[OverlayNode], per_node: int = 4) -> None:
-    """Eclipse attackers announce invented ids next to the AoRs' keys to honest nodes
-    (a PING carries the sender's id): nodes that take ids on trust put them in their
-    routing tables."""
-    keys = list(attack.targets)
+    """Eclipse attackers announce other ids to honest nodes (a PING carries the
+    sender's credential): credentials whose puzzle is not solved, and other hostile
+    nodes' credentials sent from this address. Nodes that took ids on trust would put
+    them in their routing tables."""
     pings = []
     for node in attack.hostile:
         protocol = node.protocol
         assert protocol is not None
         for peer in random.sample(honest, min(50, len(honest))):
             assert peer.address is not None
-            for key in random.sample(keys, per_node):
-                fake = key[:19] + bytes([random.randrange(256)])
-                pings.append(protocol.ping(peer.address, fake))
+            for _ in range(per_node):
+                other = random.choice(attack.hostile).identity.credential
+                unsolved = os.urandom(40)
+                for credential in (other, unsolved):
+                    pings.append(protocol.request(peer.address, "ping", credential))
     for start in range(0, len(pings), 200):
         await asyncio.gather(*pings[start:start + 200], return_exceptions=True)
 
@@ -290,12 +306,12 @@ async def attack_records(attack: Attack, aors: list[str]) -> None:
 
 
 async def run_cell(size: int, behaviour: str, fraction: float, keys: int,
-                   concurrency: int) -> Cell:
+                   concurrency: int, options: argparse.Namespace) -> Cell:
     """Build, attack, publish v1 and v2, look every AoR up, tear down."""
     random.seed(f"{size}-{behaviour}-{fraction}")
     aors = [f"sip:user{i}@{DOMAIN}" for i in range(keys)]
     attack = Attack(behaviour, targets={key_for(a): a for a in aors})
-    nodes = await build(size, fraction, attack, aors)
+    nodes = await build(size, fraction, attack, aors, options)
     cell = Cell(size, behaviour, fraction)
     try:
         gateway = nodes[0]
@@ -323,8 +339,10 @@ async def run_cell(size: int, behaviour: str, fraction: float, keys: int,
             reader = random.choice(honest)
             started = time.perf_counter()
             try:
-                records, detail = await asyncio.wait_for(reader.lookup_detail(aor),
-                                                         LOOKUP_DEADLINE)
+                acceptance = readers[id(reader)]
+                records, detail = await asyncio.wait_for(
+                    reader.lookup_detail(aor, acceptance.acceptable, LOOKUP_DEADLINE),
+                    LOOKUP_DEADLINE + 1)
             except (TimeoutError, Exception):
                 records, detail = [], None
             cell.latencies_ms.append(1000 * (time.perf_counter() - started))
@@ -361,7 +379,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     for size in [int(s) for s in args.sizes.split(",")]:
         for fraction in [float(f) for f in args.fractions.split(",")]:
             for behaviour in (["none"] if fraction == 0 else args.behaviours.split(",")):
-                cell = await run_cell(size, behaviour, fraction, args.keys, args.concurrency)
+                cell = await run_cell(size, behaviour, fraction, args.keys, args.concurrency,
+                                      args)
                 results.append(cell.summary())
                 print(_row(results[-1]), flush=True)
     return results
@@ -375,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--difficulty", type=int, default=8,
+                        help="puzzle bits of every node id (the default 20 costs 0.7 s a node)")
+    parser.add_argument("--grind", type=int, default=64,
+                        help="keys each eclipse attacker makes to pick an id near a key")
+    parser.add_argument("--paths", type=int, default=PATHS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     print("| N | hostile | f | correct | forged accepted | replays accepted | "

@@ -4,17 +4,20 @@ loopback UDP in this process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
 import pytest_twisted
-from cryptography.hazmat.primitives.asymmetric import ec
 from kademlia.network import Server
+from tls_certs import domain_signer
 from twisted.internet.defer import Deferred
 
 from gateway.overlay.node import OverlayNode, key_for
 from gateway.overlay.record import Contact, Signer, decode_bundle
 
+#: Puzzle bits for the nodes of these tests (the default, 20, costs 0.7 s a node).
+TEST_DIFFICULTY = 8
 CONTACTS = [Contact("sip:bob@127.0.0.1:5090", 1.0, time.time() + 600)]
 
 
@@ -24,7 +27,8 @@ def run(coroutine):  # noqa: ANN001, ANN201 - an asyncio coroutine as a Deferred
 
 async def overlay(count: int, k: int = 4, plain: int = 0) -> tuple[list[OverlayNode],
                                                                   list[Server]]:
-    nodes = [OverlayNode(ksize=k, rpc_timeout=0.3) for _ in range(count)]
+    nodes = [OverlayNode(ksize=k, rpc_timeout=0.3, difficulty=TEST_DIFFICULTY)
+             for _ in range(count)]
     plains = [Server(ksize=k) for _ in range(plain)]
     for node in [*nodes, *plains]:
         await node.listen(0, "127.0.0.1")
@@ -32,7 +36,11 @@ async def overlay(count: int, k: int = 4, plain: int = 0) -> tuple[list[OverlayN
     for node in nodes[1:]:
         await node.join([first])
     for node in plains:
-        await node.bootstrap([first])
+        # A plain node cannot read our signed answers (its bootstrap fails), and its
+        # requests, with a bare id, do not make it a contact of ours.
+        with contextlib.suppress(Exception):
+            await node.bootstrap([first])
+        await node.protocol.ping(first, node.node.id)
     for node in nodes:  # a second round so that every table knows more than the seed
         await node.join([first])
     return nodes, plains
@@ -46,7 +54,7 @@ def record(signer: Signer, aor: str, route: str = "sip:127.0.0.1:5060;lr") -> li
 async def test_lookups_still_succeed_after_storing_nodes_are_killed() -> None:
     async def scenario() -> tuple[int, int]:
         nodes, _ = await overlay(12, k=4)
-        signer = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+        signer = domain_signer("b.example")
         try:
             stored = await nodes[1].publish("sip:bob@b.example", record(signer,
                                                                         "sip:bob@b.example"))
@@ -71,26 +79,29 @@ async def test_lookups_still_succeed_after_storing_nodes_are_killed() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_two_publishers_of_one_aor_coexist_next_to_plain_kademlia_nodes() -> None:
-    async def scenario() -> set[str]:
+async def test_two_publishers_of_one_aor_coexist_and_plain_kademlia_nodes_stay_out() -> None:
+    async def scenario() -> tuple[set[str], int]:
         nodes, plains = await overlay(6, k=5, plain=3)
-        first = Signer(ec.generate_private_key(ec.SECP256R1()), None)
-        second = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+        first = domain_signer("c.example")
+        second = domain_signer("c.example")
         try:
             await nodes[1].publish("sip:carol@c.example",
                                    record(first, "sip:carol@c.example", "sip:127.0.0.1:1;lr"))
             await nodes[2].publish("sip:carol@c.example",
                                    record(second, "sip:carol@c.example", "sip:127.0.0.1:2;lr"))
-            # A plain node stores our bundles as opaque values and serves them.
-            await plains[0].set("unrelated-key", b"opaque")
             found = await nodes[5].lookup("sip:carol@c.example")
-            return {r.route for r in found}
+            # Plain nodes answer unsigned: none of ours takes them as a contact.
+            plain_ports = {p.transport.get_extra_info("sockname")[1] for p in plains}
+            taken = sum(1 for node in nodes for bucket in node.protocol.router.buckets
+                        for contact in bucket.get_nodes() if contact.port in plain_ports)
+            return {r.route for r in found}, taken
         finally:
             for node in [*nodes, *plains]:
                 node.stop()
 
-    routes = await run(scenario())
+    routes, taken = await run(scenario())
     assert routes == {"sip:127.0.0.1:1;lr", "sip:127.0.0.1:2;lr"}
+    assert taken == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -127,9 +138,10 @@ def _node(server: OverlayNode):  # noqa: ANN202 - a kademlia Node with an addres
 async def test_a_client_node_uses_the_overlay_without_entering_routing_tables() -> None:
     async def scenario() -> tuple[int, int, int, bool, int, tuple[str, int] | None]:
         nodes, _ = await overlay(6, k=4)
-        client = OverlayNode(ksize=4, rpc_timeout=0.3, client=True)
+        client = OverlayNode(ksize=4, rpc_timeout=0.3, client=True,
+                             difficulty=TEST_DIFFICULTY)
         await client.listen(0, "127.0.0.1")
-        signer = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+        signer = domain_signer("b.example")
         try:
             answered = await client.join([nodes[0].address])
             await nodes[1].publish("sip:bob@b.example", record(signer, "sip:bob@b.example"))

@@ -1,6 +1,6 @@
 """The overlay end to end, every part its own process on loopback: gateways A
-(a.example) and B (b.example) under twistd, three plain ``kademlia`` nodes, one
-``p2psip-peer`` (sip:carol@overlay.example) and SIPp phones registered at A and B.
+(a.example) and B (b.example) under twistd, one ``p2psip-peer``
+(sip:carol@overlay.example) and SIPp phones registered at A and B.
 
 phone@A calls phone@B; the peer calls phone@A; phone@B calls the peer. Every call
 reaches 200 OK and ends with BYE/200.
@@ -102,15 +102,13 @@ def wait_for_record(peer_state: Path, bootstrap: str, aor: str, tmp_path: Path) 
         time.sleep(0.5)
 
 
-def test_gateways_plain_nodes_and_a_peer_call_each_other(sipp: str, tmp_path: Path) -> None:
+def test_gateways_and_a_peer_call_each_other(sipp: str, tmp_path: Path) -> None:
     a = GatewayProcess(tmp_path / "a", extra_args=("--domain", "a.example"))
     with a:
         seed = f"{HOST}:{a.overlay_port}"
         b = GatewayProcess(tmp_path / "b", extra_args=("--domain", "b.example",
                                                       "--bootstrap", seed))
-        with b, process([sys.executable, str(REPO / "tests" / "plain_nodes.py"), "3", seed],
-                        tmp_path / "plain.log", ready="ready"), \
-                process([sys.executable, "-m", "gateway.app.peer", "--state-dir",
+        with b, process([sys.executable, "-m", "gateway.app.peer", "--state-dir",
                          str(tmp_path / "carol"), "--bootstrap", seed, "join", "--aor",
                          "sip:carol@overlay.example"], tmp_path / "carol.log",
                         ready="sip:carol@overlay.example joined"):

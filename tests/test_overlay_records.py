@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from tls_certs import TestCA
+from tls_certs import TestCA, domain_signer
 
 from gateway.overlay.record import (
     Contact,
@@ -19,6 +19,7 @@ from gateway.overlay.record import (
     Signer,
     decode_bundle,
     encode_bundle,
+    key_for,
     merge,
     self_certifying_user,
     verify_record,
@@ -61,7 +62,7 @@ def test_ca_mode_accepts_only_certificates_for_the_domain(tmp_path: Path) -> Non
     good = one(signer_for(ca, "b", "b.example").sign("sip:bob@b.example", CONTACT, ROUTE, 60))
     assert trust.check(good) is None
     wrong = one(signer_for(ca, "c", "c.example").sign("sip:bob@b.example", CONTACT, ROUTE, 60))
-    assert "not valid for b.example" in trust.check(wrong)
+    assert "does not name b.example" in trust.check(wrong)
     rogue = TestCA(tmp_path / "rogue", "rogue CA")
     forged = one(signer_for(rogue, "b2", "b.example").sign("sip:bob@b.example", CONTACT,
                                                            ROUTE, 60))
@@ -104,8 +105,8 @@ def test_self_certifying_aors_need_no_certificate_but_only_for_their_own_key() -
 
 
 def test_merge_keeps_the_newest_per_signer_and_tombstones_win() -> None:
-    alice_gw = Signer(ec.generate_private_key(ec.SECP256R1()), None)
-    other_gw = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+    alice_gw = domain_signer("b.example")
+    other_gw = domain_signer("b.example")
     old = one(alice_gw.sign("sip:bob@b.example", CONTACT, ROUTE, 600))
     other = one(other_gw.sign("sip:bob@b.example", CONTACT, "sip:127.0.0.2;lr", 600))
     new = one(alice_gw.sign("sip:bob@b.example", CONTACT, "sip:127.0.0.3;lr", 600))
@@ -116,21 +117,23 @@ def test_merge_keeps_the_newest_per_signer_and_tombstones_win() -> None:
     assert [r for r in merged if r.signer == alice_gw.signer_id][0].is_tombstone
     # A replayed older record cannot displace the tombstone in storage either.
     storage = RecordStorage()
-    storage[b"k" * 20] = encode_bundle([tomb])
-    storage[b"k" * 20] = encode_bundle([old])
-    assert [r.is_tombstone for r in storage.records(b"k" * 20)] == [True]
-    storage[b"k" * 20] = b"garbage"
-    assert len(storage.records(b"k" * 20)) == 1
+    key = key_for("sip:bob@b.example")
+    storage[key] = encode_bundle([tomb])
+    storage[key] = encode_bundle([old])
+    assert [r.is_tombstone for r in storage.records(key)] == [True]
+    storage[key] = b"garbage"
+    assert len(storage.records(key)) == 1
 
 
 def test_expired_records_disappear_from_storage() -> None:
-    signer = Signer(ec.generate_private_key(ec.SECP256R1()), None)
+    signer = domain_signer("b.example")
     now = [time.time()]
     storage = RecordStorage(clock=lambda: now[0])
-    storage[b"k" * 20] = signer.sign("sip:bob@b.example", CONTACT, ROUTE, 60)
-    assert storage.get(b"k" * 20) is not None
+    key = key_for("sip:bob@b.example")
+    storage[key] = signer.sign("sip:bob@b.example", CONTACT, ROUTE, 60)
+    assert storage.get(key) is not None
     now[0] += 61
-    assert storage.get(b"k" * 20) is None and len(storage) == 0
+    assert storage.get(key) is None and len(storage) == 0
 
 
 def test_ca_mode_respects_certificate_validity(tmp_path: Path) -> None:

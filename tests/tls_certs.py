@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.overlay.record import Signer
+from gateway.sip.tls import self_signed
+
 
 @dataclass
 class Issued:
@@ -84,3 +87,10 @@ class TestCA:
         issued.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         _write_key(issued.key, key)
         return issued
+
+
+def domain_signer(domain: str) -> Signer:
+    """An overlay record signer with a new self-signed certificate naming ``domain``
+    (what a gateway of that domain signs with by default)."""
+    certificate, key = self_signed([domain], [])
+    return Signer(key, certificate)

@@ -29,7 +29,7 @@ from gateway.app.wiring import (
 )
 from gateway.log import get_logger
 from gateway.overlay.dns_bootstrap import DnsBootstrap
-from gateway.overlay.identity import load_node_id
+from gateway.overlay.identity import load_identity
 from gateway.overlay.record import Signer
 from gateway.overlay.rollover import remember_signer
 from gateway.overlay.service import OverlayService
@@ -236,7 +236,7 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
     pin_directory = PinDirectory(runner)
     trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
                         own_signer=signer.signer_id, pin_store=pin_directory)
-    settings = overlay_settings(config, load_node_id(config.data_dir),
+    settings = overlay_settings(config, load_identity(config.data_dir, overlay.id_difficulty),
                                 frozenset(machine_addresses()), relay_offer)
     dns = None
     # The domain this overlay publishes itself under is read like the others.

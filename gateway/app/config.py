@@ -125,6 +125,9 @@ class OverlaySection:
     relay: int
     k: int
     alpha: int
+    paths: int
+    id_difficulty: int
+    ids_per_address: int
     rpc_timeout: float
     trust: str
     ca_file: str

@@ -140,8 +140,11 @@ class Peer:
         self.aor = aor
         self.signer = signer
         self.host = host
-        self.node = OverlayNode(ksize=k, rpc_timeout=defaults().overlay.rpc_timeout,
-                                client=client)
+        settings = defaults().overlay
+        self.node = OverlayNode(ksize=k, rpc_timeout=settings.rpc_timeout, client=client,
+                                difficulty=settings.id_difficulty,
+                                ids_per_address=settings.ids_per_address,
+                                paths=settings.paths)
         self.sip_port = sip_port
         self.overlay_port = overlay_port
         self.reject = reject
@@ -202,7 +205,8 @@ class Peer:
     async def lookup(self, aor: str) -> list[Record]:
         """The live records of ``aor`` whose signature verifies and whose signer the
         certificate entitles to the AoR's domain (trust on first use, for this run)."""
-        verdict = self.acceptance.judge(aor, await self.node.lookup(aor))
+        verdict = self.acceptance.judge(
+            aor, await self.node.lookup(aor, self.acceptance.acceptable))
         for _, reason in verdict.rejected:
             print(f"{PROG}: rejected a record for {aor}: {reason}", file=sys.stderr)
         return verdict.accepted

@@ -249,6 +249,17 @@ SETTINGS: tuple[Setting, ...] = (
             "Kademlia k: replicas per key and bucket size."),
     Setting("overlay", "alpha", "3", v.int_range(1, 20),
             "Kademlia alpha: queries a lookup sends in parallel."),
+    Setting("overlay", "paths", "4", v.int_range(1, 16),
+            "Disjoint paths every lookup runs over (S/Kademlia): a hostile node that "
+            "answers with hostile contacts captures only the path that asked it."),
+    Setting("overlay", "id_difficulty", "20", v.int_range(0, 32),
+            "Leading zero bits of the puzzle every overlay node id must solve (its id is "
+            "the hash of a key it proves it holds; each key costs about 2^bits hashes, "
+            "0.7 s at 20). Contacts with fewer bits are refused: one value for the "
+            "whole overlay. Lower it only for test networks."),
+    Setting("overlay", "ids_per_address", "2", v.int_range(1, 1000),
+            "Most overlay node ids taken from one IP address into the routing table and "
+            "into each lookup path (loopback addresses are exempt)."),
     Setting("overlay", "rpc_timeout", "1", v.seconds(0.05, 30),
             "Seconds an overlay RPC may take before the node is taken as unreachable, "
             "at least: on a slower path the wait grows to twice the contact's measured "

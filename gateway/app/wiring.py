@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gateway.app.config import GatewayConfig
 from gateway.overlay.dns_publisher import PublishSettings, TsigKey
+from gateway.overlay.identity import NodeIdentity
 from gateway.overlay.service import OverlaySettings
 from gateway.server.authenticator import AuthPolicy
 from gateway.server.registrar import RegistrarPolicy
@@ -19,10 +20,10 @@ def tls_settings(config: GatewayConfig) -> TlsSettings:
                        tls.require_client_cert, tls.min_version, tls.ciphers)
 
 
-def overlay_settings(config: GatewayConfig, node_id: bytes | None = None,
+def overlay_settings(config: GatewayConfig, identity: NodeIdentity | None = None,
                      own_addresses: frozenset[str] = frozenset(),
                      relay_offer: str = "") -> OverlaySettings:
-    """The overlay service's settings from ``[overlay]``; ``node_id``: the saved one;
+    """The overlay service's settings from ``[overlay]``; ``identity``: the saved one;
     ``own_addresses``: this machine's; ``relay_offer``: where NATed gateways open relay
     flows to this one ("" for none)."""
     overlay = config.overlay
@@ -33,7 +34,8 @@ def overlay_settings(config: GatewayConfig, node_id: bytes | None = None,
         record_lifetime=overlay.record_lifetime, cache_seconds=overlay.cache,
         negative_cache_seconds=min(overlay.cache, 2.0),
         health_interval=overlay.health_interval, publish_rate=overlay.publish_rate,
-        node_id=node_id, mode=overlay.mode,
+        identity=identity, mode=overlay.mode, paths=overlay.paths,
+        id_difficulty=overlay.id_difficulty, ids_per_address=overlay.ids_per_address,
         external_host=external[0] if external is not None else None,
         own_addresses=own_addresses, relay_offer=relay_offer)
 

@@ -50,6 +50,12 @@ class RecordAcceptance:
         """The highest seq accepted from ``signer`` for ``aor`` (0: none)."""
         return self._seen_seq.get((aor, signer), 0)
 
+    def acceptable(self, record: Record) -> bool:
+        """Whether :meth:`judge` would accept ``record`` as far as one record tells
+        (nothing is pinned or remembered): what a lookup may end on."""
+        return (self.trust.check(record, commit=False) is None
+                and record.seq >= self.seen(record.aor, record.signer))
+
     def judge(self, aor: str, records: list[Record], now: float | None = None) -> Verdict:
         """Sort ``records`` (a lookup's merged result) into accepted and refused."""
         now = time.time() if now is None else now

@@ -1,33 +1,44 @@
-"""Iterative Kademlia lookups that do not wait for the slowest node.
+"""Iterative Kademlia lookups over disjoint paths (S/Kademlia), bounded, that do not
+wait for the slowest node.
 
-The package's crawl sends alpha queries, waits for *all* of them (one dead contact
-stalls the round for the whole RPC timeout), and for values keeps the first round's
-answer. Here queries are kept in flight continuously: whenever fewer than ``alpha``
-are outstanding — or one has been outstanding longer than that contact's ``stall`` time
-(its measured RTO, :mod:`gateway.overlay.rtt`), which then stops counting — the closest
-not yet asked candidate is asked. The lookup ends when the
-``k`` closest candidates that neither failed nor stalled have all answered, or, for
-values, once
-``enough`` nodes returned the key (the publisher stores on all k closest, so a few
-holders are enough to see its newest record). Every bundle found is returned for
-merging; the closest answered node that lacked the value is named for read repair.
+The ``k`` closest contacts this node knows are dealt round robin to ``paths`` lookups
+that run side by side. A path learns candidates only from the answers of its own nodes,
+and every node is asked by one path only, so a hostile node that answers with hostile
+contacts captures at most the path that asked it: the others go on through the nodes
+they were dealt. Within a path, queries are kept in flight continuously: whenever fewer
+than ``alpha`` are outstanding — or one has been outstanding longer than that contact's
+``stall`` time (its measured RTO, :mod:`gateway.overlay.rtt`), which then stops
+counting — the closest candidate not yet asked is asked.
+
+A path ends when the ``k`` closest candidates it may still ask (not failed, not stalled,
+not taken by another path) have all answered, after ``max_queries`` queries, or, for
+values, once ``enough`` of its nodes returned a bundle holding a record the caller
+accepts (``accept``: a bundle of records the reader would refuse ends nothing). The
+lookup ends when every path has ended or at ``deadline``; what was found until then is
+returned. Candidates come only with a credential that proves their id
+(:mod:`gateway.overlay.identity`), at most ``per_address`` per IP address and path, and a
+node's answer counts only when it is signed by the key its id comes from (the protocol
+checks that before the answer gets here).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kademlia.crawling import RPCFindResponse
 from kademlia.node import Node
 
 from gateway.overlay.record import Record, decode_bundle
 
 log = logging.getLogger("gateway.overlay.node")
+
+#: Disjoint paths per lookup (S/Kademlia finds 4-8 enough at k = 20).
+PATHS = 4
 
 
 @dataclass
@@ -40,15 +51,46 @@ class LookupResult:
     hops: int = 0  # depth of the first node that returned the value (seeds are 1)
     queries: int = 0
     without_value: Node | None = None
+    timed_out: bool = False
+
+
+def is_loopback(ip: str) -> bool:
+    """Whether ``ip`` is a loopback address (one machine's test networks: exempt from
+    the ids-per-address bound)."""
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class _Path:
+    """One of the disjoint paths: its candidates and their states."""
+
+    index: int
+    nodes: dict[bytes, Node] = field(default_factory=dict)
+    depth: dict[bytes, int] = field(default_factory=dict)
+    state: dict[bytes, str] = field(default_factory=dict)  # new, pending, done, failed
+    per_ip: dict[str, int] = field(default_factory=dict)
+    stall_after: dict[bytes, float] = field(default_factory=dict)
+    stalled: set[bytes] = field(default_factory=set)
+    queries: int = 0
+    holders: int = 0
+    finished: bool = False
 
 
 class IterativeLookup:
-    """One FIND_NODE or FIND_VALUE lookup for ``target``."""
+    """One FIND_NODE or FIND_VALUE lookup for ``target`` over disjoint paths."""
 
     def __init__(self, protocol: Any, target: Node, seeds: list[Node], k: int, alpha: int,
                  *, values: bool, stall: Callable[[tuple[str, int]], float],
-                 enough: int = 3) -> None:
-        """``stall`` tells how long a contact's silence is normal (by its address)."""
+                 enough: int = 2, paths: int = PATHS, max_queries: int | None = None,
+                 deadline: float | None = None, per_address: int = 2,
+                 candidate: Callable[[Any], Node | None] | None = None,
+                 accept: Callable[[Record], bool] | None = None) -> None:
+        """``stall`` tells how long a contact's silence is normal (by its address);
+        ``candidate`` turns an entry of a node list into a node, or None when its
+        credential does not prove its id; ``deadline``: a ``time.monotonic()`` instant."""
         self.protocol = protocol
         self.target = target
         self.k = k
@@ -56,72 +98,101 @@ class IterativeLookup:
         self.values = values
         self.stall = stall
         self.enough = enough
-        self._nodes: dict[bytes, Node] = {}
-        self._depth: dict[bytes, int] = {}
-        self._state: dict[bytes, str] = {}  # new, pending, done, failed
-        self._stall_after: dict[bytes, float] = {}  # when a pending query stalls
-        self._stalled: set[bytes] = set()
-        self._tasks: dict[asyncio.Future[Any], bytes] = {}
+        self.max_queries = max_queries if max_queries is not None else 3 * k
+        self.deadline = deadline
+        self.per_address = per_address
+        self.candidate = candidate
+        self.accept = accept
+        self._own = protocol.source_node.id
+        count = max(1, min(paths, len(seeds)))
+        self._paths = [_Path(i) for i in range(count)]
+        self._owner: dict[bytes, int] = {}  # node id -> the path that asked it
+        self._tasks: dict[asyncio.Future[Any], tuple[int, bytes]] = {}
         self.result = LookupResult()
         self._no_value: list[Node] = []
-        for seed in seeds:
-            self._add(seed, 1)
+        ordered = sorted(seeds, key=lambda n: n.distance_to(target))
+        for position, seed in enumerate(ordered):
+            self._add(self._paths[position % count], seed, 1)
 
-    def _add(self, node: Node, depth: int) -> None:
-        if node.id == self.protocol.source_node.id or node.id in self._nodes:
+    def _add(self, path: _Path, node: Node, depth: int) -> None:
+        if node.id == self._own or node.id in path.nodes:
             return
-        self._nodes[node.id] = node
-        self._depth[node.id] = depth
-        self._state[node.id] = "new"
+        if not is_loopback(node.ip) and path.per_ip.get(node.ip, 0) >= self.per_address:
+            return
+        path.per_ip[node.ip] = path.per_ip.get(node.ip, 0) + 1
+        path.nodes[node.id] = node
+        path.depth[node.id] = depth
+        path.state[node.id] = "new"
 
-    def _closest(self, *, without_stalled: bool = False) -> list[bytes]:
-        """The k closest candidates that have not failed (nor, with
-        ``without_stalled``, stalled while still unanswered)."""
-        stalled = self._stalled if without_stalled else ()
-        alive = [i for i, s in self._state.items()
-                 if s != "failed" and not (s == "pending" and i in stalled)]
-        alive.sort(key=lambda i: self._nodes[i].distance_to(self.target))
+    def _closest(self, path: _Path, *, without_stalled: bool = False) -> list[bytes]:
+        """The k closest candidates of ``path`` it may still count on: not failed, not
+        asked by another path (nor, with ``without_stalled``, stalled unanswered)."""
+        stalled = path.stalled if without_stalled else ()
+        alive = [i for i, s in path.state.items()
+                 if s != "failed" and self._owner.get(i, path.index) == path.index
+                 and not (s == "pending" and i in stalled)]
+        alive.sort(key=lambda i: path.nodes[i].distance_to(self.target))
         return alive[:self.k]
 
+    def _step(self, path: _Path) -> None:
+        """Ask more nodes on ``path``, or mark it finished."""
+        if path.finished:
+            return
+        if self.values and path.holders >= self.enough:
+            path.finished = True
+            return
+        closest = self._closest(path, without_stalled=True)
+        active = [i for i, s in path.state.items() if s == "pending" and i not in path.stalled]
+        for node_id in closest:
+            if len(active) >= self.alpha or path.queries >= self.max_queries:
+                break
+            if path.state[node_id] == "new" and node_id not in self._owner:
+                self._ask(path, node_id)
+                active.append(node_id)
+        if all(path.state[i] in ("done", "failed") for i in closest) or (
+                path.queries >= self.max_queries and not active):
+            path.finished = True
+        elif not any(path.state[i] == "pending" for i in path.state):
+            path.finished = True  # nothing in flight and nothing left to ask
+
     async def run(self) -> LookupResult:
-        """Run the lookup to its end."""
+        """Run the lookup to its end (or its deadline)."""
         while True:
-            # A stalled node (no answer within ``stall``) is most likely gone: it gives
-            # its place among the k closest to the next candidate, so the lookup goes
-            # on past dead nodes instead of ending at them. Its RPC times out on its
-            # own, and an answer that still comes is used.
-            closest = self._closest(without_stalled=True)
-            if self.values and self.result.holders >= self.enough:
+            for path in self._paths:
+                self._step(path)
+            if all(p.finished for p in self._paths):
                 break
-            active = [i for i, s in self._state.items()
-                      if s == "pending" and i not in self._stalled]
-            for node_id in closest:
-                if len(active) >= self.alpha:
-                    break
-                if self._state[node_id] == "new":
-                    self._ask(node_id)
-                    active.append(node_id)
-            if all(self._state[i] in ("done", "failed") for i in closest):
-                break
-            pending = [t for t, i in self._tasks.items() if self._state[i] == "pending"]
+            pending = [t for t, (p, i) in self._tasks.items()
+                       if self._paths[p].state[i] == "pending"]
             if not pending:
                 break
             now = time.monotonic()
-            counting = [self._stall_after[i] for i in active if self._state[i] == "pending"]
+            if self.deadline is not None and now >= self.deadline:
+                self.result.timed_out = True
+                break
+            counting = [path.stall_after[i] for path in self._paths if not path.finished
+                        for i, s in path.state.items()
+                        if s == "pending" and i not in path.stalled]
             wait = max(0.005, min(counting) - now) if counting else None
+            if self.deadline is not None:
+                wait = min(wait if wait is not None else 1e9, max(0.0, self.deadline - now))
             done, _ = await asyncio.wait(pending, timeout=wait,
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 # Every query silent for longer than its contact's stall time stops
-                # counting towards alpha.
+                # counting towards alpha: most likely that node is gone.
                 now = time.monotonic() + 1e-3
-                self._stalled.update(i for i in active if self._state[i] == "pending"
-                                     and self._stall_after[i] <= now)
+                for path in self._paths:
+                    path.stalled.update(i for i, s in path.state.items()
+                                        if s == "pending" and path.stall_after[i] <= now)
                 continue
             for task in done:
-                self._handle(self._tasks.pop(task), task)
-        self.result.nodes = [self._nodes[i] for i in self._closest()
-                             if self._state[i] == "done"]
+                path_index, node_id = self._tasks.pop(task)
+                self._handle(self._paths[path_index], node_id, task)
+        answered = {i: p.nodes[i] for p in self._paths for i, s in p.state.items()
+                    if s == "done"}
+        self.result.nodes = sorted(answered.values(),
+                                   key=lambda n: n.distance_to(self.target))[:self.k]
         if self._no_value:
             self.result.without_value = min(
                 self._no_value, key=lambda n: n.distance_to(self.target))
@@ -129,42 +200,45 @@ class IterativeLookup:
             task.add_done_callback(consume_exception)
         return self.result
 
-    def _ask(self, node_id: bytes) -> None:
-        node = self._nodes[node_id]
+    def _ask(self, path: _Path, node_id: bytes) -> None:
+        node = path.nodes[node_id]
         call = self.protocol.call_find_value if self.values else self.protocol.call_find_node
         task = asyncio.ensure_future(call(node, self.target))
-        self._tasks[task] = node_id
-        self._state[node_id] = "pending"
-        started = time.monotonic()
-        self._stall_after[node_id] = started + self.stall((node.ip, node.port))
+        self._tasks[task] = (path.index, node_id)
+        self._owner[node_id] = path.index
+        path.state[node_id] = "pending"
+        path.stall_after[node_id] = time.monotonic() + self.stall((node.ip, node.port))
+        path.queries += 1
         self.result.queries += 1
 
-    def _handle(self, node_id: bytes, task: asyncio.Future[Any]) -> None:
+    def _handle(self, path: _Path, node_id: bytes, task: asyncio.Future[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
-            self._state[node_id] = "failed"
+            path.state[node_id] = "failed"
             return
-        response = RPCFindResponse(task.result())
-        if not response.happened():
-            self._state[node_id] = "failed"
+        ok, answer = task.result()
+        if not ok:
+            path.state[node_id] = "failed"
             return
-        self._state[node_id] = "done"
-        depth = self._depth[node_id]
-        if self.values and response.has_value():
-            records = decode_bundle(response.get_value())
+        path.state[node_id] = "done"
+        depth = path.depth[node_id]
+        if self.values and isinstance(answer, dict) and "value" in answer:
+            records = decode_bundle(answer["value"])
             if records:
                 self.result.records.extend(records)
-                self.result.holders += 1
-                if not self.result.hops:
-                    self.result.hops = depth
+                if self.accept is None or any(self.accept(r) for r in records):
+                    path.holders += 1
+                    self.result.holders += 1
+                    if not self.result.hops:
+                        self.result.hops = depth
             return
         if self.values:
-            self._no_value.append(self._nodes[node_id])
-        try:
-            for node in response.get_node_list():
-                if isinstance(node.id, bytes) and len(node.id) == 20:
-                    self._add(node, depth + 1)
-        except (TypeError, ValueError):
-            pass  # a malformed node list: that node's answer is ignored
+            self._no_value.append(path.nodes[node_id])
+        if not isinstance(answer, list | tuple):
+            return
+        for entry in answer[:2 * self.k]:
+            node = self.candidate(entry) if self.candidate is not None else None
+            if node is not None:
+                self._add(path, node, depth + 1)
 
 
 def consume_exception(task: asyncio.Future[Any]) -> None:

@@ -98,6 +98,11 @@ class Record:
                                 serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def key_for(aor: str) -> bytes:
+    """The DHT key of an AoR: SHA-1 of its canonical form (kademlia's ``digest``)."""
+    return hashlib.sha1(aor.encode()).digest()
+
+
 def canonical(obj: dict[str, Any]) -> bytes:
     """Canonical JSON bytes (sorted keys, compact, UTF-8)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -268,8 +273,10 @@ def merge(records: list[Record], now: float | None = None,
 
 
 def encode_bundle(records: list[Record]) -> bytes:
-    """The DHT value for these records (newest first if it must be cut to fit)."""
-    objs = [r.raw for r in sorted(records, key=lambda r: -r.issued)]
+    """The DHT value for these records, in their order (cut from the end to fit: a
+    storing node lists the signers that came first first, so a flood of newer signers
+    cannot push them out)."""
+    objs = [r.raw for r in records]
     while objs:
         data = canonical_list(objs)
         if len(data) <= MAX_BUNDLE_BYTES:

@@ -26,6 +26,8 @@ from twisted.internet.defer import Deferred
 from gateway.log import get_logger
 from gateway.overlay.acceptance import RecordAcceptance
 from gateway.overlay.dns_publisher import DnsPublisher, PublishSettings
+from gateway.overlay.identity import DEFAULT_DIFFICULTY, NodeIdentity
+from gateway.overlay.lookup import PATHS
 from gateway.overlay.mirror import RegistrationMirror
 from gateway.overlay.nat import NatFinding, classify, observe
 from gateway.overlay.node import OverlayNode, OverlayProtocol
@@ -70,7 +72,10 @@ class OverlaySettings:
     negative_cache_seconds: float
     health_interval: float
     publish_rate: float
-    node_id: bytes | None = None
+    identity: NodeIdentity | None = None
+    paths: int = PATHS
+    id_difficulty: int = DEFAULT_DIFFICULTY
+    ids_per_address: int = 2
     #: auto (a client when behind a NAT nothing is forwarded through), peer, client.
     mode: str = "auto"
     #: The configured external address (sip.external_address), if any.
@@ -114,8 +119,11 @@ class OverlayService:
         self.route = route
         self.warnings = warnings
         self.reactor = reactor
-        self.node = OverlayNode(settings.k, settings.alpha, settings.node_id,
-                                settings.rpc_timeout, client=settings.mode == "client")
+        self.node = OverlayNode(settings.k, settings.alpha, settings.identity,
+                                settings.rpc_timeout, client=settings.mode == "client",
+                                difficulty=settings.id_difficulty,
+                                ids_per_address=settings.ids_per_address,
+                                paths=settings.paths)
         #: What other nodes see of this one (None until one answered).
         self.nat: NatFinding | None = None
         #: Behind a NAT nothing is forwarded through: others cannot reach this node.
@@ -524,8 +532,8 @@ class OverlayService:
             return Deferred.fromFuture(_done(cached[1]))
         self.lookups += 1
         started = time.monotonic()
-        d = Deferred.fromFuture(asyncio.ensure_future(asyncio.wait_for(
-            self.node.lookup(aor), self.settings.lookup_timeout)))
+        d = Deferred.fromFuture(asyncio.ensure_future(self.node.lookup(
+            aor, self.acceptance.acceptable, self.settings.lookup_timeout)))
         d.addCallback(self._accept, aor)
 
         def measured(result: Any) -> Any:

@@ -1,6 +1,14 @@
 """The node's local storage: signed record bundles merged per signer, with expiry from
 the records themselves (kademlia's ``ForgetfulStorage`` keeps one opaque value per key
-for a week and lets any node overwrite it: see OVERLAY-NOTES.md)."""
+for a week and lets any node overwrite it: see OVERLAY-NOTES.md).
+
+Only records that are entitled to travel are kept (and so served, merged and repaired
+onto other nodes): each must belong under the key it is stored at, pass
+:func:`gateway.overlay.trust.entitlement` (signed by the AoR's own key or by a
+certificate naming its domain; not issued in the future; not living too long) and be
+at most :data:`MAX_RECORD_BYTES`. At most :data:`MAX_SIGNERS` signers hold a key: the
+ones there first keep their places (a flood of new signers waits for one to expire),
+and bundles are served in that order, so a flood cannot push a publisher out."""
 
 from __future__ import annotations
 
@@ -11,10 +19,21 @@ from typing import Any
 
 from kademlia.storage import IStorage
 
-from gateway.overlay.record import Record, decode_bundle, encode_bundle, merge
+from gateway.overlay.record import Record, canonical, decode_bundle, encode_bundle, key_for, merge
+from gateway.overlay.trust import entitlement
 
 #: Most keys one node keeps (a bound whatever the network stores here).
 MAX_KEYS = 100_000
+#: Most signers one key holds (a gateway, the user's own peer, a spare).
+MAX_SIGNERS = 4
+#: Largest record kept (canonical JSON; a record with a certificate is ~1.3 KiB).
+MAX_RECORD_BYTES = 3000
+
+
+def travels(key: bytes, record: Record, now: float) -> bool:
+    """Whether ``record`` may be stored and served under ``key``."""
+    return (key_for(record.aor) == key and len(canonical(record.raw)) <= MAX_RECORD_BYTES
+            and entitlement(record, now) is None)
 
 
 class RecordStorage(IStorage):
@@ -40,6 +59,7 @@ class RecordStorage(IStorage):
         """Merge ``records`` into ``key``; True when something changed."""
         now = self.clock()
         current = self._data.get(key, (now, []))[1]
+        records = [r for r in records if travels(key, r, now)]
         for record in records:
             if record.is_tombstone:
                 replaced = [r.expires for r in current
@@ -47,7 +67,8 @@ class RecordStorage(IStorage):
                 until = max([record.issued + self.tombstone_grace, *replaced])
                 slots = self._tombstone_until.setdefault(key, {})
                 slots[record.signer] = max(until, slots.get(record.signer, 0.0))
-        merged = self._live(key, merge([*current, *records], now, float("inf")), now)
+        merged = self._seat(current, self._live(
+            key, merge([*current, *records], now, float("inf")), now))
         if not merged:
             self._data.pop(key, None)
             return bool(current)
@@ -60,6 +81,14 @@ class RecordStorage(IStorage):
             self._forget_tombstones(oldest)
         self._cull(2)
         return changed
+
+    @staticmethod
+    def _seat(current: list[Record], merged: list[Record]) -> list[Record]:
+        """``merged`` in the order the signers came (those already here first), cut to
+        :data:`MAX_SIGNERS`."""
+        order = {r.signer: i for i, r in enumerate(current)}
+        merged.sort(key=lambda r: order.get(r.signer, len(order)))
+        return merged[:MAX_SIGNERS]
 
     def _cull(self, count: int) -> None:
         """Look at the ``count`` entries at the front: drop them when nothing in them is
@@ -91,7 +120,7 @@ class RecordStorage(IStorage):
         if entry is None:
             return []
         now = self.clock()
-        merged = self._live(key, merge(entry[1], now, float("inf")), now)
+        merged = self._seat(entry[1], self._live(key, merge(entry[1], now, float("inf")), now))
         if not merged:
             del self._data[key]
             self._forget_tombstones(key)
@@ -125,6 +154,10 @@ class RecordStorage(IStorage):
             records = self.records(key)
             if records:
                 yield key, encode_bundle(records)
+
+    def held_keys(self) -> list[bytes]:
+        """The keys held (some may turn out expired when read)."""
+        return list(self._data)
 
     def __len__(self) -> int:
         return len(self._data)

@@ -18,6 +18,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import re
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -90,6 +93,70 @@ def user_of(aor: str) -> str:
     return rest.rsplit("@", 1)[0] if "@" in rest else ""
 
 
+#: How far in the future a record's ``issued`` may be (clocks differ a little).
+MAX_CLOCK_SKEW = 120.0
+#: The longest a record may claim to live (``overlay.record_lifetime`` at most).
+MAX_RECORD_LIFETIME = 86400.0
+#: The shape of a self-certifying user part: ``p`` and 32 base32 characters.
+_SELF_CERTIFYING = re.compile(r"p[a-z2-7]{32}")
+
+
+def is_self_certifying(aor: str) -> bool:
+    """Whether ``aor``'s user part has the self-certifying form: then only the key it
+    is derived from may sign for it."""
+    return _SELF_CERTIFYING.fullmatch(user_of(aor)) is not None
+
+
+_ENTITLED: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+
+
+def entitlement(record: Record, now: float | None = None) -> str | None:
+    """What any node can check of a record's right to its AoR, with no pins and no
+    configuration (storing nodes drop records that fail it): a self-certifying AoR is
+    signed by its own key; any other AoR by a certificate naming its domain, within its
+    validity; ``issued`` is not in the future beyond :data:`MAX_CLOCK_SKEW`; the record
+    does not claim to live longer than :data:`MAX_RECORD_LIFETIME`. None when it passes,
+    else why not."""
+    now = time.time() if now is None else now
+    if record.issued > now + MAX_CLOCK_SKEW:
+        return "issued in the future"
+    if record.expires - record.issued > MAX_RECORD_LIFETIME:
+        return "claims to live longer than a record may"
+    if is_self_certifying(record.aor):
+        if user_of(record.aor) == self_certifying_user(record.public_key_der):
+            return None
+        return "a self-certifying AoR may only be signed by its own key"
+    if record.certificate is None:
+        return "a bare key may only sign its own self-certifying AoR"
+    cache_key = (record.signer, domain_of(record.aor))
+    if cache_key in _ENTITLED:
+        _ENTITLED.move_to_end(cache_key)
+        reason = _ENTITLED[cache_key]
+    else:
+        reason = _names_domain(record.certificate, cache_key[1])
+        _ENTITLED[cache_key] = reason
+        if len(_ENTITLED) > 20_000:
+            _ENTITLED.popitem(last=False)
+    if reason is not None:
+        return reason
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    certificate = record.certificate
+    if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
+        return "certificate outside its validity period"
+    return None
+
+
+def _names_domain(certificate: x509.Certificate, domain: str) -> str | None:
+    try:
+        try:
+            verify_certificate_ip_address(certificate, domain.strip("[]"))
+        except ValueError:
+            verify_certificate_hostname(certificate, domain)
+    except NameMismatch:
+        return f"certificate does not name {domain}"
+    return None
+
+
 class RecordTrust:
     """Decides whether a verified record's signer is entitled to its AoR."""
 
@@ -107,16 +174,17 @@ class RecordTrust:
         self.own_signer = own_signer
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
 
-    def check(self, record: Record) -> str | None:
-        """None when the signer may speak for ``record.aor``, else why not."""
+    def check(self, record: Record, commit: bool = True) -> str | None:
+        """None when the signer may speak for ``record.aor``, else why not. Without
+        ``commit`` nothing is pinned (a lookup asking whether a record is worth ending
+        on, before the reader has seen them all)."""
         if record.signer == self.own_signer and self.own_signer:
             return None
-        user = user_of(record.aor)
-        if user and user == self_certifying_user(record.public_key_der):
-            return None
+        reason = entitlement(record, self.clock().timestamp())
+        if reason is not None or is_self_certifying(record.aor):
+            return reason
         certificate = record.certificate
-        if certificate is None:
-            return "a bare key may only sign its own self-certifying AoR"
+        assert certificate is not None  # entitlement() refuses bare keys here
         domain = domain_of(record.aor)
         if self.mode == "ca":
             return self._check_ca(certificate, domain)
@@ -124,7 +192,7 @@ class RecordTrust:
             if fingerprint(certificate) in self.pins.get(domain, set()):
                 return None
             return f"certificate is not pinned for {domain}"
-        return self._check_tofu(certificate, domain, record.raw.get(ROLLOVER_FIELD))
+        return self._check_tofu(certificate, domain, record.raw.get(ROLLOVER_FIELD), commit)
 
     def _check_ca(self, certificate: x509.Certificate, domain: str) -> str | None:
         if not self.ca_certificates:
@@ -144,29 +212,22 @@ class RecordTrust:
         return None
 
     def _check_tofu(self, certificate: x509.Certificate, domain: str,
-                    record_rollover: object = None) -> str | None:
-        try:
-            try:
-                verify_certificate_ip_address(certificate, domain.strip("[]"))
-            except ValueError:
-                verify_certificate_hostname(certificate, domain)
-        except NameMismatch:
-            return f"certificate does not name {domain}"
-        now = self.clock()
-        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
-            return "certificate outside its validity period"
+                    record_rollover: object = None, commit: bool = True) -> str | None:
+        # entitlement() has checked the name and the validity period.
         seen = fingerprint(certificate)
         if self.pin_store is None:
             return None
         pinned = self.pin_store.get(domain)
         if pinned is None:
-            self.pin_store.pin(domain, seen)
+            if commit:
+                self.pin_store.pin(domain, seen)
             return None
         if pinned != seen:
             old = endorsing_certificate(record_rollover, seen)
             if old is not None and fingerprint(old) == pinned:
                 # The pinned certificate itself announced this one: follow the roll.
-                self.pin_store.repin(domain, seen)
+                if commit:
+                    self.pin_store.repin(domain, seen)
                 return None
             return (f"{domain} is pinned to another certificate ({pinned[:16]}…, this one "
                     f"is {seen[:16]}…): if {domain} really changed its certificate, "

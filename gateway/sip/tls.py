@@ -162,7 +162,7 @@ def _generated(directory: Path, names: list[str], addresses: list[str]) -> TlsMa
             return TlsMaterial(certificate, key, (), str(cert_path), generated=True)
         log.warn("renewing the self-signed TLS certificate in {dir}: {why}", dir=str(directory),
                  why="expired" if expired else f"does not name {', '.join(missing)}")
-    certificate, key = _self_signed(names, addresses)
+    certificate, key = self_signed(names, addresses)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _write_private(key_path, key.private_bytes(
@@ -195,7 +195,9 @@ def _missing_names(certificate: x509.Certificate, names: list[str],
     return [n for n in names if n.lower() not in dns] + [a for a in addresses if a not in ips]
 
 
-def _self_signed(names: list[str], addresses: list[str]) -> tuple[x509.Certificate, Any]:
+def self_signed(names: list[str], addresses: list[str]) -> tuple[x509.Certificate, Any]:
+    """A new P-256 key and a self-signed certificate naming ``names`` (DNS) and
+    ``addresses`` (IP), as the gateway generates when none is configured."""
     key = ec.generate_private_key(ec.SECP256R1())
     common_name = names[0] if names else socket.gethostname() or "p2psip-gateway"
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),

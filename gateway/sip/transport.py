@@ -64,8 +64,7 @@ def bind_socket(kind: str, address: ListenAddress) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == "udp":
-            _grow_buffer(sock, socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None))
-            _grow_buffer(sock, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None))
+            grow_udp_buffers(sock)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address.host, address.port))
@@ -76,6 +75,13 @@ def bind_socket(kind: str, address: ListenAddress) -> socket.socket:
         sock.close()
         raise ListenError(f"cannot listen on {kind} {address}: {exc.strerror}") from None
     return sock
+
+
+def grow_udp_buffers(sock: socket.socket) -> None:
+    """Give a UDP socket ``UDP_BUFFER`` bytes to receive and send into (beyond the
+    system's limit when the process may: bursts must not be dropped by the kernel)."""
+    _grow_buffer(sock, socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None))
+    _grow_buffer(sock, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None))
 
 
 def _grow_buffer(sock: socket.socket, option: int, force_option: int | None) -> None:
