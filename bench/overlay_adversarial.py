@@ -19,17 +19,23 @@ Hostile behaviours (``--behaviours``):
 - ``forge``: serves a record for the AoR signed by its own certificate naming the
   domain (newer seq), and stores that forgery on the nodes closest to the AoR;
 - ``eclipse``: answers every lookup with contacts close to the key — invented ids on
-  hostile addresses, and the hostile nodes closest to it — and never a value; hostile
-  nodes pick their ids close to the keys as far as the overlay lets them;
+  hostile addresses, and the hostile nodes closest to it — and never a value; each
+  hostile node makes ``--grind`` keys (each with its puzzle) and keeps the one whose id
+  is closest to one of the AoRs' keys, and PINGs honest nodes with unsolved
+  credentials and other hostile nodes' credentials;
 - ``flood``: stores and serves many future-dated records for the AoR from throw-away
   certificates naming the domain;
 - ``all``: every hostile node eclipses, forges, floods and replays, colluding.
+
+Readers trust on first use (``overlay.trust = tofu``, the default), each with its own
+pins, kept across its lookups. Every node's id needs ``--difficulty`` puzzle bits (8 by
+default, to build 1 000 nodes in seconds; the gateway's default is 20).
 
 Usage::
 
     python bench/overlay_adversarial.py [--sizes 300,1000] [--fractions 0,0.1,0.2,0.3]
         [--behaviours blackhole,silent,stale,forge,eclipse,flood,all] [--keys 200]
-        [--json out.json]
+        [--difficulty 8] [--grind 64] [--paths 4] [--json out.json]
 
 Everything runs on loopback addresses in this process; it ends by closing every socket.
 """
@@ -38,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import logging
 import os
@@ -51,10 +56,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 from kademlia.node import Node  # noqa: E402
 
 from gateway.overlay.acceptance import RecordAcceptance  # noqa: E402
@@ -63,6 +64,7 @@ from gateway.overlay.lookup import PATHS  # noqa: E402
 from gateway.overlay.node import OverlayNode, OverlayProtocol, key_for  # noqa: E402
 from gateway.overlay.record import Contact, Record, Signer, encode_bundle  # noqa: E402
 from gateway.overlay.trust import MemoryPins, RecordTrust  # noqa: E402
+from gateway.sip.tls import self_signed  # noqa: E402
 
 logging.getLogger("kademlia").setLevel(logging.CRITICAL)
 logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
@@ -77,16 +79,7 @@ LOOKUP_DEADLINE = 4.0  # the gateway's overlay lookup timeout
 
 def domain_signer() -> Signer:
     """A key and a self-signed certificate naming the domain (as a gateway makes)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(days=1))
-                   .not_valid_after(now + datetime.timedelta(days=30))
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(DOMAIN)]),
-                                  critical=False)
-                   .sign(key, hashes.SHA256()))
+    certificate, key = self_signed([DOMAIN], [])
     return Signer(key, certificate)
 
 
@@ -346,7 +339,8 @@ async def run_cell(size: int, behaviour: str, fraction: float, keys: int,
             except (TimeoutError, Exception):
                 records, detail = [], None
             cell.latencies_ms.append(1000 * (time.perf_counter() - started))
-            verdict = readers[id(reader)].judge(aor, records)
+            verdict = readers[id(reader)].judge(
+                aor, records, served=detail.served if detail is not None else [])
             cell.lookups += 1
             if detail is not None:
                 cell.queries.append(detail.queries)

@@ -330,3 +330,29 @@ def test_the_replay_memory_forgets_least_recently_used_first() -> None:
     older_c = acceptance.seen("sip:c@b.example", signer.signer_id)
     acceptance.judge("sip:c@b.example", [newer])
     assert acceptance.seen("sip:c@b.example", signer.signer_id) > older_c
+
+
+def test_a_first_pin_goes_to_the_certificate_most_replicas_list_first() -> None:
+    genuine, forger = domain_signer("b.example"), domain_signer("b.example")
+    aor = "sip:bob@b.example"
+    records = [genuine.sign_record(aor, CONTACTS, ROUTE, 600),
+               forger.sign_record(aor, CONTACTS, ROUTE, 600)]
+    g, f = genuine.signer_id, forger.signer_id
+    # Honest replicas keep the first signer first; the forger's own nodes serve its own.
+    majority = [(0, [g, f]), (1, [g, f]), (2, [g]), (3, [f])]
+    pins = MemoryPins()
+    acceptance = RecordAcceptance(RecordTrust("tofu", pin_store=pins))
+    assert not acceptance.acceptable(records[0])  # unpinned: a lookup does not end on it
+    verdict = acceptance.judge(aor, records, served=majority)
+    assert [r.signer for r in verdict.accepted] == [g]
+    assert "listed first by most replicas (3 of 4)" in verdict.reason
+    assert pins.get("b.example") is not None and acceptance.acceptable(records[0])
+    for split in ([(0, [g, f]), (1, [f, g])],  # no strict majority
+                  [(0, [g, f]), (0, [g]), (1, [f])],  # a majority on one path only
+                  []):  # nothing known of the replicas
+        fresh = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
+        verdict = fresh.judge(aor, records, served=split)
+        assert verdict.accepted == [] and "do not agree" in verdict.reason
+    # One claimant only: pinned on first sight, as before.
+    alone = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
+    assert [r.signer for r in alone.judge(aor, records[:1]).accepted] == [g]

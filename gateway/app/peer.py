@@ -55,6 +55,8 @@ from gateway.sip.tls import load_material
 from gateway.sip.uri import SipUri, parse_uri
 
 PROG = "p2psip-peer"
+#: Seconds a lookup may take (the gateway's resolver waits as long).
+LOOKUP_TIMEOUT = 4.0
 SDP = (b"v=0\r\no=p2psip-peer 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
        b"m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
 T1 = 0.5
@@ -205,8 +207,10 @@ class Peer:
     async def lookup(self, aor: str) -> list[Record]:
         """The live records of ``aor`` whose signature verifies and whose signer the
         certificate entitles to the AoR's domain (trust on first use, for this run)."""
-        verdict = self.acceptance.judge(
-            aor, await self.node.lookup(aor, self.acceptance.acceptable))
+        records, result = await self.node.lookup_detail(aor, self.acceptance.acceptable,
+                                                        LOOKUP_TIMEOUT)
+        verdict = self.acceptance.judge(aor, records,
+                                        served=result.served if result else [])
         for _, reason in verdict.rejected:
             print(f"{PROG}: rejected a record for {aor}: {reason}", file=sys.stderr)
         return verdict.accepted

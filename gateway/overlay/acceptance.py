@@ -9,11 +9,11 @@ the adversarial benchmark, so what is measured is what the gateway does.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from gateway.overlay.record import Record
-from gateway.overlay.trust import RecordTrust
+from gateway.overlay.trust import RecordTrust, domain_of, entitlement, is_self_certifying
 
 #: (AoR, signer) pairs whose highest seq is remembered (least recently used go first).
 REPLAY_MEMORY = 100_000
@@ -52,18 +52,59 @@ class RecordAcceptance:
 
     def acceptable(self, record: Record) -> bool:
         """Whether :meth:`judge` would accept ``record`` as far as one record tells
-        (nothing is pinned or remembered): what a lookup may end on."""
+        (nothing is pinned or remembered): what a lookup may end on. A record whose
+        domain is not pinned yet ends nothing: the first pin weighs every replica."""
+        if self._unpinned(record):
+            return False
         return (self.trust.check(record, commit=False) is None
                 and record.seq >= self.seen(record.aor, record.signer))
 
-    def judge(self, aor: str, records: list[Record], now: float | None = None) -> Verdict:
-        """Sort ``records`` (a lookup's merged result) into accepted and refused."""
+    def _unpinned(self, record: Record) -> bool:
+        """A domain AoR whose domain trust on first use has not pinned yet."""
+        store = self.trust.pin_store
+        return (self.trust.mode == "tofu" and store is not None
+                and not is_self_certifying(record.aor) and record.signer != self.own_signer
+                and store.get(domain_of(record.aor)) is None)
+
+    def _first_pin(self, aor: str, records: list[Record],
+                   served: list[tuple[int, list[str]]]) -> dict[str, str]:
+        """When the domain is not pinned and several certificates claim it: the one
+        most replicas list first (storing nodes keep the signers that came first at the
+        front) wins, if a strict majority of the replicas, on at least two disjoint
+        paths, agree; every other claimant is refused (all of them without such a
+        majority). Returns the refused signers with the reason."""
+        now = time.time()
+        claimants = {r.signer for r in records
+                     if r.aor == aor and self._unpinned(r) and entitlement(r, now) is None}
+        if len(claimants) < 2:
+            return {}
+        firsts = [(path, next(s for s in signers if s in claimants))
+                  for path, signers in served if any(s in claimants for s in signers)]
+        votes = Counter(signer for _, signer in firsts)
+        winner, count = votes.most_common(1)[0] if votes else ("", 0)
+        paths = {path for path, signer in firsts if signer == winner}
+        domain = domain_of(aor)
+        if count * 2 > len(firsts) and len(paths) >= 2:
+            why = (f"another certificate for {domain} is listed first by most replicas "
+                   f"({count} of {len(firsts)})")
+            return {s: why for s in claimants if s != winner}
+        why = (f"{len(claimants)} certificates claim {domain}, none pinned, and the "
+               f"replicas do not agree on one; pin it (p2psip-admin overlay pins pin) or "
+               f"publish its fingerprint")
+        return dict.fromkeys(claimants, why)
+
+    def judge(self, aor: str, records: list[Record], now: float | None = None,
+              served: list[tuple[int, list[str]]] | None = None) -> Verdict:
+        """Sort ``records`` (a lookup's merged result) into accepted and refused;
+        ``served``: what each replica served, on which path
+        (:attr:`gateway.overlay.lookup.LookupResult.served`)."""
         now = time.time() if now is None else now
         verdict = Verdict()
+        contested = self._first_pin(aor, records, served or [])
         for record in records:
             if record.aor != aor:
                 continue
-            reason = self.trust.check(record)
+            reason = contested.get(record.signer) or self.trust.check(record)
             key = (aor, record.signer)
             if reason is None and record.seq < self._seen_seq.get(key, 0):
                 reason = "older than a record already seen (replay)"

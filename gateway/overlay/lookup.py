@@ -52,6 +52,9 @@ class LookupResult:
     queries: int = 0
     without_value: Node | None = None
     timed_out: bool = False
+    #: Per node that returned a bundle: (its path, the signers in the order it served
+    #: them). Readers that have not pinned a domain yet weigh the replicas with it.
+    served: list[tuple[int, list[str]]] = field(default_factory=list)
 
 
 def is_loopback(ip: str) -> bool:
@@ -225,6 +228,7 @@ class IterativeLookup:
             records = decode_bundle(answer["value"])
             if records:
                 self.result.records.extend(records)
+                self.result.served.append((path.index, [r.signer for r in records]))
                 if self.accept is None or any(self.accept(r) for r in records):
                     path.holders += 1
                     self.result.holders += 1

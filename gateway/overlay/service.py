@@ -532,9 +532,10 @@ class OverlayService:
             return Deferred.fromFuture(_done(cached[1]))
         self.lookups += 1
         started = time.monotonic()
-        d = Deferred.fromFuture(asyncio.ensure_future(self.node.lookup(
+        d = Deferred.fromFuture(asyncio.ensure_future(self.node.lookup_detail(
             aor, self.acceptance.acceptable, self.settings.lookup_timeout)))
-        d.addCallback(self._accept, aor)
+        d.addCallback(lambda found: self._accept(found[0], aor,
+                                                 found[1].served if found[1] else []))
 
         def measured(result: Any) -> Any:
             if self._lookup_observer is not None:
@@ -545,8 +546,9 @@ class OverlayService:
 
         return d.addBoth(measured)
 
-    def _accept(self, records: list[Record], aor: str) -> list[Record]:
-        verdict = self.acceptance.judge(aor, records)
+    def _accept(self, records: list[Record], aor: str,
+                served: list[tuple[int, list[str]]] | None = None) -> list[Record]:
+        verdict = self.acceptance.judge(aor, records, served=served)
         for record, reason in verdict.rejected:
             self.rejected += 1
             log.warn("overlay: rejected a record for {aor} signed by {signer}: {why}",
