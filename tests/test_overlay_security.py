@@ -339,7 +339,8 @@ def test_a_first_pin_goes_to_the_certificate_most_replicas_list_first() -> None:
                forger.sign_record(aor, CONTACTS, ROUTE, 600)]
     g, f = genuine.signer_id, forger.signer_id
     # Honest replicas keep the first signer first; the forger's own nodes serve its own.
-    majority = [(0, [g, f]), (1, [g, f]), (2, [g]), (3, [f])]
+    majority = [(0, _id(1), [g, f]), (1, _id(2), [g, f]), (2, _id(3), [g]),
+                (3, _id(4), [f])]
     pins = MemoryPins()
     acceptance = RecordAcceptance(RecordTrust("tofu", pin_store=pins))
     assert not acceptance.acceptable(records[0])  # unpinned: a lookup does not end on it
@@ -347,10 +348,13 @@ def test_a_first_pin_goes_to_the_certificate_most_replicas_list_first() -> None:
     assert [r.signer for r in verdict.accepted] == [g]
     assert "listed first by most replicas (3 of 4)" in verdict.reason
     assert pins.get("b.example") is not None and acceptance.acceptable(records[0])
-    for split in ([(0, [g, f]), (1, [f, g])],  # no strict majority
-                  [(0, [g, f]), (0, [g]), (1, [f])],  # a majority on one path only
+    far = (1 << 159).to_bytes(20, "big")
+    for split in ([(0, _id(1), [g, f]), (1, _id(2), [f, g])],  # no strict majority
+                  [(0, _id(1), [g, f]), (0, _id(2), [g]), (1, _id(3), [f])],  # one path
+                  # Far replicas do not vote: the two closest disagree.
+                  [(0, _id(1), [g, f]), (1, _id(2), [f]), *((2, far, [g]),) * 3],
                   []):  # nothing known of the replicas
-        fresh = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
+        fresh = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()), replicas=2)
         verdict = fresh.judge(aor, records, served=split)
         assert verdict.accepted == [] and "do not agree" in verdict.reason
     # One claimant only: pinned on first sight, as before.

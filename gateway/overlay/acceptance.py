@@ -12,7 +12,7 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
-from gateway.overlay.record import Record
+from gateway.overlay.record import Record, key_for
 from gateway.overlay.trust import RecordTrust, domain_of, entitlement, is_self_certifying
 
 #: (AoR, signer) pairs whose highest seq is remembered (least recently used go first).
@@ -38,12 +38,14 @@ class RecordAcceptance:
     (AoR, signer), forgotten least recently used first."""
 
     def __init__(self, trust: RecordTrust, own_signer: str = "",
-                 memory: int = REPLAY_MEMORY) -> None:
+                 memory: int = REPLAY_MEMORY, replicas: int = 20) -> None:
         """``own_signer``: records this reader signed itself are not returned (it does
-        not route to itself through the overlay)."""
+        not route to itself through the overlay); ``replicas``: how many of the
+        replicas closest to a key vote on a first pin (the overlay's k)."""
         self.trust = trust
         self.own_signer = own_signer
         self.memory = memory
+        self.replicas = replicas
         self._seen_seq: OrderedDict[tuple[str, str], int] = OrderedDict()
 
     def seen(self, aor: str, signer: str) -> int:
@@ -67,19 +69,25 @@ class RecordAcceptance:
                 and store.get(domain_of(record.aor)) is None)
 
     def _first_pin(self, aor: str, records: list[Record],
-                   served: list[tuple[int, list[str]]]) -> dict[str, str]:
-        """When the domain is not pinned and several certificates claim it: the one
-        most replicas list first (storing nodes keep the signers that came first at the
-        front) wins, if a strict majority of the replicas, on at least two disjoint
-        paths, agree; every other claimant is refused (all of them without such a
-        majority). Returns the refused signers with the reason."""
+                   served: list[tuple[int, bytes, list[str]]]) -> dict[str, str]:
+        """When the domain is not pinned and several certificates claim it: the one a
+        strict majority of the ``replicas`` replicas closest to the key list first
+        (storing nodes keep the signers that came first at the front), on at least two
+        disjoint paths, wins; every other claimant is refused (all of them without such
+        a majority). Returns the refused signers with the reason."""
         now = time.time()
         claimants = {r.signer for r in records
                      if r.aor == aor and self._unpinned(r) and entitlement(r, now) is None}
         if len(claimants) < 2:
             return {}
+        # Only the replicas closest to the key vote: the publisher stored on those, and
+        # a forger cannot add voters by storing its record farther out.
+        target = int.from_bytes(key_for(aor), "big")
+        voters = sorted((entry for entry in served
+                         if any(s in claimants for s in entry[2])),
+                        key=lambda entry: int.from_bytes(entry[1], "big") ^ target)
         firsts = [(path, next(s for s in signers if s in claimants))
-                  for path, signers in served if any(s in claimants for s in signers)]
+                  for path, _, signers in voters[:self.replicas]]
         votes = Counter(signer for _, signer in firsts)
         winner, count = votes.most_common(1)[0] if votes else ("", 0)
         paths = {path for path, signer in firsts if signer == winner}
@@ -94,7 +102,7 @@ class RecordAcceptance:
         return dict.fromkeys(claimants, why)
 
     def judge(self, aor: str, records: list[Record], now: float | None = None,
-              served: list[tuple[int, list[str]]] | None = None) -> Verdict:
+              served: list[tuple[int, bytes, list[str]]] | None = None) -> Verdict:
         """Sort ``records`` (a lookup's merged result) into accepted and refused;
         ``served``: what each replica served, on which path
         (:attr:`gateway.overlay.lookup.LookupResult.served`)."""

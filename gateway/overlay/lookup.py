@@ -10,7 +10,7 @@ than ``alpha`` are outstanding — or one has been outstanding longer than that 
 ``stall`` time (its measured RTO, :mod:`gateway.overlay.rtt`), which then stops
 counting — the closest candidate not yet asked is asked.
 
-A path ends when the ``k`` closest candidates it may still ask (not failed, not stalled,
+A path ends when the ``2k / paths`` closest candidates it may still ask (not failed, not stalled,
 not taken by another path) have all answered, after ``max_queries`` queries, or, for
 values, once ``enough`` of its nodes returned a bundle holding a record the caller
 accepts (``accept``: a bundle of records the reader would refuse ends nothing). The
@@ -52,9 +52,9 @@ class LookupResult:
     queries: int = 0
     without_value: Node | None = None
     timed_out: bool = False
-    #: Per node that returned a bundle: (its path, the signers in the order it served
-    #: them). Readers that have not pinned a domain yet weigh the replicas with it.
-    served: list[tuple[int, list[str]]] = field(default_factory=list)
+    #: Per node that returned a bundle: (its path, its id, the signers in the order it
+    #: served them). Readers that have not pinned a domain yet weigh the replicas.
+    served: list[tuple[int, bytes, list[str]]] = field(default_factory=list)
 
 
 def is_loopback(ip: str) -> bool:
@@ -102,6 +102,9 @@ class IterativeLookup:
         self.stall = stall
         self.enough = enough
         self.max_queries = max_queries if max_queries is not None else 3 * k
+        # A path counts on its ``span`` closest candidates: together the paths cover
+        # the k closest twice over without each of them asking k nodes.
+        self.span = max(alpha, -(-2 * k // max(1, min(paths, len(seeds)))))
         self.deadline = deadline
         self.per_address = per_address
         self.candidate = candidate
@@ -135,7 +138,7 @@ class IterativeLookup:
                  if s != "failed" and self._owner.get(i, path.index) == path.index
                  and not (s == "pending" and i in stalled)]
         alive.sort(key=lambda i: path.nodes[i].distance_to(self.target))
-        return alive[:self.k]
+        return alive[:self.span]
 
     def _step(self, path: _Path) -> None:
         """Ask more nodes on ``path``, or mark it finished."""
@@ -228,7 +231,8 @@ class IterativeLookup:
             records = decode_bundle(answer["value"])
             if records:
                 self.result.records.extend(records)
-                self.result.served.append((path.index, [r.signer for r in records]))
+                self.result.served.append((path.index, node_id,
+                                           [r.signer for r in records]))
                 if self.accept is None or any(self.accept(r) for r in records):
                     path.holders += 1
                     self.result.holders += 1

@@ -602,7 +602,7 @@ class OverlayNode(Server):
         result = await self._lookup(target, nearest, values=True, accept=wanted,
                                     deadline=deadline)
         if found:  # this node's own replica weighs like another path's
-            result.served.insert(0, (-1, [r.signer for r in found]))
+            result.served.insert(0, (-1, self.node.id, [r.signer for r in found]))
         merged = merge([*found, *result.records])
         if result.without_value is not None and merged:
             # Read repair: the closest node that answered without the value gets it.

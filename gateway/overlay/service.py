@@ -547,7 +547,7 @@ class OverlayService:
         return d.addBoth(measured)
 
     def _accept(self, records: list[Record], aor: str,
-                served: list[tuple[int, list[str]]] | None = None) -> list[Record]:
+                served: list[tuple[int, bytes, list[str]]] | None = None) -> list[Record]:
         verdict = self.acceptance.judge(aor, records, served=served)
         for record, reason in verdict.rejected:
             self.rejected += 1
