@@ -360,3 +360,16 @@ def test_a_first_pin_goes_to_the_certificate_most_replicas_list_first() -> None:
     # One claimant only: pinned on first sight, as before.
     alone = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
     assert [r.signer for r in alone.judge(aor, records[:1]).accepted] == [g]
+
+
+def test_overlay_status_shows_refused_contacts_and_bad_answers(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    import json
+
+    from gateway.app.admin import main as admin_main
+
+    status = {"state": "joined", "since": time.time(), "updated": time.time(),
+              "pid": os.getpid(), "contacts": 7, "refused_contacts": 3, "bad_answers": 2}
+    (tmp_path / "overlay-status.json").write_text(json.dumps(status))
+    admin_main(["--data-dir", str(tmp_path), "overlay", "status"])
+    out = capsys.readouterr().out
+    assert "7; refused 3 (ids per address), 2 answers with bad signatures" in out

@@ -385,7 +385,10 @@ def cmd_overlay_status(store: LocationStore | None, args: argparse.Namespace,
         ("node", f"{status.get('node_id', '')[:16]} on udp {status.get('listen', '')}"),
         ("certificate", (status.get("certificate") or "-")
          + (" (announced by the previous one)" if status.get("rollover") else "")),
-        ("neighbours", str(status.get("contacts", 0))),
+        ("neighbours", str(status.get("contacts", 0))
+         + (f"; refused {status['refused_contacts']} (ids per address), "
+            f"{status.get('bad_answers', 0)} answers with bad signatures"
+            if status.get("refused_contacts") or status.get("bad_answers") else "")),
         ("last error", status.get("last_error") or "-"),
         ("records", f"{status.get('published', 0)} published, "
                     f"{status.get('backlog', 0)} waiting, "

@@ -477,6 +477,8 @@ class OverlayService:
             "rollover": self.signer.rollover is not None,
             "listen": f"{address[0]}:{address[1]}" if address else "",
             "contacts": self.node.contact_count(), "stored_keys": len(self.node.storage),
+            "refused_contacts": getattr(self.node.protocol, "refused_contacts", 0),
+            "bad_answers": getattr(self.node.protocol, "bad_answers", 0),
             "published": self.mirror.published, "publish_failures": self.mirror.failures,
             "backlog": self.mirror.backlog, "lookups": self.lookups,
             "rejected_records": self.rejected, "route": self.route,
