@@ -113,7 +113,6 @@ class CredentialCheck:
         self.difficulty = difficulty
         self.memory = memory
         self._known: OrderedDict[bytes, bytes | None] = OrderedDict()
-        self._keys: OrderedDict[bytes, ed25519.Ed25519PublicKey] = OrderedDict()
 
     def node_id(self, credential: object) -> bytes | None:
         """The node id ``credential`` proves, or None when it is malformed or its
@@ -131,20 +130,12 @@ class CredentialCheck:
             self._known.popitem(last=False)
         return result
 
-    def verify(self, credential: bytes, signature: bytes, data: bytes) -> bool:
+    @staticmethod
+    def verify(credential: bytes, signature: bytes, data: bytes) -> bool:
         """Whether ``signature`` is the credential's key's over ``data``."""
-        key = self._keys.get(credential)
-        if key is None:
-            try:
-                key = ed25519.Ed25519PublicKey.from_public_bytes(credential[:32])
-            except ValueError:
-                return False
-            self._keys[credential] = key
-            if len(self._keys) > self.memory:
-                self._keys.popitem(last=False)
         try:
-            key.verify(signature, data)
-        except InvalidSignature:
+            ed25519.Ed25519PublicKey.from_public_bytes(credential[:32]).verify(signature, data)
+        except (ValueError, InvalidSignature):
             return False
         return True
 

@@ -73,7 +73,7 @@ from gateway.overlay.lookup import (
 )
 from gateway.overlay.record import Record, decode_bundle, encode_bundle, key_for, merge
 from gateway.overlay.rtt import RttTable
-from gateway.overlay.storage import RecordStorage, travels
+from gateway.overlay.storage import RecordStorage
 from gateway.sip.transport import grow_udp_buffers
 
 log = logging.getLogger("gateway.overlay.node")
@@ -406,12 +406,8 @@ class OverlayProtocol(KademliaProtocol):
         self.note_sender(sender, credential)
         if not isinstance(key, bytes) or len(key) != 20:
             return False
-        now = self.storage.clock()
-        records = [r for r in decode_bundle(value) if travels(key, r, now)]
-        if not records:
-            return False  # nothing signed, or nothing entitled to travel: not stored
-        self.storage.put_records(key, records)
-        return True
+        # False when nothing was signed, or nothing entitled to travel: not stored.
+        return self.storage.put_records(key, decode_bundle(value)) > 0
 
     def rpc_find_node(self, sender: Any, credential: Any, key: bytes) -> list[Any]:
         """The k closest proven contacts to ``key``, with their credentials."""

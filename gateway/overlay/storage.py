@@ -55,8 +55,9 @@ class RecordStorage(IStorage):
         """Whether ``value`` holds at least one record whose signature verifies."""
         return bool(decode_bundle(value))
 
-    def put_records(self, key: bytes, records: list[Record]) -> bool:
-        """Merge ``records`` into ``key``; True when something changed."""
+    def put_records(self, key: bytes, records: list[Record]) -> int:
+        """Merge ``records`` into ``key``; returns how many of them were entitled to
+        travel (the others are dropped unseen)."""
         now = self.clock()
         current = self._data.get(key, (now, []))[1]
         records = [r for r in records if travels(key, r, now)]
@@ -71,7 +72,7 @@ class RecordStorage(IStorage):
             key, merge([*current, *records], now, float("inf")), now))
         if not merged:
             self._data.pop(key, None)
-            return bool(current)
+            return len(records)
         changed = {(r.signer, r.seq) for r in merged} != {(r.signer, r.seq) for r in current}
         stamp = now if changed else self._data.get(key, (now, []))[0]
         self._data[key] = (stamp, merged)
@@ -80,7 +81,7 @@ class RecordStorage(IStorage):
             oldest, _ = self._data.popitem(last=False)
             self._forget_tombstones(oldest)
         self._cull(2)
-        return changed
+        return len(records)
 
     @staticmethod
     def _seat(current: list[Record], merged: list[Record]) -> list[Record]:
