@@ -419,6 +419,8 @@ def _nat_row(nat: dict[str, str] | None) -> str:
 def _publish_row(publish: dict[str, Any]) -> str:
     entries = ", ".join(publish.get("entries") or []) or "no entry"
     text = f"{publish.get('name')} at {publish.get('server')}: {publish.get('state')}, {entries}"
+    if publish.get("fingerprint_names"):
+        text += "; certificate at " + ", ".join(publish["fingerprint_names"])
     return text + (f" ({publish['last_error']})" if publish.get("last_error") else "")
 
 

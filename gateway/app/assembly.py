@@ -29,6 +29,7 @@ from gateway.app.wiring import (
 )
 from gateway.log import get_logger
 from gateway.overlay.dns_bootstrap import DnsBootstrap
+from gateway.overlay.dns_fingerprints import DomainFingerprints
 from gateway.overlay.identity import load_identity
 from gateway.overlay.record import Signer
 from gateway.overlay.rollover import remember_signer
@@ -234,8 +235,14 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
                          if prepared.store.in_memory else None)
     runner = ThreadStoreRunner(store, reactor)
     pin_directory = PinDirectory(runner)
+    dns_client = DnsClient([(a.host, a.port)
+                            for a in overlay.dns_servers or config.dns.servers] or None,
+                           timeout=config.dns.timeout)
+    fingerprints = (DomainFingerprints(dns_client)
+                    if overlay.trust == "tofu" and overlay.dns_fingerprints else None)
     trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
-                        own_signer=signer.signer_id, pin_store=pin_directory)
+                        own_signer=signer.signer_id, pin_store=pin_directory,
+                        published=fingerprints.get if fingerprints is not None else None)
     settings = overlay_settings(config, load_identity(config.data_dir, overlay.id_difficulty),
                                 frozenset(machine_addresses()), relay_offer)
     dns = None
@@ -243,15 +250,14 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
     bootstrap_domains = list(dict.fromkeys(
         [*overlay.bootstrap_dns, *([overlay.publish_dns] if overlay.publish_dns else [])]))
     if bootstrap_domains:
-        servers = [(a.host, a.port)
-                   for a in overlay.dns_servers or config.dns.servers] or None
-        dns = DnsBootstrap(bootstrap_domains, servers)
+        dns = DnsBootstrap(bootstrap_domains, client=dns_client)
     return OverlayService(settings, prepared.overlay_socket, signer, trust, location, route,
                           reactor, runner, pins=pin_directory, dns_bootstrap=dns,
                           status_writer=partial(write_status_file,
                                                 Path(config.data_dir) / OVERLAY_STATUS_FILE),
                           lookup_observer=metrics.observe_overlay_lookup,
-                          warnings=warnings, publish=publish_settings(config))
+                          warnings=warnings, publish=publish_settings(config, signer),
+                          fingerprints=fingerprints)
 
 
 def _store_runner(prepared: Prepared, reactor: Any) -> StoreRunner:

@@ -130,6 +130,7 @@ class OverlaySection:
     ids_per_address: int
     rpc_timeout: float
     trust: str
+    dns_fingerprints: bool
     ca_file: str
     pins: tuple[tuple[str, str], ...]
     record_lifetime: float
@@ -143,6 +144,7 @@ class OverlaySection:
     publish_dns_server: ListenAddress | None
     publish_dns_zone: str
     publish_dns_key_file: str
+    publish_dns_fingerprint: bool
     publish_dns_min_entries: int
     publish_dns_interval: float
 

@@ -43,10 +43,12 @@ from gateway import __version__
 from gateway.app.config import defaults
 from gateway.app.wiring import tls_settings
 from gateway.overlay.acceptance import RecordAcceptance
+from gateway.overlay.dns_fingerprints import DomainFingerprints
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
-from gateway.overlay.trust import MemoryPins, RecordTrust
+from gateway.overlay.trust import MemoryPins, RecordTrust, domain_of, is_self_certifying
+from gateway.sip.dns import DnsClient
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
 from gateway.sip.parser import ParseError, parse_message
@@ -136,7 +138,8 @@ class Peer:
     """An overlay node with a SIP user agent on one host."""
 
     def __init__(self, aor: str, signer: Signer, host: str, sip_port: int,
-                 overlay_port: int, k: int, reject: int = 0, client: bool = False) -> None:
+                 overlay_port: int, k: int, reject: int = 0, client: bool = False,
+                 fingerprints: DomainFingerprints | None = None) -> None:
         """``client``: use the overlay as a client (a one-off lookup or call), not as
         a node others keep in their routing tables."""
         self.aor = aor
@@ -152,7 +155,9 @@ class Peer:
         self.reject = reject
         self.endpoint = SipEndpoint(self._answer)
         self.calls_answered = 0
-        self.trust = RecordTrust("tofu", pin_store=MemoryPins())  # pins for this run
+        self.fingerprints = fingerprints
+        self.trust = RecordTrust("tofu", pin_store=MemoryPins(),  # pins for this run
+                                 published=fingerprints.get if fingerprints else None)
         self.acceptance = RecordAcceptance(self.trust)
 
     @property
@@ -207,8 +212,12 @@ class Peer:
     async def lookup(self, aor: str) -> list[Record]:
         """The live records of ``aor`` whose signature verifies and whose signer the
         certificate entitles to the AoR's domain (trust on first use, for this run)."""
+        fetch = (asyncio.ensure_future(self.fingerprints.fetch(domain_of(aor)))
+                 if self.fingerprints is not None and not is_self_certifying(aor) else None)
         records, result = await self.node.lookup_detail(aor, self.acceptance.acceptable,
                                                         LOOKUP_TIMEOUT)
+        if fetch is not None:
+            await fetch
         verdict = self.acceptance.judge(aor, records,
                                         served=result.served if result else [])
         for _, reason in verdict.rejected:
@@ -311,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sip-port", type=int, default=0, help="SIP UDP port (0: any)")
     k = defaults().overlay.k
     parser.add_argument("-k", type=int, default=k, help=f"Kademlia k (default {k})")
+    parser.add_argument("--dns", default="", metavar="HOST:PORT[,...]|system",
+                        help="DNS servers to read the certificate fingerprints domains "
+                             "publish (_p2psip-cert.<domain>) from; \"system\": "
+                             "/etc/resolv.conf (default: none, pins of this run only)")
     parser.add_argument("--state-dir", default="peer-state", type=Path,
                         help="where the peer keeps its key and certificate")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -336,8 +349,14 @@ async def _main(args: argparse.Namespace) -> int:
     signer, aor = load_signer(args.state_dir, aor)
     # Only "join" stays in the overlay: a lookup or a call must not leave a dead
     # routing-table entry behind on every node it talked to.
+    fingerprints = None
+    if args.dns:
+        servers = (None if args.dns == "system"
+                   else list(parse_peers(s for s in args.dns.split(",") if s.strip())))
+        fingerprints = DomainFingerprints(DnsClient(servers))
     peer = Peer(aor, signer, args.host, args.sip_port, args.overlay_port, args.k,
-                getattr(args, "reject", 0), client=args.command != "join")
+                getattr(args, "reject", 0), client=args.command != "join",
+                fingerprints=fingerprints)
     await peer.start(bootstrap)
     try:
         if args.command == "lookup":

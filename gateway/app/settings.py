@@ -267,9 +267,15 @@ SETTINGS: tuple[Setting, ...] = (
             "that of all contacts (twice this value before any answer)."),
     Setting("overlay", "trust", "tofu", v.choice("tofu", "ca", "pinned"),
             "Who may sign records for a domain: \"tofu\" (the certificate must name the "
-            "domain; the first one seen is pinned in the registry, table overlay_pins), "
-            "\"ca\" (it must chain to ca_file and name the domain) or \"pinned\" (its "
-            "fingerprint must be in pins)."),
+            "domain and be one the domain publishes in DNS, see dns_fingerprints; when it "
+            "publishes none, the first one seen, with the replicas' agreement, is pinned "
+            "in the registry, table overlay_pins), \"ca\" (it must chain to ca_file and "
+            "name the domain) or \"pinned\" (its fingerprint must be in pins)."),
+    Setting("overlay", "dns_fingerprints", "yes", v.yes_no,
+            "With trust = tofu: before judging a domain's records, read the certificate "
+            "fingerprints it publishes (TXT \"sha256=<hex>\" at _p2psip-cert.<domain>, "
+            "through dns_servers); when there are any, only those certificates may sign "
+            "for the domain, whatever was pinned. no: pins and first sight only."),
     Setting("overlay", "ca_file", "", v.path,
             "PEM CA bundle for trust = ca."),
     Setting("overlay", "pins", "", v.pins,
@@ -313,6 +319,11 @@ SETTINGS: tuple[Setting, ...] = (
             "File holding the TSIG key that signs the UPDATEs (tsig-keygen or keymgr "
             "output, or \"name algorithm secret\"; hmac-sha256 or stronger). Needed "
             "with publish_dns. Never on the command line."),
+    Setting("overlay", "publish_dns_fingerprint", "yes", v.yes_no,
+            "With publish_dns: also keep this gateway's certificate fingerprint in TXT "
+            "records at _p2psip-cert.<domain> for every sip.domains entry inside "
+            "publish_dns_zone (added next to other gateways' entries; a certificate it "
+            "rolled over from is replaced)."),
     Setting("overlay", "publish_dns_min_entries", "3", v.int_range(1, 20),
             "Joined gateways add themselves while fewer listed nodes answer."),
     Setting("overlay", "publish_dns_interval", "60", v.seconds(0.2, 86400),

@@ -6,6 +6,8 @@ from __future__ import annotations
 from gateway.app.config import GatewayConfig
 from gateway.overlay.dns_publisher import PublishSettings, TsigKey
 from gateway.overlay.identity import NodeIdentity
+from gateway.overlay.record import Signer
+from gateway.overlay.rollover import previous_fingerprint
 from gateway.overlay.service import OverlaySettings
 from gateway.server.authenticator import AuthPolicy
 from gateway.server.registrar import RegistrarPolicy
@@ -65,14 +67,24 @@ def upstream_settings(config: GatewayConfig) -> UpstreamSettings | None:
                             up.expires)
 
 
-def publish_settings(config: GatewayConfig) -> PublishSettings | None:
-    """The overlay's DNS self-publication from ``[overlay] publish_dns*`` (None: off)."""
+def publish_settings(config: GatewayConfig, signer: Signer | None = None,
+                     ) -> PublishSettings | None:
+    """The overlay's DNS self-publication from ``[overlay] publish_dns*`` (None: off);
+    with ``signer`` and ``publish_dns_fingerprint``, also its certificate fingerprint
+    for every ``gateway.domains`` entry inside the zone."""
     overlay = config.overlay
     if not overlay.publish_dns or overlay.publish_dns_server is None:
         return None
     server = overlay.publish_dns_server
-    return PublishSettings(overlay.publish_dns, overlay.publish_dns_zone or overlay.publish_dns,
-                           (server.host, server.port),
+    zone = (overlay.publish_dns_zone or overlay.publish_dns).rstrip(".").lower()
+    fingerprint, previous, domains = "", "", ()
+    if signer is not None and overlay.publish_dns_fingerprint:
+        fingerprint, previous = signer.signer_id, previous_fingerprint(signer)
+        domains = tuple(d for d in config.gateway.domains
+                        if d.lower() == zone or d.lower().endswith("." + zone))
+    return PublishSettings(overlay.publish_dns, zone, (server.host, server.port),
                            TsigKey.from_file(overlay.publish_dns_key_file),
                            min_entries=overlay.publish_dns_min_entries,
-                           interval=overlay.publish_dns_interval)
+                           interval=overlay.publish_dns_interval,
+                           fingerprint=fingerprint, previous_fingerprint=previous,
+                           fingerprint_domains=domains)

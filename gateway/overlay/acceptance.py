@@ -62,11 +62,14 @@ class RecordAcceptance:
                 and record.seq >= self.seen(record.aor, record.signer))
 
     def _unpinned(self, record: Record) -> bool:
-        """A domain AoR whose domain trust on first use has not pinned yet."""
+        """A domain AoR whose domain trust on first use has not pinned yet and whose
+        DNS publishes no fingerprints."""
         store = self.trust.pin_store
-        return (self.trust.mode == "tofu" and store is not None
-                and not is_self_certifying(record.aor) and record.signer != self.own_signer
-                and store.get(domain_of(record.aor)) is None)
+        if (self.trust.mode != "tofu" or store is None or is_self_certifying(record.aor)
+                or record.signer == self.own_signer):
+            return False
+        domain = domain_of(record.aor)
+        return store.get(domain) is None and not self.trust.published_for(domain)
 
     def _first_pin(self, aor: str, records: list[Record],
                    served: list[tuple[int, bytes, list[str]]]) -> dict[str, str]:
@@ -98,7 +101,7 @@ class RecordAcceptance:
             return {s: why for s in claimants if s != winner}
         why = (f"{len(claimants)} certificates claim {domain}, none pinned, and the "
                f"replicas do not agree on one; pin it (p2psip-admin overlay pins pin) or "
-               f"publish its fingerprint")
+               f"publish its fingerprint in DNS (_p2psip-cert.{domain})")
         return dict.fromkeys(claimants, why)
 
     def judge(self, aor: str, records: list[Record], now: float | None = None,

@@ -45,6 +45,7 @@ import dns.update
 
 from gateway.log import get_logger
 from gateway.overlay.dns_bootstrap import SERVICE, parse_txt_peers
+from gateway.overlay.dns_fingerprints import entry, owner_name
 
 log = get_logger("gateway.overlay.dns_publish")
 MAX_CHANGES = 2  # entries removed per round, at most
@@ -101,6 +102,12 @@ class PublishSettings:
     min_entries: int = 3
     interval: float = 60.0
     timeout: float = 3.0
+    #: This gateway's certificate fingerprint, kept at ``_p2psip-cert.<domain>`` for
+    #: every domain of ``fingerprint_domains`` (:mod:`gateway.overlay.dns_fingerprints`);
+    #: ``previous_fingerprint`` (a certificate rolled over from) is replaced by it.
+    fingerprint: str = ""
+    previous_fingerprint: str = ""
+    fingerprint_domains: tuple[str, ...] = ()
 
 
 class DnsPublisher:
@@ -129,21 +136,24 @@ class DnsPublisher:
         return {"name": self.owner.rstrip("."), "server": f"{host}:{port}",
                 "state": self.state, "entries": [f"{h}:{p}" for h, p in self.entries],
                 "last_error": self.last_error, "last_change": self.last_change,
-                "updates": self.updates}
+                "updates": self.updates,
+                "fingerprint_names": [owner_name(d) for d in self.settings.fingerprint_domains]}
 
     def next_delay(self) -> float:
         """Seconds until the next round (jittered so gateways do not act together)."""
         return self.settings.interval * random.uniform(0.7, 1.3)
 
-    async def read(self) -> list[str]:
-        """The TXT strings at the name, from the primary (no cache: it must be fresh)."""
-        query = dns.message.make_query(self.owner, dns.rdatatype.TXT)
+    async def read(self, owner: str = "") -> list[str]:
+        """The TXT strings at ``owner`` (the bootstrap name by default), from the
+        primary (no cache: it must be fresh)."""
+        owner = owner or self.owner
+        query = dns.message.make_query(owner, dns.rdatatype.TXT)
         host, port = self.settings.server
         # Over TCP when the answer does not fit a datagram (many entries).
         response, _ = await dns.asyncquery.udp_with_fallback(
             query, host, timeout=self.settings.timeout, port=port)
         if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            raise dns.exception.DNSException(f"reading {self.owner}: "
+            raise dns.exception.DNSException(f"reading {owner}: "
                                              f"{dns.rcode.to_text(response.rcode())}")
         texts = []
         for rrset in response.answer:
@@ -158,6 +168,8 @@ class DnsPublisher:
         them first."""
         try:
             await self._round(joined)
+            for domain in self.settings.fingerprint_domains:
+                await self._publish_fingerprint(domain)
         except dns.tsig.PeerError as exc:
             self._failed(f"the server refused the TSIG key ({exc.__class__.__name__}: a "
                          "wrong secret, or a key not allowed to update this name)")
@@ -196,6 +208,23 @@ class DnsPublisher:
         self.entries = [p for t in texts for p in parse_txt_peers([t])]
         self.state, self.last_error = "ok", ""
 
+    async def _publish_fingerprint(self, domain: str) -> None:
+        """Make ``_p2psip-cert.<domain>`` list this gateway's certificate (next to
+        other gateways' entries; the one it rolled over from goes)."""
+        owner = owner_name(domain) + "."
+        texts = await self.read(owner)
+        own, previous = entry(self.settings.fingerprint), self.settings.previous_fingerprint
+        stale = entry(previous) if previous else ""
+        wanted = [t for t in texts if t != stale]
+        if own not in wanted:
+            wanted.append(own)
+        if wanted != texts:
+            await self._replace(texts, wanted, owner)
+            log.info("overlay DNS {name}: certificate {fingerprint} published{replaced}",
+                     name=owner, fingerprint=self.settings.fingerprint[:16],
+                     replaced=f" in place of {previous[:16]}" if stale in texts else "")
+            self.last_change = time.time()
+
     async def withdraw(self) -> None:
         """Remove this node's own entry (on stop), if it is there."""
         own = self.own()
@@ -210,18 +239,20 @@ class DnsPublisher:
             log.warn("overlay DNS {name}: cannot remove this node's entry: {error}",
                      name=self.owner, error=str(exc))
 
-    async def _replace(self, seen: list[str], wanted: list[str]) -> None:
-        """Make the RRset ``wanted``, only if it is still ``seen`` (else NXRRSET)."""
+    async def _replace(self, seen: list[str], wanted: list[str], owner: str = "") -> None:
+        """Make the TXT RRset at ``owner`` (the bootstrap name by default) ``wanted``,
+        only if it is still ``seen`` (else NXRRSET)."""
+        owner = owner or self.owner
         update = dns.update.UpdateMessage(self.settings.zone, keyring=self._keyring,
                                           keyname=self.settings.key.name,
                                           keyalgorithm=self.settings.key.algorithm)
         if seen:
-            update.present(self.owner, *_rdatas(seen))  # TTL 0, as RFC 2136 §2.4.2 wants
+            update.present(owner, *_rdatas(seen))  # TTL 0, as RFC 2136 §2.4.2 wants
         else:
-            update.absent(self.owner, dns.rdatatype.TXT)
-        update.delete(self.owner, dns.rdatatype.TXT)
+            update.absent(owner, dns.rdatatype.TXT)
+        update.delete(owner, dns.rdatatype.TXT)
         for text in wanted:
-            update.add(self.owner, TTL, dns.rdatatype.TXT, f'"{text}"')
+            update.add(owner, TTL, dns.rdatatype.TXT, f'"{text}"')
         host, port = self.settings.server
         response = await dns.asyncquery.tcp(update, host, timeout=self.settings.timeout,
                                             port=port)

@@ -68,6 +68,15 @@ def endorsing_certificate(obj: Any, new_fingerprint: str) -> x509.Certificate | 
     return old
 
 
+def previous_fingerprint(signer: Any) -> str:
+    """The fingerprint of the certificate ``signer`` (a :class:`~gateway.overlay.record.
+    Signer`) rolled over from, "" when it announces no roll-over."""
+    statement_obj = getattr(signer, "rollover", None)
+    if not isinstance(statement_obj, dict) or "cert" not in statement_obj:
+        return ""
+    return hashlib.sha256(base64.b64decode(statement_obj["cert"])).hexdigest()
+
+
 def remember_signer(data_dir: str, key: Any, certificate: x509.Certificate,
                     ) -> dict[str, str] | None:
     """Record the pair this gateway signs with; the roll-over statement to publish when

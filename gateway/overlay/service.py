@@ -25,14 +25,15 @@ from twisted.internet.defer import Deferred
 
 from gateway.log import get_logger
 from gateway.overlay.acceptance import RecordAcceptance
+from gateway.overlay.dns_fingerprints import DomainFingerprints
 from gateway.overlay.dns_publisher import DnsPublisher, PublishSettings
 from gateway.overlay.identity import DEFAULT_DIFFICULTY, NodeIdentity
-from gateway.overlay.lookup import PATHS
+from gateway.overlay.lookup import PATHS, LookupResult
 from gateway.overlay.mirror import RegistrationMirror
 from gateway.overlay.nat import NatFinding, classify, observe
 from gateway.overlay.node import OverlayNode, OverlayProtocol
 from gateway.overlay.record import Record, Signer
-from gateway.overlay.trust import RecordTrust
+from gateway.overlay.trust import RecordTrust, domain_of, is_self_certifying
 from gateway.registry.overlay_store import PinDirectory
 from gateway.registry.runner import ThreadStoreRunner
 from gateway.sip.errors import SipSyntaxError
@@ -100,7 +101,8 @@ class OverlayService:
                  status_writer: Callable[[dict[str, Any]], None] | None = None,
                  lookup_observer: Callable[[float, str], None] | None = None,
                  warnings: tuple[str, ...] = (), relay: RelayUser | None = None,
-                 publish: PublishSettings | None = None) -> None:
+                 publish: PublishSettings | None = None,
+                 fingerprints: DomainFingerprints | None = None) -> None:
         """``route``: the SIP URI published in records (how the gateway is reached);
         ``runner``: runs the SQL node cache and pins (:class:`OverlayStore`; started and
         stopped here); ``pins``:
@@ -158,6 +160,7 @@ class OverlayService:
         self._lookup_observer = lookup_observer
         self._cache: dict[str, tuple[float, list[Record]]] = {}
         self.acceptance = RecordAcceptance(trust, own_signer=signer.signer_id)
+        self.fingerprints = fingerprints
         self.lookups = 0
         self.rejected = 0
         # AoR -> why its last lookup's records were all rejected (bounded).
@@ -534,8 +537,7 @@ class OverlayService:
             return Deferred.fromFuture(_done(cached[1]))
         self.lookups += 1
         started = time.monotonic()
-        d = Deferred.fromFuture(asyncio.ensure_future(self.node.lookup_detail(
-            aor, self.acceptance.acceptable, self.settings.lookup_timeout)))
+        d = Deferred.fromFuture(asyncio.ensure_future(self._find(aor)))
         d.addCallback(lambda found: self._accept(found[0], aor,
                                                  found[1].served if found[1] else []))
 
@@ -547,6 +549,20 @@ class OverlayService:
             return result
 
         return d.addBoth(measured)
+
+    async def _find(self, aor: str) -> tuple[list[Record], LookupResult | None]:
+        """The overlay lookup, with the domain's DNS fingerprints read meanwhile (the
+        records are judged once both are in)."""
+        fetch = None
+        if (self.fingerprints is not None and self.trust.mode == "tofu"
+                and not is_self_certifying(aor)):
+            fetch = asyncio.ensure_future(self.fingerprints.fetch(domain_of(aor)))
+        try:
+            return await self.node.lookup_detail(aor, self.acceptance.acceptable,
+                                                 self.settings.lookup_timeout)
+        finally:
+            if fetch is not None:
+                await fetch  # bounded by the DNS client's timeout; never raises
 
     def _accept(self, records: list[Record], aor: str,
                 served: list[tuple[int, bytes, list[str]]] | None = None) -> list[Record]:

@@ -6,8 +6,11 @@
 
   ``ca``      the certificate chains to ``overlay.ca_file`` and names the domain
               (cryptography's X.509 verifier: chain, validity, name);
-  ``tofu``    the certificate names the domain (service-identity) and is the one first
-              seen for that domain; the pin is kept in the registry (``overlay_pins``);
+  ``tofu``    the certificate names the domain (service-identity) and is one the domain
+              publishes in DNS (``_p2psip-cert.<domain>``,
+              :mod:`gateway.overlay.dns_fingerprints`), or, when it publishes none, the
+              one first seen for that domain; the pin is kept in the registry
+              (``overlay_pins``);
   ``pinned``  the certificate's SHA-256 fingerprint is one configured for the domain.
 
 A gateway always trusts its own signature.
@@ -163,7 +166,11 @@ class RecordTrust:
     def __init__(self, mode: str, *, ca_certificates: list[x509.Certificate] | None = None,
                  pins: dict[str, set[str]] | None = None, pin_store: PinStore | None = None,
                  own_signer: str = "",
-                 clock: Callable[[], datetime.datetime] | None = None) -> None:
+                 clock: Callable[[], datetime.datetime] | None = None,
+                 published: Callable[[str], frozenset[str]] | None = None) -> None:
+        """``published``: the fingerprints a domain publishes in DNS, as far as already
+        known (:meth:`gateway.overlay.dns_fingerprints.DomainFingerprints.get`); under
+        ``tofu`` they outrank pins and first sight."""
         if mode not in TRUST_MODES:
             raise ValueError(f"unknown trust mode {mode!r}")
         self.mode = mode
@@ -173,6 +180,14 @@ class RecordTrust:
         self.pin_store = pin_store
         self.own_signer = own_signer
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self.published = published
+
+    def published_for(self, domain: str) -> frozenset[str]:
+        """The fingerprints ``domain`` publishes in DNS and that decide for it (tofu
+        only; empty: none)."""
+        if self.mode != "tofu" or self.published is None:
+            return frozenset()
+        return self.published(domain)
 
     def check(self, record: Record, commit: bool = True) -> str | None:
         """None when the signer may speak for ``record.aor``, else why not. Without
@@ -215,6 +230,9 @@ class RecordTrust:
                     record_rollover: object = None, commit: bool = True) -> str | None:
         # entitlement() has checked the name and the validity period.
         seen = fingerprint(certificate)
+        published = self.published_for(domain)
+        if published:
+            return self._check_published(seen, domain, published, record_rollover, commit)
         if self.pin_store is None:
             return None
         pinned = self.pin_store.get(domain)
@@ -232,4 +250,18 @@ class RecordTrust:
             return (f"{domain} is pinned to another certificate ({pinned[:16]}…, this one "
                     f"is {seen[:16]}…): if {domain} really changed its certificate, "
                     f"p2psip-admin overlay pins forget {domain}")
+        return None
+
+    def _check_published(self, seen: str, domain: str, published: frozenset[str],
+                         record_rollover: object, commit: bool) -> str | None:
+        """The domain's DNS names the certificates that sign for it: ``seen`` must be
+        one of them, or be endorsed by one (a roll-over the DNS has not caught up with).
+        The pin follows, so the domain stays protected if its DNS entry goes."""
+        if seen not in published:
+            old = endorsing_certificate(record_rollover, seen)
+            if old is None or fingerprint(old) not in published:
+                return (f"certificate {seen[:16]}… is not one {domain} publishes in DNS "
+                        f"(_p2psip-cert.{domain})")
+        if commit and self.pin_store is not None and self.pin_store.get(domain) != seen:
+            self.pin_store.repin(domain, seen)
         return None
