@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import time
@@ -17,11 +18,14 @@ from gateway.overlay.record import (
     Contact,
     RecordError,
     Signer,
+    canonical,
     decode_bundle,
     encode_bundle,
     key_for,
     merge,
+    open_record,
     self_certifying_user,
+    sign_bytes,
     verify_record,
 )
 from gateway.overlay.storage import RecordStorage
@@ -37,8 +41,11 @@ def signer_for(ca: TestCA, stem: str, domain: str) -> Signer:
     return Signer(key, x509.load_pem_x509_certificate(issued.cert.read_bytes()))
 
 
-def one(data: bytes):  # noqa: ANN201 - a Record
-    return verify_record(json.loads(data))
+def one(data: bytes, aor: str = "sip:bob@b.example"):  # noqa: ANN201 - a Record
+    """The record in ``data``, verified and opened as a reader of ``aor`` opens it."""
+    opened = open_record(verify_record(json.loads(data)), aor)
+    assert opened is not None
+    return opened
 
 
 def test_a_record_round_trips_and_a_tampered_one_is_refused() -> None:
@@ -47,13 +54,47 @@ def test_a_record_round_trips_and_a_tampered_one_is_refused() -> None:
     record = one(data)
     assert record.aor == "sip:bob@b.example" and record.route == ROUTE
     assert record.signer == signer.signer_id and record.live(time.time())
-    for field, value in (("route", "sip:203.0.113.66;lr"), ("aor", "sip:eve@b.example"),
-                         ("seq", record.seq + 1)):
+    for field, value in (("box", json.loads(signer.sign("sip:eve@b.example", CONTACT, ROUTE,
+                                                        600))["box"]),
+                         ("dom", "c.example"), ("seq", record.seq + 1)):
         tampered = json.loads(data)
         tampered[field] = value
         with pytest.raises(RecordError, match="bad signature"):
             verify_record(tampered)
     assert decode_bundle(b"not json") == [] and decode_bundle(b'[{"v": 1}]') == []
+
+
+def test_a_record_tells_a_storing_node_nothing_of_whom_it_is_for() -> None:
+    signer = domain_signer("b.example")
+    data = signer.sign("sip:bob@b.example", CONTACT, ROUTE, 600)
+    # Neither the user, nor the contact, nor the route is in the clear.
+    for secret in (b"bob", b"5090", b"127.0.0.1"):
+        assert secret not in data
+    sealed = verify_record(json.loads(data))
+    assert (sealed.aor, sealed.contacts, sealed.route) == ("", (), "")
+    assert sealed.domain == "b.example" and sealed.key == key_for("sip:bob@b.example")
+    # Only a reader that knows the AoR opens it.
+    assert open_record(sealed, "sip:carol@b.example") is None
+    opened = open_record(sealed, "sip:bob@b.example")
+    assert opened is not None and opened.route == ROUTE
+    assert [(c.uri, c.expires) for c in opened.contacts] == [
+        (CONTACT[0].uri, int(CONTACT[0].expires))]
+    assert [r.aor for r in decode_bundle(encode_bundle([sealed]), "sip:bob@b.example")] == [
+        "sip:bob@b.example"]
+    assert decode_bundle(encode_bundle([sealed]), "sip:carol@b.example") == []
+    # Another AoR's box under bob's id, signed anew by its forger: it does not open
+    # as bob's (the id and domain are bound into the box).
+    forger = domain_signer("b.example")
+    carol = json.loads(forger.sign("sip:carol@b.example", CONTACT, ROUTE, 600))
+    bob = json.loads(forger.sign("sip:bob@b.example", CONTACT, ROUTE, 600))
+    carol["id"] = bob["id"]
+    del carol["sig"]
+    carol["sig"] = base64.b64encode(
+        sign_bytes(forger.private_key, canonical(carol))).decode()
+    assert open_record(verify_record(carol), "sip:bob@b.example") is None
+    # Two AoRs never share a key; the same AoR always has the same one.
+    assert key_for("sip:bob@b.example") != key_for("sip:bob@c.example")
+    assert len({key_for(f"sip:u{i}@b.example") for i in range(100)}) == 100
 
 
 def test_ca_mode_accepts_only_certificates_for_the_domain(tmp_path: Path) -> None:
@@ -100,7 +141,7 @@ def test_self_certifying_aors_need_no_certificate_but_only_for_their_own_key() -
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     aor = f"sip:{self_certifying_user(spki)}@overlay.example"
     trust = RecordTrust("ca")
-    assert trust.check(one(signer.sign(aor, CONTACT, ROUTE, 60))) is None
+    assert trust.check(one(signer.sign(aor, CONTACT, ROUTE, 60), aor)) is None
     assert "bare key" in trust.check(one(signer.sign("sip:bob@b.example", CONTACT, ROUTE, 60)))
 
 

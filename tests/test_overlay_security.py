@@ -288,14 +288,23 @@ def test_a_self_certifying_aor_takes_only_its_own_key() -> None:
                                                 60).public_key_der)
     aor = f"sip:{user}@overlay.example"
     domain_cert = domain_signer("overlay.example")
+    key = key_for(aor)
     storage = RecordStorage()
-    storage.put_records(key_for(aor), [domain_cert.sign_record(aor, CONTACTS, ROUTE, 600)])
-    assert storage.records(key_for(aor)) == []
-    trust = RecordTrust("tofu", pin_store=MemoryPins())
-    assert "only be signed by its own key" in trust.check(
-        domain_cert.sign_record(aor, CONTACTS, ROUTE, 600))
-    storage.put_records(key_for(aor), [own.sign_record(aor, CONTACTS, ROUTE, 600)])
-    assert [r.signer for r in storage.records(key_for(aor))] == [own.signer_id]
+    # A storing node gets records sealed, as they travel.
+    storage.put_records(key, decode_bundle(own.sign(aor, CONTACTS, ROUTE, 600)))
+    forged = domain_cert.sign(aor, CONTACTS, ROUTE, 600)
+    # It cannot tell that a certificate signs for a self-certifying AoR (it does not
+    # know the AoR): the forger gets a seat behind the owner, no more.
+    storage.put_records(key, decode_bundle(forged))
+    assert [r.signer for r in storage.records(key)][0] == own.signer_id
+    # A bare key for an AoR that is not its own is refused even sealed.
+    stranger = Signer(domain_signer("overlay.example").private_key, None)
+    assert storage.put_records(key, decode_bundle(stranger.sign(aor, CONTACTS, ROUTE, 600))) == 0
+    # Readers open the records and refuse the certificate's.
+    acceptance = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
+    verdict = acceptance.judge(aor, decode_bundle(storage[key], aor))
+    assert [r.signer for r in verdict.accepted] == [own.signer_id]
+    assert "only be signed by its own key" in verdict.reason
 
 
 def test_a_flood_of_signers_cannot_push_the_first_ones_out() -> None:

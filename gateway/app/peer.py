@@ -308,6 +308,14 @@ def load_signer(state_dir: Path, aor: str) -> tuple[Signer, str]:
     return Signer(key, certificate), aor
 
 
+def _shown(record: Record) -> dict[str, Any]:
+    """An opened record as ``lookup`` prints it."""
+    return {"aor": record.aor, "route": record.route, "seq": record.seq,
+            "issued": record.issued, "expires": record.expires, "signer": record.signer,
+            "contacts": [{"uri": c.uri, "q": c.q, "expires": c.expires}
+                         for c in record.contacts]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``p2psip-peer``."""
     parser = argparse.ArgumentParser(prog=PROG, description="A P2PSIP overlay peer.")
@@ -363,7 +371,7 @@ async def _main(args: argparse.Namespace) -> int:
             started = time.monotonic()
             records = await peer.lookup(args.target)
             took = (time.monotonic() - started) * 1000
-            print(json.dumps([r.raw | {"signer": r.signer} for r in records], indent=2))
+            print(json.dumps([_shown(r) for r in records], indent=2))
             print(f"{len(records)} record(s) of {args.target} in {took:.0f} ms",
                   file=sys.stderr)
             return 0 if records else 1

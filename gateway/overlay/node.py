@@ -71,7 +71,14 @@ from gateway.overlay.lookup import (
     consume_exception,
     is_loopback,
 )
-from gateway.overlay.record import Record, decode_bundle, encode_bundle, key_for, merge
+from gateway.overlay.record import (
+    Record,
+    decode_bundle,
+    encode_bundle,
+    key_for,
+    merge,
+    open_record,
+)
 from gateway.overlay.rtt import RttTable
 from gateway.overlay.storage import RecordStorage
 from gateway.sip.transport import grow_udp_buffers
@@ -589,10 +596,11 @@ class OverlayNode(Server):
         target = Node(key)
         nearest = self.protocol.router.find_neighbors(target)
         if not nearest:
-            return [r for r in merge(found) if r.aor == aor], None
+            return _opened(merge(found), aor), None
 
         def wanted(record: Record) -> bool:
-            return record.aor == aor and (accept is None or accept(record))
+            opened = open_record(record, aor)
+            return opened is not None and (accept is None or accept(opened))
 
         deadline = None if timeout is None else time.monotonic() + timeout
         result = await self._lookup(target, nearest, values=True, accept=wanted,
@@ -605,7 +613,7 @@ class OverlayNode(Server):
             task = asyncio.ensure_future(self.protocol.call_store(
                 result.without_value, key, encode_bundle(merged)))
             task.add_done_callback(consume_exception)
-        return [r for r in merged if r.aor == aor], result
+        return _opened(merged, aor), result
 
     async def _lookup(self, target: Node, seeds: list[Node], *, values: bool,
                       accept: Callable[[Record], bool] | None = None,
@@ -630,3 +638,8 @@ class OverlayNode(Server):
                 await self._lookup(target, nearest, values=False)
         for key, value in self.storage.iter_older_than(3600):
             await self.store_bundle(key, decode_bundle(value))
+
+
+def _opened(records: list[Record], aor: str) -> list[Record]:
+    """The records of ``aor`` among ``records``, opened."""
+    return [opened for record in records if (opened := open_record(record, aor)) is not None]

@@ -1,21 +1,31 @@
 """Signed registration records: the values this gateway stores in the DHT.
 
-A record says where an address-of-record can be reached, signed by its publisher::
+A record says where an address-of-record can be reached, signed by its publisher. What
+it says is sealed: only a reader that knows the AoR can open it (storing nodes cannot
+harvest who is registered where), yet every node can check the signature::
 
-    {"v": 1, "aor": "sip:bob@b.example",
-     "contacts": [{"uri": "sip:bob@192.0.2.7:5060", "q": 1.0, "expires": 1795969999}],
-     "route": "sip:198.51.100.2:5060;lr",      # where to send requests for the AoR
+    {"v": 2, "dom": "b.example",               # the AoR's domain, in clear
+     "id": "<base64 of SHA-256('p2psip-aor-id:' + AoR)[:16]>",
+     "box": "<base64 of a 12-byte nonce + AES-256-GCM of the canonical JSON
+              {"aor": …, "contacts": [{"uri", "q", "expires"}], "route": …}
+              under SHA-256('p2psip-box:' + AoR), with 'p2psip-box2:' + dom + ':' + id
+              as associated data>",
      "seq": 1795969000123, "issued": 1795969000, "expires": 1795972600,
      "cert": "<base64 DER X.509>"   (or "key": "<base64 DER SubjectPublicKeyInfo>"),
      "rollover": {...}              (optional: the previous certificate's word for this
                                      one, see gateway/overlay/rollover.py),
      "sig": "<base64 signature over the canonical JSON of every other field>"}
 
-Canonical JSON: keys sorted, no spaces, UTF-8. ``seq`` grows with every record a
-publisher issues for an AoR (milliseconds, strictly increasing). A record with no
-contacts and ``expires == issued`` is a tombstone: the publisher withdrew the AoR.
+The DHT key is SHA-1('p2psip-key2:' + dom + ':' + id): a storing node checks that a
+record belongs under the key it is stored at and that its certificate names ``dom``
+(or, for a self-certifying AoR, that the key it is signed with derives the AoR), without
+learning the AoR. Knowing an AoR, anyone can find and open its records, as in OpenDHT.
 
-A DHT value is a *bundle*: the JSON list of the records of one AoR, at most one per
+Canonical JSON: keys sorted, no spaces, UTF-8. ``seq`` grows with every record a
+publisher issues for an AoR (milliseconds, strictly increasing). A record whose
+``expires == issued`` is a tombstone: the publisher withdrew the AoR.
+
+A DHT value is a *bundle*: the JSON list of the records of one key, at most one per
 signer (the SHA-256 of the certificate or key). Bundles merge record by record, the
 highest ``seq`` per signer winning, so several publishers of one AoR coexist.
 docs/overlay.md describes the format for other implementations.
@@ -24,8 +34,10 @@ docs/overlay.md describes the format for other implementations.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,11 +45,12 @@ from functools import cached_property
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-VERSION = 1
+VERSION = 2
 MAX_BUNDLE_BYTES = 7000  # rpcudp refuses requests over 8 KiB
 MAX_CONTACTS = 10
 
@@ -58,8 +71,10 @@ class Contact:
 @dataclass(frozen=True)
 class Record:
     """A record whose signature verified (or that we signed); ``raw`` is its JSON object.
-    The certificate and key are parsed only when asked for (trust checks), so a node
-    storing many records keeps little more than their JSON."""
+    As a storing node sees it, it is *sealed*: ``aor`` is "", no contacts, no route;
+    :func:`open_record` fills them in for a reader that knows the AoR. The certificate
+    and key are parsed only when asked for (trust checks), so a node storing many
+    records keeps little more than their JSON."""
 
     aor: str
     contacts: tuple[Contact, ...]
@@ -71,9 +86,29 @@ class Record:
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @property
+    def domain(self) -> str:
+        """The AoR's domain (in clear)."""
+        return str(self.raw["dom"])
+
+    @property
+    def subject(self) -> str:
+        """Which AoR the record is about, as a storing node can tell: id and domain."""
+        return f"{self.raw['id']}@{self.raw['dom']}"
+
+    @property
+    def key(self) -> bytes:
+        """The DHT key the record belongs under."""
+        return key_of(self.domain, base64.b64decode(self.raw["id"]))
+
+    @property
+    def is_opened(self) -> bool:
+        """Whether the sealed part was read (the reader knew the AoR)."""
+        return bool(self.aor)
+
+    @property
     def is_tombstone(self) -> bool:
         """The publisher withdrew the AoR."""
-        return not self.contacts and self.expires <= self.issued
+        return self.expires <= self.issued
 
     def live(self, now: float) -> bool:
         """Not expired and not a tombstone."""
@@ -98,9 +133,42 @@ class Record:
                                 serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def domain_part(aor: str) -> str:
+    """The host of ``sip:user@host`` (lower case)."""
+    return aor.rsplit("@", 1)[-1].lower()
+
+
+def aor_id(aor: str) -> bytes:
+    """What a storing node knows of an AoR: 16 bytes of a hash of it."""
+    return hashlib.sha256(b"p2psip-aor-id:" + aor.encode()).digest()[:16]
+
+
+def key_of(domain: str, identifier: bytes) -> bytes:
+    """The DHT key of an AoR's records from its domain and :func:`aor_id`."""
+    return hashlib.sha1(b"p2psip-key2:" + domain.encode() + b":"
+                        + base64.b64encode(identifier)).digest()
+
+
 def key_for(aor: str) -> bytes:
-    """The DHT key of an AoR: SHA-1 of its canonical form (kademlia's ``digest``)."""
-    return hashlib.sha1(aor.encode()).digest()
+    """The DHT key of an AoR (20 bytes, like kademlia's ``digest``)."""
+    return key_of(domain_part(aor), aor_id(aor))
+
+
+def _box_key(aor: str) -> AESGCM:
+    return AESGCM(hashlib.sha256(b"p2psip-box:" + aor.encode()).digest())
+
+
+def _box_aad(domain: str, identifier_b64: str) -> bytes:
+    return f"p2psip-box2:{domain}:{identifier_b64}".encode()
+
+
+def seal(aor: str, contacts: list[dict[str, Any]], route: str) -> dict[str, str]:
+    """The ``dom``, ``id`` and ``box`` fields of a record for ``aor``."""
+    domain, identifier = domain_part(aor), base64.b64encode(aor_id(aor)).decode("ascii")
+    nonce = os.urandom(12)
+    plain = canonical({"aor": aor, "contacts": contacts, "route": route})
+    box = nonce + _box_key(aor).encrypt(nonce, plain, _box_aad(domain, identifier))
+    return {"dom": domain, "id": identifier, "box": base64.b64encode(box).decode("ascii")}
 
 
 def canonical(obj: dict[str, Any]) -> bytes:
@@ -141,10 +209,10 @@ class Signer:
                     now: float | None = None) -> Record:
         """:meth:`sign` as a :class:`Record` (no need to verify what we just signed)."""
         now = time.time() if now is None else now
+        listed = [{"uri": c.uri, "q": c.q, "expires": int(c.expires)}
+                  for c in contacts[:MAX_CONTACTS]]
         obj: dict[str, Any] = {
-            "v": VERSION, "aor": aor, "route": route, "seq": self.next_seq(),
-            "contacts": [{"uri": c.uri, "q": c.q, "expires": int(c.expires)}
-                         for c in contacts[:MAX_CONTACTS]],
+            "v": VERSION, **seal(aor, listed, route), "seq": self.next_seq(),
             "issued": int(now), "expires": int(now + lifetime) if contacts else int(now),
             self._identity[0]: self._identity_text,
         }
@@ -152,7 +220,7 @@ class Signer:
             obj["rollover"] = self.rollover
         obj["sig"] = base64.b64encode(sign_bytes(self.private_key, canonical(obj))).decode("ascii")
         return Record(aor, tuple(Contact(c["uri"], float(c["q"]), float(c["expires"]))
-                                 for c in obj["contacts"]), route, obj["seq"],
+                                 for c in listed), route, obj["seq"],
                       float(obj["issued"]), float(obj["expires"]), self.signer_id, obj)
 
 
@@ -190,9 +258,9 @@ _VERIFIED_MAX = 20_000
 
 def verify_record(obj: Any) -> Record:
     """Check one record object's shape and signature (not whom it speaks for: that is
-    :mod:`gateway.overlay.trust`'s job)."""
+    :mod:`gateway.overlay.trust`'s job); the record comes back sealed."""
     if not isinstance(obj, dict) or obj.get("v") != VERSION:
-        raise RecordError("not a version 1 record")
+        raise RecordError(f"not a version {VERSION} record")
     try:
         key = canonical(obj)
     except (TypeError, ValueError):
@@ -210,10 +278,13 @@ def verify_record(obj: Any) -> Record:
 
 def _verify_record(obj: dict[str, Any]) -> Record:
     try:
-        aor, route, seq = str(obj["aor"]), str(obj["route"]), int(obj["seq"])
-        issued, expires = float(obj["issued"]), float(obj["expires"])
-        contacts = tuple(Contact(str(c["uri"]), float(c["q"]), float(c["expires"]))
-                         for c in obj["contacts"])
+        seq, issued, expires = int(obj["seq"]), float(obj["issued"]), float(obj["expires"])
+        if not isinstance(obj["dom"], str) or not obj["dom"]:
+            raise ValueError("no domain")
+        if len(base64.b64decode(obj["id"], validate=True)) != 16:
+            raise ValueError("id is not 16 bytes")
+        if len(base64.b64decode(obj["box"], validate=True)) < 28:
+            raise ValueError("box too short")
         signature = base64.b64decode(obj["sig"], validate=True)
         if "cert" in obj:
             der = base64.b64decode(obj["cert"], validate=True)
@@ -223,17 +294,54 @@ def _verify_record(obj: dict[str, Any]) -> Record:
             public_key = serialization.load_der_public_key(der)
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"malformed record: {exc}") from None
-    if len(contacts) > MAX_CONTACTS:
-        raise RecordError("too many contacts")
     unsigned = {k: v for k, v in obj.items() if k != "sig"}
     verify_bytes(public_key, signature, canonical(unsigned))
-    return Record(aor, contacts, route, seq, issued, expires, hashlib.sha256(der).hexdigest(),
-                  obj)
+    return Record("", (), "", seq, issued, expires, hashlib.sha256(der).hexdigest(), obj)
 
 
-def decode_bundle(value: Any) -> list[Record]:
-    """The records of a DHT value whose signatures verify (others are skipped); a
-    single record is accepted as a bundle of one."""
+#: Records already opened, by (signature, AoR): a reader meets the same record on
+#: several replicas and in every lookup.
+_OPENED: OrderedDict[tuple[str, str], Record] = OrderedDict()
+
+
+def open_record(record: Record, aor: str) -> Record | None:
+    """``record`` with its sealed part read, when it is a record of ``aor`` (None when
+    it is not, or its box does not open: another AoR's, or tampered with)."""
+    if record.is_opened:
+        return record if record.aor == aor else None
+    raw = record.raw
+    identifier = base64.b64encode(aor_id(aor)).decode("ascii")
+    if raw["dom"] != domain_part(aor) or raw["id"] != identifier:
+        return None
+    cache_key = (raw["sig"], aor)
+    known = _OPENED.get(cache_key)
+    if known is not None:
+        _OPENED.move_to_end(cache_key)
+        return known
+    box = base64.b64decode(raw["box"])
+    try:
+        plain = json.loads(_box_key(aor).decrypt(box[:12], box[12:],
+                                                 _box_aad(raw["dom"], identifier)))
+        if plain["aor"] != aor:
+            return None
+        contacts = tuple(Contact(str(c["uri"]), float(c["q"]), float(c["expires"]))
+                         for c in plain["contacts"])
+        route = str(plain["route"])
+    except (InvalidTag, ValueError, KeyError, TypeError):
+        return None
+    if len(contacts) > MAX_CONTACTS:
+        return None
+    opened = dataclasses.replace(record, aor=aor, contacts=contacts, route=route)
+    _OPENED[cache_key] = opened
+    if len(_OPENED) > _VERIFIED_MAX:
+        _OPENED.popitem(last=False)
+    return opened
+
+
+def decode_bundle(value: Any, aor: str | None = None) -> list[Record]:
+    """The records of a DHT value whose signatures verify (others are skipped), sealed;
+    with ``aor``, only the records of that AoR, opened. A single record is accepted as
+    a bundle of one."""
     if isinstance(value, str):
         value = value.encode("utf-8", "surrogateescape")
     if not isinstance(value, bytes | bytearray) or len(value) > 64 * 1024:
@@ -246,20 +354,25 @@ def decode_bundle(value: Any) -> list[Record]:
     records = []
     for item in items[:64]:
         try:
-            records.append(verify_record(item))
+            record = verify_record(item)
         except RecordError:
             continue
+        if aor is not None:
+            record = open_record(record, aor)  # type: ignore[assignment]
+            if record is None:
+                continue
+        records.append(record)
     return records
 
 
 def merge(records: list[Record], now: float | None = None,
           keep_tombstones: float = 3600.0) -> list[Record]:
-    """One record per (AoR, signer): the highest ``seq``. Expired records go; a
+    """One record per (subject, signer): the highest ``seq``. Expired records go; a
     tombstone is kept ``keep_tombstones`` seconds so older copies cannot come back."""
     now = time.time() if now is None else now
     best: dict[tuple[str, str], Record] = {}
     for record in records:
-        key = (record.aor, record.signer)
+        key = (record.subject, record.signer)
         if key not in best or record.seq > best[key].seq:
             best[key] = record
     kept = []
@@ -269,7 +382,7 @@ def merge(records: list[Record], now: float | None = None,
                 kept.append(record)
         elif record.expires > now:
             kept.append(record)
-    return sorted(kept, key=lambda r: (r.aor, r.signer))
+    return sorted(kept, key=lambda r: (r.subject, r.signer))
 
 
 def encode_bundle(records: list[Record]) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any
 
 from kademlia.storage import IStorage
 
-from gateway.overlay.record import Record, canonical, decode_bundle, encode_bundle, key_for, merge
+from gateway.overlay.record import Record, canonical, decode_bundle, encode_bundle, merge
 from gateway.overlay.trust import entitlement
 
 #: Most keys one node keeps (a bound whatever the network stores here).
@@ -32,12 +32,12 @@ MAX_RECORD_BYTES = 3000
 
 def travels(key: bytes, record: Record, now: float) -> bool:
     """Whether ``record`` may be stored and served under ``key``."""
-    return (key_for(record.aor) == key and len(canonical(record.raw)) <= MAX_RECORD_BYTES
+    return (record.key == key and len(canonical(record.raw)) <= MAX_RECORD_BYTES
             and entitlement(record, now) is None)
 
 
 class RecordStorage(IStorage):
-    """Key (20-byte digest) → records, one per (AoR, signer). A store merges the new
+    """Key (20-byte digest) → sealed records, one per (AoR, signer). A store merges the new
     bundle's valid records into what is there; values that are not signed records are
     refused (``accepts`` tells the protocol). Reading gives the merged bundle."""
 

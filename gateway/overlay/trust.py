@@ -36,7 +36,7 @@ from service_identity.cryptography import (
     verify_certificate_ip_address,
 )
 
-from gateway.overlay.record import Record, self_certifying_user
+from gateway.overlay.record import Record, domain_part, key_for, self_certifying_user
 from gateway.overlay.rollover import FIELD as ROLLOVER_FIELD
 from gateway.overlay.rollover import endorsing_certificate
 
@@ -85,9 +85,8 @@ def normalize_fingerprint(text: str) -> str:
     return text.replace(":", "").strip().lower()
 
 
-def domain_of(aor: str) -> str:
-    """The host of ``sip:user@host``."""
-    return aor.rsplit("@", 1)[-1].lower()
+#: The host of ``sip:user@host``.
+domain_of = domain_part
 
 
 def user_of(aor: str) -> str:
@@ -116,22 +115,27 @@ _ENTITLED: OrderedDict[tuple[str, str], str | None] = OrderedDict()
 def entitlement(record: Record, now: float | None = None) -> str | None:
     """What any node can check of a record's right to its AoR, with no pins and no
     configuration (storing nodes drop records that fail it): a self-certifying AoR is
-    signed by its own key; any other AoR by a certificate naming its domain, within its
-    validity; ``issued`` is not in the future beyond :data:`MAX_CLOCK_SKEW`; the record
-    does not claim to live longer than :data:`MAX_RECORD_LIFETIME`. None when it passes,
-    else why not."""
+    signed by its own key (a storing node, which cannot open the record, knows only
+    that a bare key signs its own AoR; readers check the rest); any other AoR by a
+    certificate naming its domain, within its validity; ``issued`` is not in the future
+    beyond :data:`MAX_CLOCK_SKEW`; the record does not claim to live longer than
+    :data:`MAX_RECORD_LIFETIME`. None when it passes, else why not."""
     now = time.time() if now is None else now
     if record.issued > now + MAX_CLOCK_SKEW:
         return "issued in the future"
     if record.expires - record.issued > MAX_RECORD_LIFETIME:
         return "claims to live longer than a record may"
-    if is_self_certifying(record.aor):
+    if record.is_opened and is_self_certifying(record.aor):
         if user_of(record.aor) == self_certifying_user(record.public_key_der):
             return None
         return "a self-certifying AoR may only be signed by its own key"
     if record.certificate is None:
+        # Sealed, the AoR is unknown; the key's own self-certifying AoR has a known id.
+        own = f"sip:{self_certifying_user(record.public_key_der)}@{record.domain}"
+        if record.is_opened and record.aor == own or record.key == key_for(own):
+            return None
         return "a bare key may only sign its own self-certifying AoR"
-    cache_key = (record.signer, domain_of(record.aor))
+    cache_key = (record.signer, record.domain)
     if cache_key in _ENTITLED:
         _ENTITLED.move_to_end(cache_key)
         reason = _ENTITLED[cache_key]
@@ -200,7 +204,7 @@ class RecordTrust:
             return reason
         certificate = record.certificate
         assert certificate is not None  # entitlement() refuses bare keys here
-        domain = domain_of(record.aor)
+        domain = record.domain
         if self.mode == "ca":
             return self._check_ca(certificate, domain)
         if self.mode == "pinned":
