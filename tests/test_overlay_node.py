@@ -162,3 +162,33 @@ async def test_a_client_node_uses_the_overlay_without_entering_routing_tables() 
     assert answered == 1 and found == 1 and stored >= 2 and by_others
     assert in_tables == 0
     assert seen is not None and seen[0] == "127.0.0.1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_contact_is_handed_the_keys_it_is_now_closest_to() -> None:
+    """A node alone with more keys than one hand-over slice: the node that joins it gets
+    every key (the hand-over runs in slices, with the loop free in between)."""
+    from gateway.overlay.node import HANDOVER_SLICE
+
+    async def scenario() -> tuple[int, int]:
+        holder = OverlayNode(ksize=4, rpc_timeout=0.3, difficulty=TEST_DIFFICULTY)
+        await holder.listen(0, "127.0.0.1")
+        signer = domain_signer("b.example")
+        aors = [f"sip:u{i}@b.example" for i in range(HANDOVER_SLICE * 2 + 10)]
+        for aor in aors:
+            holder.storage.put_records(key_for(aor), record(signer, aor))
+        newcomer = OverlayNode(ksize=4, rpc_timeout=0.3, difficulty=TEST_DIFFICULTY)
+        await newcomer.listen(0, "127.0.0.1")
+        try:
+            await newcomer.join([holder.address])
+            deadline = time.monotonic() + 10
+            while len(newcomer.storage) < len(aors) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            opened = decode_bundle(newcomer.storage[key_for(aors[-1])], aors[-1])
+            return len(newcomer.storage), len(opened)
+        finally:
+            holder.stop()
+            newcomer.stop()
+
+    handed, opened = await run(scenario())
+    assert handed == HANDOVER_SLICE * 2 + 10 and opened == 1

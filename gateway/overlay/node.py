@@ -52,7 +52,7 @@ import logging
 import operator
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +153,8 @@ ANSWER_CONTEXT = b"p2psip-rpc1"
 MAX_PENDING_CHECKS = 64
 #: (credential, address) pairs whose signature was checked once (least recent go first).
 MAX_PROVEN = 10_000
+#: Keys looked at per turn of the loop when handing keys over to a new contact.
+HANDOVER_SLICE = 256
 
 
 class OverlayProtocol(KademliaProtocol):
@@ -180,6 +182,9 @@ class OverlayProtocol(KademliaProtocol):
         self.bad_answers = 0
         #: Contacts refused because their address already holds ``ids_per_address``.
         self.refused_contacts = 0
+        # New contacts waiting for their hand-over (bounded: under churn the oldest go).
+        self._arrivals: deque[Peer] = deque(maxlen=1000)
+        self._handing_over: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: Any) -> None:
         """Give the socket the SIP listeners' buffers (a lookup's answers come in
@@ -449,21 +454,38 @@ class OverlayProtocol(KademliaProtocol):
             if same >= self.ids_per_address:
                 self.refused_contacts += 1
                 return
-        for key in self.storage.held_keys():
-            keynode = Node(key)
-            neighbors = self.router.find_neighbors(keynode)
-            if neighbors:
-                last = neighbors[-1].distance_to(keynode)
-                new_node_close = node.distance_to(keynode) < last
-                first = neighbors[0].distance_to(keynode)
-                this_closest = self.source_node.distance_to(keynode) < first
-            if not neighbors or (new_node_close and this_closest):
-                value = self.storage.get(key)
-                if value is None:
-                    continue
-                task = asyncio.ensure_future(self.call_store(node, key, value))
-                task.add_done_callback(consume_exception)
+        if self.storage.held_keys():
+            self._arrivals.append(node)
+            if self._handing_over is None or self._handing_over.done():
+                self._handing_over = asyncio.ensure_future(self._hand_over())
+                self._handing_over.add_done_callback(consume_exception)
         self.router.add_contact(node)
+
+    async def _hand_over(self) -> None:
+        """Give every new contact the keys it is now among the closest to, when this
+        node is the closest to them (Kademlia's hand-over), in slices of
+        :data:`HANDOVER_SLICE` keys with the loop free in between: a node holding
+        thousands of keys must not stall its reactor for every contact that arrives."""
+        while self._arrivals:
+            node = self._arrivals.popleft()
+            keys = self.storage.held_keys()
+            for start in range(0, len(keys), HANDOVER_SLICE):
+                for key in keys[start:start + HANDOVER_SLICE]:
+                    self._hand_over_key(node, key)
+                await asyncio.sleep(0)
+
+    def _hand_over_key(self, node: Peer, key: bytes) -> None:
+        keynode = Node(key)
+        neighbors = self.router.find_neighbors(keynode, exclude=node)
+        if neighbors:
+            if node.distance_to(keynode) >= neighbors[-1].distance_to(keynode):
+                return  # not among the closest
+            if self.source_node.distance_to(keynode) >= neighbors[0].distance_to(keynode):
+                return  # another contact is closer than this node: its job
+        value = self.storage.get(key)
+        if value is not None:
+            task = asyncio.ensure_future(self.call_store(node, key, value))
+            task.add_done_callback(consume_exception)
 
     def welcome_if_new(self, node: Node) -> None:
         """Only proven contacts enter (:meth:`admit`); the package's unproven path is
