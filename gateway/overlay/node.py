@@ -476,12 +476,18 @@ class OverlayProtocol(KademliaProtocol):
 
     def _hand_over_key(self, node: Peer, key: bytes) -> None:
         keynode = Node(key)
-        neighbors = self.router.find_neighbors(keynode, exclude=node)
-        if neighbors:
-            if node.distance_to(keynode) >= neighbors[-1].distance_to(keynode):
-                return  # not among the closest
-            if self.source_node.distance_to(keynode) >= neighbors[0].distance_to(keynode):
-                return  # another contact is closer than this node: its job
+        mine = self.source_node.distance_to(keynode)
+        # Is another contact closer to the key than this node? Then the hand-over is its
+        # job. The key's own bucket first: for most keys a closer contact is found there
+        # at once, and the full neighbour search below runs for few keys.
+        router = self.router
+        for bucket in (router.buckets[router.get_bucket_for(keynode)], *router.buckets):
+            for contact in bucket.nodes.values():
+                if contact.id != node.id and contact.distance_to(keynode) <= mine:
+                    return
+        neighbors = router.find_neighbors(keynode, exclude=node)
+        if neighbors and node.distance_to(keynode) >= neighbors[-1].distance_to(keynode):
+            return  # the new contact is not among the closest
         value = self.storage.get(key)
         if value is not None:
             task = asyncio.ensure_future(self.call_store(node, key, value))
