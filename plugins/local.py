@@ -27,8 +27,9 @@ from gateway.sip.uri import SipUri
 class LocalResolver:
     """Live bindings of the AoR when the domain is served here.
 
-    ``404`` when the AoR has no binding at all, ``480`` when it has only expired ones
-    (the registry forgets those at the next sweep); other domains pass.
+    ``404`` when the AoR has no binding at all (in the database, when it is shared with
+    other gateways), ``480`` when it has only expired ones (the registry forgets those
+    at the next sweep); other domains pass.
     """
 
     name = "local"
@@ -54,7 +55,18 @@ class LocalResolver:
             return Resolution(targets=tuple(_target(b) for b in live))
         if self.location.current(aor):
             return Resolution(status=480, reason="Temporarily Unavailable (no live binding)")
-        return Resolution(status=404, reason="Not Found")
+        # A registry shared with other gateways: the user may have registered at another
+        # one a moment ago. The database, not this gateway's memory, says 404.
+        confirmed = self.location.read_through(aor)
+        if confirmed is not None:
+            return confirmed.addCallback(_answer)
+        return _answer([])
+
+
+def _answer(live: list[Binding]) -> Resolution:
+    if live:
+        return Resolution(targets=tuple(_target(b) for b in live))
+    return Resolution(status=404, reason="Not Found")
 
 
 def _target(binding: Binding) -> Target:

@@ -33,6 +33,9 @@ class MemoryBindings:
     def lookup(self, aor: str, now: float | None = None) -> list[Binding]:
         return [b for b in self.current(aor) if now is None or b.is_live(now)]
 
+    def read_through(self, aor: str) -> None:
+        return None  # not shared: memory is all there is
+
     def by_contact(self, contact: str) -> Binding | None:
         return next((b for bs in self.by_aor.values() for b in bs if b.contact == contact),
                     None)

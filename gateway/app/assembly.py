@@ -35,6 +35,7 @@ from gateway.overlay.record import Signer
 from gateway.overlay.rollover import remember_signer
 from gateway.overlay.service import OverlayService
 from gateway.overlay.trust import RecordTrust
+from gateway.registry.change_feed import ChangeFeed
 from gateway.registry.overlay_store import OverlayStore, PinDirectory
 from gateway.registry.runner import ProcessStoreRunner, StoreRunner, ThreadStoreRunner
 from gateway.registry.service import LocationService
@@ -95,6 +96,8 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                                commit_interval=config.database.commit_interval,
                                runner=_store_runner(prepared, reactor),
                                on_commit=metrics.db_write.observe)
+    if prepared.store.is_postgres:
+        location.change_feed = ChangeFeed(config.database.url, location.changed_elsewhere)
     listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]
     external = config.sip.external_address
     # The names in a configured certificate are this gateway's too: phones use them in

@@ -399,7 +399,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between sweeps that delete expired bindings."),
     Setting("database", "sync_interval", "2", v.seconds(0.1, 86400),
             "Seconds between checks for registry changes made elsewhere (p2psip-admin, "
-            "other gateways sharing a PostgreSQL registry)."),
+            "other gateways sharing a PostgreSQL registry). On PostgreSQL the other "
+            "gateways' changes arrive at once (LISTEN/NOTIFY); this poll is the "
+            "fallback."),
     Setting("database", "worker", "process", v.choice("process", "thread"),
             "Where database calls run: \"process\" (a worker process; SQLAlchemy's work "
             "then does not compete with SIP handling for Python's GIL, worth ~2x "

@@ -14,6 +14,7 @@ load began.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.registry.binding import Binding
+from gateway.registry.change_feed import ChangeFeed
 from gateway.registry.runner import Stamp, StoreRunner, ThreadStoreRunner
 from gateway.registry.store import LocationStore, RegistryUnavailable
 
@@ -81,8 +83,11 @@ class LocationService:
         runner: StoreRunner | None = None,
         commit_interval: float = 0.0,
         on_commit: Callable[[float], None] | None = None,
+        change_feed: ChangeFeed | None = None,
     ) -> None:
-        """``on_commit`` is told the duration of every committed transaction."""
+        """``on_commit`` is told the duration of every committed transaction;
+        ``change_feed`` (a shared PostgreSQL registry) says at once when another writer
+        committed, and a sync follows then rather than at the next poll."""
         self._runner = runner if runner is not None else ThreadStoreRunner(store, reactor)
         #: Most AoRs written in one transaction.
         self.max_batch = max_batch
@@ -119,6 +124,11 @@ class LocationService:
         # Commits during a sync, by AoR, with their runner stamps (monotonic ns): a load
         # must not overwrite an AoR whose commit came after the load began.
         self._committed_during_sync: dict[str, int] | None = None
+        self.change_feed = change_feed
+        # One sync at a time; a request during one runs another right after it.
+        self._sync_busy = False
+        self._sync_again = False
+        self._pushed_sync: Deferred[None] | None = None
 
         #: Called with an AoR whenever its committed bindings change (the overlay mirror,
         #: the upstream registrations) ...
@@ -136,6 +146,27 @@ class LocationService:
         self.commit_failures = 0
 
     # -- queries (reactor thread, never block) ---------------------------------------
+
+    def read_through(self, aor: str) -> Deferred[list[Binding]] | None:
+        """The live bindings of ``aor`` read from the database, when it is shared (a
+        change feed is set) — another gateway may have committed them a moment ago; a
+        difference from memory makes a sync follow at once. None when not shared."""
+        if self.change_feed is None or not self._running:
+            return None
+        now = self._clock()
+
+        def compare(loaded: dict[str, list[Binding]]) -> list[Binding]:
+            fresh = [b for b in loaded.get(aor, []) if b.is_live(now)]
+            if fresh:
+                self.changed_elsewhere()
+            return fresh
+
+        def unavailable(failure: Failure) -> list[Binding]:
+            self.log.warn("Registry read for {aor} failed, answering from memory: {error}",
+                          aor=aor, error=failure.getErrorMessage())
+            return []
+
+        return self._call("load_aors", [aor], now).addCallbacks(compare, unavailable)
 
     def current(self, aor: str) -> list[Binding]:
         """The newest bindings of ``aor``, committed or not: the registrar's input."""
@@ -347,6 +378,17 @@ class LocationService:
             loop = LoopingCall(self._guarded, name, step)
             loop.clock = self._reactor
             self._loops.append((loop, loop.start(interval, now=False)))
+        if self.change_feed is not None:
+            self.change_feed.start(await self._call("writer_origin"))
+
+    def changed_elsewhere(self) -> None:
+        """Another writer committed (the change feed says so): sync now."""
+        if not self._running:
+            return
+        if self._sync_busy:
+            self._sync_again = True
+            return
+        self._pushed_sync = self._guarded("sync", self.sync)
 
     def stop(self) -> Deferred[None]:
         """Stop sweep and sync, commit every queued snapshot, stop the store runner."""
@@ -356,6 +398,10 @@ class LocationService:
         if not self._running:
             return
         self._running = False
+        if self.change_feed is not None:
+            await Deferred.fromFuture(asyncio.ensure_future(self.change_feed.stop()))
+        if self._pushed_sync is not None:
+            await self._pushed_sync
         loops, self._loops = self._loops, []
         for loop, _ in loops:
             if loop.running:
@@ -401,6 +447,21 @@ class LocationService:
         return Deferred.fromCoroutine(self._sync())
 
     async def _sync(self) -> set[str]:
+        if self._sync_busy:  # the poll and the feed met: one more round after this one
+            self._sync_again = True
+            return set()
+        self._sync_busy = True
+        changed: set[str] = set()
+        try:
+            while True:
+                self._sync_again = False
+                changed |= await self._sync_once()
+                if not (self._sync_again and self._running):
+                    return changed
+        finally:
+            self._sync_busy = False
+
+    async def _sync_once(self) -> set[str]:
         now = self._clock()
         self._committed_during_sync = {}
         try:

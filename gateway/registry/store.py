@@ -44,6 +44,8 @@ _changes = RegistryChangeRow.__table__
 _CHUNK = 500
 # Any constant key: serialises the change-log inserts of concurrent PostgreSQL writers.
 _CHANGE_LOCK_KEY = 0x5_1B_0C_A7
+#: PostgreSQL NOTIFY channel of registry changes (gateway/registry/change_feed.py).
+FEED_CHANNEL = "p2psip_registry"
 # Attempts of a write that lost a race with another gateway on the (aor, contact) key.
 _WRITE_ATTEMPTS = 3
 
@@ -241,6 +243,11 @@ class LocationStore:
         self.in_memory = isinstance(self._engine.pool, StaticPool)
 
     @property
+    def is_postgres(self) -> bool:
+        """Whether the registry is PostgreSQL (shareable; changes are notified)."""
+        return self._postgres
+
+    @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine (shared by the user store for in-memory databases)."""
         return self._engine
@@ -271,7 +278,13 @@ class LocationStore:
             # Held until commit: change ids then become visible in increasing order, so
             # a poller that has seen id N can never later see a smaller one appear.
             conn.execute(select(func.pg_advisory_xact_lock(_CHANGE_LOCK_KEY)))
+            # Delivered to the other gateways' change feeds when this commits.
+            conn.execute(select(func.pg_notify(FEED_CHANNEL, self.origin)))
         conn.execute(_changes.insert(), rows)
+
+    def writer_origin(self) -> str:
+        """The origin this store writes into the change log (and its notifications)."""
+        return self.origin
 
     def _alembic_config(self, connection: Connection | None = None) -> Config:
         config = Config()

@@ -93,6 +93,11 @@ class BindingLookup(Protocol):
     def current(self, aor: str) -> list[Binding]:
         """Every binding of ``aor``, expired ones included."""
 
+    def read_through(self, aor: str) -> Deferred[list[Binding]] | None:
+        """The live bindings of ``aor`` as the database holds them now, for a registry
+        shared with other gateways whose last changes memory may not hold yet (None:
+        memory is all there is)."""
+
 
 class OverlayLookup(Protocol):
     """The overlay as resolvers read it."""

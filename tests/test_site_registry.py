@@ -1,0 +1,106 @@
+"""A site on several gateways sharing one PostgreSQL registry (issue 17): changes reach
+the other gateways through PostgreSQL LISTEN/NOTIFY in milliseconds (the poll, set to a
+minute here, is only the fallback), and a gateway that has not seen a user yet asks the
+database before it answers 404. Two gateways in this process, real SIP over UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest_twisted
+from conftest import ports, start_gateway
+from location_fixtures import postgres_url  # noqa: F401 - fixture
+from sip_ua import UA
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+
+from gateway.app.service import GatewayService
+
+DOMAIN = "site.example"
+
+
+def _sleep(seconds: float) -> defer.Deferred[None]:
+    from twisted.internet import reactor
+
+    d: defer.Deferred[None] = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+async def _site(tmp_path: Path, url: str) -> tuple[GatewayService, GatewayService]:
+    settings = {"database.url": url, "database.sync_interval": "60",
+                "gateway.domains": DOMAIN, "overlay.enabled": "no"}
+    a = await start_gateway(tmp_path / "a", **settings)
+    b = await start_gateway(tmp_path / "b", **settings)
+    deadline = time.monotonic() + 10
+    for gateway in (a, b):
+        feed = gateway.location.change_feed
+        assert feed is not None
+        while feed.state != "listening":
+            assert time.monotonic() < deadline, f"change feed {feed.state}: {feed.last_error}"
+            await _sleep(0.02)
+    return a, b
+
+
+async def _seen(gateway: GatewayService, aor: str, present: bool, limit: float = 2.0) -> float:
+    """Seconds until ``gateway``'s memory has (or has lost) ``aor``'s binding."""
+    started = time.monotonic()
+    while bool(gateway.location.lookup(aor)) != present:
+        assert time.monotonic() - started < limit, f"{aor}: still {not present}"
+        await _sleep(0.005)
+    return time.monotonic() - started
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_reach_the_other_gateway_at_once(postgres_url: str,  # noqa: F811
+                                                       tmp_path: Path) -> None:
+    a, b = await _site(tmp_path, postgres_url)
+    alice = UA("alice", ports(a)["udp"], domain=DOMAIN)
+    try:
+        assert (await deferToThread(alice.register)).status == 200
+        # sync_interval is 60 s: only the notification can bring it this fast.
+        assert await _seen(b, f"sip:alice@{DOMAIN}", True) < 1.0
+        assert (await deferToThread(alice.register, 0)).status == 200
+        assert await _seen(b, f"sip:alice@{DOMAIN}", False) < 1.0
+        feed = b.location.change_feed
+        assert feed is not None and feed.notifications >= 2
+        # A gateway is not notified of its own writes.
+        own = a.location.change_feed
+        assert own is not None and own.notifications == 0
+    finally:
+        alice.close()
+        await b.stopService()
+        await a.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_gateway_asks_the_database_before_it_answers_404(
+        postgres_url: str, tmp_path: Path) -> None:  # noqa: F811
+    a, b = await _site(tmp_path, postgres_url)
+    assert b.location.change_feed is not None
+    await defer.Deferred.fromFuture(asyncio.ensure_future(
+        b.location.change_feed.stop()))  # B hears nothing more: a lost notification
+    carol = UA("carol", ports(a)["udp"], domain=DOMAIN)
+    caller = UA("dave", ports(b)["udp"], domain=DOMAIN)
+    try:
+        assert (await deferToThread(carol.register)).status == 200
+        await _sleep(0.3)
+        assert not b.location.lookup(f"sip:carol@{DOMAIN}")  # B's memory does not know
+        caller.send(caller.request("OPTIONS", f"sip:carol@{DOMAIN}"))
+        # B reads the database, finds carol and forwards instead of answering 404.
+        forwarded = await deferToThread(carol.expect_request, "OPTIONS")
+        carol.gateway = ("127.0.0.1", ports(b)["udp"])  # the answer goes back through B
+        carol.answer(forwarded, 200)
+        assert (await deferToThread(caller.expect, 200, 404)).status == 200
+        # And the difference it found makes B sync at once.
+        assert await _seen(b, f"sip:carol@{DOMAIN}", True) < 1.0
+        # Nobody anywhere: still 404.
+        caller.send(caller.request("OPTIONS", f"sip:nobody@{DOMAIN}"))
+        assert (await deferToThread(caller.expect, 200, 404)).status == 404
+    finally:
+        carol.close()
+        caller.close()
+        await b.stopService()
+        await a.stopService()
