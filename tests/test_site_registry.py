@@ -104,3 +104,44 @@ async def test_a_gateway_asks_the_database_before_it_answers_404(
         caller.close()
         await b.stopService()
         await a.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_gateways_of_a_site_see_which_of_them_are_up(
+        postgres_url: str, tmp_path: Path) -> None:  # noqa: F811
+    import contextlib
+    import io
+
+    from gateway.app.admin import main as admin_main
+
+    settings = {"database.url": postgres_url, "database.heartbeat_interval": "0.2",
+                "gateway.domains": DOMAIN, "overlay.enabled": "no"}
+    a = await start_gateway(tmp_path / "a", **settings)
+    b = await start_gateway(tmp_path / "b", **settings)
+    stopped_a = False
+    try:
+        async def states(gateway: GatewayService, want: dict[str, str]) -> None:
+            deadline = time.monotonic() + 5
+            while {g["id"]: g["state"] for g in gateway.location.site} != want:
+                assert time.monotonic() < deadline, gateway.location.site
+                await _sleep(0.05)
+
+        ids = a.location.gateway_id, b.location.gateway_id
+        await states(b, dict.fromkeys(ids, "up"))
+        # A falls silent (as if killed: no clean stop is recorded).
+        for loop, _ in a.location._loops:  # noqa: SLF001 - silence its heartbeat only
+            if loop.a[0] == "heartbeat":
+                loop.stop()
+        await states(b, {ids[0]: "down", ids[1]: "up"})
+        b.write_status()
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown):
+            admin_main(["--data-dir", str(tmp_path / "b"), "status"])
+        assert "down, last heard" in shown.getvalue() and "(this one): up" in shown.getvalue()
+        await a.stopService()
+        stopped_a = True
+        await states(b, {ids[0]: "stopped", ids[1]: "up"})
+    finally:
+        await b.stopService()
+        if not stopped_a:
+            await a.stopService()

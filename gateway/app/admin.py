@@ -504,6 +504,8 @@ def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextI
                      f"of {registry.get('aors', 0)} AoRs, {registry.get('commits', 0)} "
                      f"commits, {registry.get('commit_failures', 0)} failed"
                      + (f" ({registry['last_error']})" if registry.get("last_error") else "")),
+        *((("site", _site_row(registry, status.get("updated", 0))),)
+          if len(registry.get("site") or []) > 1 or registry.get("change_feed") else ()),
         ("overlay", f"{overlay.get('state', '?')}, {overlay.get('contacts', 0)} neighbours"
                     + (f" ({overlay['last_error']})" if overlay.get("last_error") else "")),
         ("transactions", f"{transactions.get('server', 0)} server, "
@@ -520,6 +522,23 @@ def cmd_status(store: LocationStore | None, args: argparse.Namespace, out: TextI
     ]
     _labelled(rows, out)
     return code
+
+
+def _site_row(registry: dict[str, Any], updated: float) -> str:
+    """The gateways sharing the registry, as the last heartbeat saw them."""
+    parts = []
+    for gateway in registry.get("site") or []:
+        own = " (this one)" if gateway.get("id") == registry.get("gateway_id") else ""
+        heard = max(0.0, updated - float(gateway.get("heartbeat_at", 0)))
+        parts.append(f"{gateway.get('name')}{own}: {gateway.get('state')}"
+                     + ("" if gateway.get("state") == "up" else f", last heard {heard:.0f} s "
+                        "before this status"))
+    feed = registry.get("change_feed")
+    text = "; ".join(parts) or "-"
+    if feed:
+        text += f" — change feed {feed.get('state')}" + (
+            f" ({feed['last_error']})" if feed.get("last_error") else "")
+    return text
 
 
 def _alive(status: dict[str, Any], age: float) -> bool:

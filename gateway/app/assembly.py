@@ -8,6 +8,7 @@ registrations — so no part learns a collaborator after it is made. The service
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from functools import partial
@@ -95,7 +96,10 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                                sync_interval=config.database.sync_interval,
                                commit_interval=config.database.commit_interval,
                                runner=_store_runner(prepared, reactor),
-                               on_commit=metrics.db_write.observe)
+                               on_commit=metrics.db_write.observe,
+                               heartbeat_interval=config.database.heartbeat_interval,
+                               name=f"{socket.gethostname()} pid {os.getpid()} "
+                                    f"{config.data_dir}")
     if prepared.store.is_postgres:
         location.change_feed = ChangeFeed(config.database.url, location.changed_elsewhere)
     listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]

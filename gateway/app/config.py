@@ -74,6 +74,7 @@ class DatabaseSection:
     auto_upgrade: bool
     sweep_interval: float
     sync_interval: float
+    heartbeat_interval: float
     worker: str
     commit_interval: float
 

@@ -402,6 +402,10 @@ SETTINGS: tuple[Setting, ...] = (
             "other gateways sharing a PostgreSQL registry). On PostgreSQL the other "
             "gateways' changes arrive at once (LISTEN/NOTIFY); this poll is the "
             "fallback."),
+    Setting("database", "heartbeat_interval", "5", v.seconds(0.2, 3600),
+            "Seconds between this gateway's heartbeats in the registry (table "
+            "site_gateways): the gateways sharing a registry see which of them are up "
+            "(p2psip-admin status); one silent for three intervals is down."),
     Setting("database", "worker", "process", v.choice("process", "thread"),
             "Where database calls run: \"process\" (a worker process; SQLAlchemy's work "
             "then does not compete with SIP handling for Python's GIL, worth ~2x "

@@ -28,7 +28,10 @@ def gateway_status(gateway: Gateway, *, stopped: bool = False) -> dict[str, Any]
             "last_error": location.last_error, "bindings": location.binding_count(),
             "aors": location.aor_count(), "commits": location.commits,
             "commit_failures": location.commit_failures,
-            "last_commit_ms": round(1000 * location.last_commit_seconds, 2)},
+            "last_commit_ms": round(1000 * location.last_commit_seconds, 2),
+            "gateway_id": location.gateway_id, "site": location.site,
+            "change_feed": location.change_feed.status()
+            if location.change_feed is not None else None},
         "transactions": {"server": len(core.transactions), "client": len(core.clients),
                          "proxied": len(core.proxy)},
         "overlay": gateway.overlay.status() if gateway.overlay is not None

@@ -109,3 +109,21 @@ class RegistryChangeRow(Base):
     aor: Mapped[str] = mapped_column(String)
     changed_at: Mapped[float] = mapped_column(Double, index=True)
     origin: Mapped[str] = mapped_column(String(32), default="")
+
+
+class SiteGatewayRow(Base):
+    """A gateway using this registry, and when it last said it was alive: the gateways
+    of a site sharing one PostgreSQL registry know which of them are up."""
+
+    __tablename__ = "site_gateways"
+
+    #: Random per run of a gateway (a restarted gateway is a new row).
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: Host name, process id and data dir, for people.
+    name: Mapped[str] = mapped_column(String)
+    started_at: Mapped[float] = mapped_column(Double)
+    heartbeat_at: Mapped[float] = mapped_column(Double, index=True)
+    #: Seconds between its heartbeats (it is down after three missed ones).
+    interval: Mapped[float] = mapped_column(Double)
+    #: When it stopped cleanly (0: it has not).
+    stopped_at: Mapped[float] = mapped_column(Double, default=0.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -84,10 +85,15 @@ class LocationService:
         commit_interval: float = 0.0,
         on_commit: Callable[[float], None] | None = None,
         change_feed: ChangeFeed | None = None,
+        heartbeat_interval: float = 5.0,
+        name: str = "",
     ) -> None:
         """``on_commit`` is told the duration of every committed transaction;
         ``change_feed`` (a shared PostgreSQL registry) says at once when another writer
-        committed, and a sync follows then rather than at the next poll."""
+        committed, and a sync follows then rather than at the next poll. Every
+        ``heartbeat_interval`` seconds the gateway (``name``, for people) says in the
+        registry that it is alive, and learns which gateways of the site are
+        (:attr:`site`)."""
         self._runner = runner if runner is not None else ThreadStoreRunner(store, reactor)
         #: Most AoRs written in one transaction.
         self.max_batch = max_batch
@@ -125,6 +131,13 @@ class LocationService:
         # must not overwrite an AoR whose commit came after the load began.
         self._committed_during_sync: dict[str, int] | None = None
         self.change_feed = change_feed
+        #: This gateway in the registry's ``site_gateways`` (random per run).
+        self.gateway_id = uuid.uuid4().hex
+        self.name = name
+        self._heartbeat_interval = heartbeat_interval
+        self._started_at = 0.0
+        #: The site's gateways as the last heartbeat read them (id, name, state, …).
+        self.site: list[dict[str, Any]] = []
         # One sync at a time; a request during one runs another right after it.
         self._sync_busy = False
         self._sync_again = False
@@ -366,6 +379,8 @@ class LocationService:
             self._set_committed(aor, bindings)
         self._last_sync_ok = now
         self._running = True
+        self._started_at = now
+        await self._guarded("heartbeat", self.heartbeat)
         self.log.info(
             "Registry loaded: {bindings} binding(s) of {aors} AoR(s)",
             bindings=self._count,
@@ -374,6 +389,7 @@ class LocationService:
         for name, step, interval in (
             ("sweep", self.sweep, self._sweep_interval),
             ("sync", self.sync, self._sync_interval),
+            ("heartbeat", self.heartbeat, self._heartbeat_interval),
         ):
             loop = LoopingCall(self._guarded, name, step)
             loop.clock = self._reactor
@@ -413,6 +429,10 @@ class LocationService:
             self._flush_call = None
         self._flush()
         await self._drained()
+        try:
+            await self._call("gateway_stopped", self.gateway_id, self._clock())
+        except Exception as exc:  # the database is down: the others will see it silent
+            self.log.warn("Registry: cannot record this gateway's stop: {error}", error=exc)
         await self._runner.stop()
 
     def _guarded(self, name: str, step: Callable[[], Deferred[Any]]) -> Deferred[None]:
@@ -441,6 +461,16 @@ class LocationService:
                 self._set_committed(aor, self.lookup(aor, now), expired_only=True)
         await self._call("prune_changes", now - self._retention)
         return aors
+
+    def heartbeat(self) -> Deferred[None]:
+        """Say in the registry that this gateway is alive; read the site's gateways."""
+        d = self._call("heartbeat", self.gateway_id, self.name, self._started_at,
+                       self._heartbeat_interval, self._clock())
+
+        def read(site: list[dict[str, Any]]) -> None:
+            self.site = site
+
+        return d.addCallback(read)
 
     def sync(self) -> Deferred[set[str]]:
         """Reload the AoRs others changed since the last sync; fire with those AoRs."""

@@ -27,7 +27,7 @@ from sqlalchemy.pool import StaticPool
 
 from gateway.registry.binding import Binding
 from gateway.registry.checkpoint import WalCheckpointer
-from gateway.registry.models import PATH_SEPARATOR, BindingRow, RegistryChangeRow
+from gateway.registry.models import PATH_SEPARATOR, BindingRow, RegistryChangeRow, SiteGatewayRow
 
 __all__ = [
     "LocationStore",
@@ -39,6 +39,11 @@ __all__ = [
 
 _bindings = BindingRow.__table__
 _changes = RegistryChangeRow.__table__
+_gateways = SiteGatewayRow.__table__
+#: Heartbeats missed before a gateway is taken as down.
+MISSED_HEARTBEATS = 3
+#: Stopped or dead gateways are forgotten after this many seconds.
+GATEWAY_RETENTION = 86400.0
 
 # Rows per "IN (...)" list: far below SQLite's bound-parameter limit (32766).
 _CHUNK = 500
@@ -481,6 +486,56 @@ class LocationStore:
                 return conn.execute(stmt).rowcount
 
         return self._guard("prune the change log", work)
+
+    def heartbeat(self, gateway_id: str, name: str, started_at: float, interval: float,
+                  now: float) -> list[dict[str, Any]]:
+        """Say that gateway ``gateway_id`` is alive at ``now``; return every gateway of
+        the registry (:meth:`site_gateways`). Gateways gone for a day are forgotten."""
+
+        def work() -> None:
+            with self._write() as conn:
+                updated = conn.execute(_gateways.update()
+                                       .where(_gateways.c.id == gateway_id)
+                                       .values(heartbeat_at=now, interval=interval,
+                                               stopped_at=0.0)).rowcount
+                if not updated:
+                    conn.execute(_gateways.insert().values(
+                        id=gateway_id, name=name, started_at=started_at, heartbeat_at=now,
+                        interval=interval, stopped_at=0.0))
+                conn.execute(delete(_gateways).where(
+                    _gateways.c.heartbeat_at < now - GATEWAY_RETENTION))
+
+        self._guard("write the heartbeat", work)
+        return self.site_gateways(now)
+
+    def gateway_stopped(self, gateway_id: str, now: float) -> None:
+        """Gateway ``gateway_id`` stopped cleanly."""
+
+        def work() -> None:
+            with self._write() as conn:
+                conn.execute(_gateways.update().where(_gateways.c.id == gateway_id)
+                             .values(stopped_at=now))
+
+        self._guard("write the heartbeat", work)
+
+    def site_gateways(self, now: float) -> list[dict[str, Any]]:
+        """Every gateway that used the registry lately: id, name, started_at,
+        heartbeat_at, state (``up``; ``stopped``; ``down``: no heartbeat for
+        :data:`MISSED_HEARTBEATS` intervals)."""
+
+        def work() -> list[dict[str, Any]]:
+            with self._engine.connect() as conn:
+                rows = conn.execute(select(_gateways).order_by(_gateways.c.started_at)).all()
+            found = []
+            for row in rows:
+                state = ("stopped" if row.stopped_at else
+                         "up" if now - row.heartbeat_at <= MISSED_HEARTBEATS * row.interval
+                         else "down")
+                found.append({"id": row.id, "name": row.name, "started_at": row.started_at,
+                              "heartbeat_at": row.heartbeat_at, "state": state})
+            return found
+
+        return self._guard("read the site's gateways", work)
 
     def close(self) -> None:
         """Close every pooled connection (and stop the WAL checkpoints)."""
