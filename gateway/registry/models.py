@@ -124,6 +124,6 @@ class SiteGatewayRow(Base):
     started_at: Mapped[float] = mapped_column(Double)
     heartbeat_at: Mapped[float] = mapped_column(Double, index=True)
     #: Seconds between its heartbeats (it is down after three missed ones).
-    interval: Mapped[float] = mapped_column(Double)
+    heartbeat_every: Mapped[float] = mapped_column(Double)
     #: When it stopped cleanly (0: it has not).
     stopped_at: Mapped[float] = mapped_column(Double, default=0.0)

@@ -496,12 +496,12 @@ class LocationStore:
             with self._write() as conn:
                 updated = conn.execute(_gateways.update()
                                        .where(_gateways.c.id == gateway_id)
-                                       .values(heartbeat_at=now, interval=interval,
+                                       .values(heartbeat_at=now, heartbeat_every=interval,
                                                stopped_at=0.0)).rowcount
                 if not updated:
                     conn.execute(_gateways.insert().values(
                         id=gateway_id, name=name, started_at=started_at, heartbeat_at=now,
-                        interval=interval, stopped_at=0.0))
+                        heartbeat_every=interval, stopped_at=0.0))
                 conn.execute(delete(_gateways).where(
                     _gateways.c.heartbeat_at < now - GATEWAY_RETENTION))
 
@@ -529,7 +529,7 @@ class LocationStore:
             found = []
             for row in rows:
                 state = ("stopped" if row.stopped_at else
-                         "up" if now - row.heartbeat_at <= MISSED_HEARTBEATS * row.interval
+                         "up" if now - row.heartbeat_at <= MISSED_HEARTBEATS * row.heartbeat_every
                          else "down")
                 found.append({"id": row.id, "name": row.name, "started_at": row.started_at,
                               "heartbeat_at": row.heartbeat_at, "state": state})

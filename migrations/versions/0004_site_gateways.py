@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(), nullable=False),
         sa.Column("started_at", sa.Double(), nullable=False),
         sa.Column("heartbeat_at", sa.Double(), nullable=False),
-        sa.Column("interval", sa.Double(), nullable=False),
+        sa.Column("heartbeat_every", sa.Double(), nullable=False),
         sa.Column("stopped_at", sa.Double(), nullable=False, server_default="0"),
     )
     op.create_index("ix_site_gateways_heartbeat_at", "site_gateways", ["heartbeat_at"])
