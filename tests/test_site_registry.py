@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from gateway.app.service import GatewayService
+from gateway.registry.service import MAX_READ_THROUGH
 
 DOMAIN = "site.example"
 
@@ -99,6 +100,17 @@ async def test_a_gateway_asks_the_database_before_it_answers_404(
         # Nobody anywhere: still 404.
         caller.send(caller.request("OPTIONS", f"sip:nobody@{DOMAIN}"))
         assert (await deferToThread(caller.expect, 200, 404)).status == 404
+        # Past MAX_READ_THROUGH reads in flight (a flood for unknown users), memory
+        # answers: a user B has not seen yet gets 404 without a database read.
+        erin = UA("erin", ports(a)["udp"], domain=DOMAIN)
+        try:
+            assert (await deferToThread(erin.register)).status == 200
+            b.location._reading_through = MAX_READ_THROUGH  # noqa: SLF001 - the bound
+            caller.send(caller.request("OPTIONS", f"sip:erin@{DOMAIN}"))
+            assert (await deferToThread(caller.expect, 200, 404)).status == 404
+            b.location._reading_through = 0  # noqa: SLF001
+        finally:
+            erin.close()
     finally:
         carol.close()
         caller.close()

@@ -34,6 +34,9 @@ from gateway.registry.store import LocationStore, RegistryUnavailable
 
 __all__ = ["LocationService"]
 
+#: Database reads for AoRs memory does not know, in flight at most (shared registry).
+MAX_READ_THROUGH = 16
+
 def _by_q(bindings: Iterable[Binding]) -> list[Binding]:
     bindings = list(bindings)
     if len(bindings) > 1:
@@ -142,6 +145,7 @@ class LocationService:
         self._sync_busy = False
         self._sync_again = False
         self._pushed_sync: Deferred[None] | None = None
+        self._reading_through = 0
 
         #: Called with an AoR whenever its committed bindings change (the overlay mirror,
         #: the upstream registrations) ...
@@ -164,17 +168,23 @@ class LocationService:
         """The live bindings of ``aor`` read from the database, when it is shared (a
         change feed is set) — another gateway may have committed them a moment ago; a
         difference from memory makes a sync follow at once. None when not shared."""
-        if self.change_feed is None or not self._running:
+        if (self.change_feed is None or not self._running
+                or self._reading_through >= MAX_READ_THROUGH):
+            # Past the bound (a flood of requests for unknown users) memory answers:
+            # the database calls queue behind the registrations' commits.
             return None
         now = self._clock()
+        self._reading_through += 1
 
         def compare(loaded: dict[str, list[Binding]]) -> list[Binding]:
+            self._reading_through -= 1
             fresh = [b for b in loaded.get(aor, []) if b.is_live(now)]
             if fresh:
                 self.changed_elsewhere()
             return fresh
 
         def unavailable(failure: Failure) -> list[Binding]:
+            self._reading_through -= 1
             self.log.warn("Registry read for {aor} failed, answering from memory: {error}",
                           aor=aor, error=failure.getErrorMessage())
             return []
