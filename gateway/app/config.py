@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.app.settings import BY_SECTION
-from gateway.app.values import is_ip_literal
-from gateway.sip.address import ListenAddress
+from gateway.sip.address import ListenAddress, is_ip_literal
 
 
 class ConfigError(Exception):

@@ -16,12 +16,11 @@ from cryptography import x509
 
 from gateway.app.config import ConfigError, GatewayConfig, load_config
 from gateway.app.secret import load_secret
-from gateway.app.values import is_ip_literal
 from gateway.app.wiring import tls_settings
 from gateway.log import set_log_level
 from gateway.registry.store import LocationStore, RegistryUnavailable
 from gateway.server.routing import available_resolvers
-from gateway.sip.address import ListenAddress
+from gateway.sip.address import ListenAddress, is_ip_literal
 from gateway.sip.tls import TlsContexts, TlsMaterial, TlsSetupError, load_material
 from gateway.sip.transport import ListenError, bind_socket
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from gateway.sip.address import ListenAddress
+from gateway.sip.address import ListenAddress, is_ip_literal
 
 P = TypeVar("P", bound=Callable[..., Any])
 
@@ -98,15 +98,6 @@ def domains(raw: str) -> tuple[str, ...]:
             raise ValueError(f"{item!r} is not a domain name")
         domains.append(name)
     return tuple(domains)
-
-
-def is_ip_literal(text: str) -> bool:
-    """Whether ``text`` is an IPv4 or IPv6 address (IPv6 possibly in brackets)."""
-    try:
-        ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def parse_listen_address(item: str, default_port: int = 5060) -> ListenAddress:

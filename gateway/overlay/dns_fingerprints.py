@@ -19,11 +19,11 @@ against hostile *overlay* nodes, which cannot change what a domain's DNS says.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 
 from gateway.log import get_logger
+from gateway.sip.address import is_ip_literal
 from gateway.sip.dns import DnsClient
 
 log = get_logger("gateway.overlay.dns_cert")
@@ -55,14 +55,6 @@ def entry(fingerprint: str) -> str:
     return f"sha256={fingerprint}"
 
 
-def _is_address(domain: str) -> bool:
-    try:
-        ipaddress.ip_address(domain.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 class DomainFingerprints:
     """Looks ``_p2psip-cert.<domain>`` up (cached for the records' TTL by the DNS
     client, failures for a few seconds) and answers from that cache at once."""
@@ -72,7 +64,7 @@ class DomainFingerprints:
 
     async def fetch(self, domain: str) -> frozenset[str]:
         """The fingerprints ``domain`` publishes (empty: none, or DNS did not answer)."""
-        if _is_address(domain):
+        if is_ip_literal(domain):
             return frozenset()
         answer = await self.client.query(owner_name(domain), "TXT")
         if answer.error and answer.error not in ("NXDOMAIN", "no records"):
@@ -82,7 +74,7 @@ class DomainFingerprints:
 
     def get(self, domain: str) -> frozenset[str]:
         """What the last answer still in the cache says (empty when none is)."""
-        if _is_address(domain):
+        if is_ip_literal(domain):
             return frozenset()
         answer = self.client.cached(owner_name(domain), "TXT")
         if answer is None:
