@@ -47,7 +47,7 @@ from gateway.overlay.dns_fingerprints import DomainFingerprints
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
-from gateway.overlay.trust import MemoryPins, RecordTrust, domain_of, is_self_certifying
+from gateway.overlay.trust import MemoryPins, RecordTrust
 from gateway.sip.dns import DnsClient
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
@@ -212,12 +212,9 @@ class Peer:
     async def lookup(self, aor: str) -> list[Record]:
         """The live records of ``aor`` whose signature verifies and whose signer the
         certificate entitles to the AoR's domain (trust on first use, for this run)."""
-        fetch = (asyncio.ensure_future(self.fingerprints.fetch(domain_of(aor)))
-                 if self.fingerprints is not None and not is_self_certifying(aor) else None)
-        records, result = await self.node.lookup_detail(aor, self.acceptance.acceptable,
-                                                        LOOKUP_TIMEOUT)
-        if fetch is not None:
-            await fetch
+        lookup = self.node.lookup_detail(aor, self.acceptance.acceptable, LOOKUP_TIMEOUT)
+        records, result = await (self.fingerprints.during(aor, lookup)
+                                 if self.fingerprints is not None else lookup)
         verdict = self.acceptance.judge(aor, records,
                                         served=result.served if result else [])
         for _, reason in verdict.rejected:

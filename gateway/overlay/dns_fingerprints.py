@@ -19,14 +19,18 @@ against hostile *overlay* nodes, which cannot change what a domain's DNS says.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
 
 from gateway.log import get_logger
+from gateway.overlay.trust import domain_of, is_self_certifying
 from gateway.sip.address import is_ip_literal
-from gateway.sip.dns import DnsClient
+from gateway.sip.dns import DnsAnswer, DnsClient
 
 log = get_logger("gateway.overlay.dns_cert")
+T = TypeVar("T")
 
 LABEL = "_p2psip-cert"
 _ENTRY = re.compile(r"sha256=([0-9a-fA-F:]{64,95})")
@@ -70,13 +74,27 @@ class DomainFingerprints:
         if answer.error and answer.error not in ("NXDOMAIN", "no records"):
             log.info("overlay: no certificate fingerprints for {domain} from DNS: {error}",
                      domain=domain, error=answer.error)
-        return parse_fingerprints(s for record in answer.records for s in record.strings)
+        return _listed(answer)
 
     def get(self, domain: str) -> frozenset[str]:
         """What the last answer still in the cache says (empty when none is)."""
         if is_ip_literal(domain):
             return frozenset()
         answer = self.client.cached(owner_name(domain), "TXT")
-        if answer is None:
-            return frozenset()
-        return parse_fingerprints(s for record in answer.records for s in record.strings)
+        return _listed(answer) if answer is not None else frozenset()
+
+    async def during(self, aor: str, lookup: Awaitable[T]) -> T:
+        """Await ``lookup`` (of ``aor`` in the overlay) while the fingerprints of the
+        AoR's domain are read, so that :meth:`get` has them when its records are
+        judged; a self-certifying AoR needs none."""
+        fetch = (None if is_self_certifying(aor)
+                 else asyncio.ensure_future(self.fetch(domain_of(aor))))
+        try:
+            return await lookup
+        finally:
+            if fetch is not None:
+                await fetch  # bounded by the DNS client's timeout; never raises
+
+
+def _listed(answer: DnsAnswer) -> frozenset[str]:
+    return parse_fingerprints(s for record in answer.records for s in record.strings)

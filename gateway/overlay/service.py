@@ -33,7 +33,7 @@ from gateway.overlay.mirror import RegistrationMirror
 from gateway.overlay.nat import NatFinding, classify, observe
 from gateway.overlay.node import OverlayNode, OverlayProtocol
 from gateway.overlay.record import Record, Signer
-from gateway.overlay.trust import RecordTrust, domain_of, is_self_certifying
+from gateway.overlay.trust import RecordTrust
 from gateway.registry.overlay_store import PinDirectory
 from gateway.registry.runner import ThreadStoreRunner
 from gateway.sip.errors import SipSyntaxError
@@ -553,16 +553,11 @@ class OverlayService:
     async def _find(self, aor: str) -> tuple[list[Record], LookupResult | None]:
         """The overlay lookup, with the domain's DNS fingerprints read meanwhile (the
         records are judged once both are in)."""
-        fetch = None
-        if (self.fingerprints is not None and self.trust.mode == "tofu"
-                and not is_self_certifying(aor)):
-            fetch = asyncio.ensure_future(self.fingerprints.fetch(domain_of(aor)))
-        try:
-            return await self.node.lookup_detail(aor, self.acceptance.acceptable,
-                                                 self.settings.lookup_timeout)
-        finally:
-            if fetch is not None:
-                await fetch  # bounded by the DNS client's timeout; never raises
+        lookup = self.node.lookup_detail(aor, self.acceptance.acceptable,
+                                         self.settings.lookup_timeout)
+        if self.fingerprints is None:
+            return await lookup
+        return await self.fingerprints.during(aor, lookup)
 
     def _accept(self, records: list[Record], aor: str,
                 served: list[tuple[int, bytes, list[str]]] | None = None) -> list[Record]:
