@@ -36,6 +36,12 @@ class MemoryBindings:
     def read_through(self, aor: str) -> None:
         return None  # not shared: memory is all there is
 
+    def holder_route(self, binding: Binding) -> None:
+        return None  # one gateway: every flow is held here
+
+    def flow_lost(self, binding: Binding) -> bool:
+        return False
+
     def by_contact(self, contact: str) -> Binding | None:
         return next((b for bs in self.by_aor.values() for b in bs if b.contact == contact),
                     None)

@@ -145,3 +145,42 @@ def test_an_outbound_registration_gets_require_outbound_and_the_flow_timer() -> 
     with_ob = register(contact, extra="Supported: outbound, path\r\n"
                                       "Path: <sip:edge.example.com;lr;ob>")
     assert registrar.ok_response(with_ob, decision.bindings, NOW).header("flow-timer") == "25"
+
+
+def test_the_same_phone_back_from_another_port_replaces_its_old_contact() -> None:
+    (old,) = decide(register("<sip:a@198.51.100.7:40000;transport=tcp>")).bindings
+    moved = Address("tcp", "198.51.100.7", 40002, 11)
+    (new,) = REGISTRAR.decide(register("<sip:a@198.51.100.7:40002;transport=tcp>", cseq=2),
+                              moved, [old], NOW).bindings
+    assert new.contact.endswith(":40002;transport=tcp") and new.received.endswith(":40002")
+
+
+def test_other_contacts_are_kept() -> None:
+    (old,) = decide(register("<sip:a@198.51.100.7:40000>")).bindings
+    # From the same flow: a second contact of the same phone, not a move.
+    same_flow = decide(register("<sip:b@198.51.100.7:40000>", cseq=2), [old]).bindings
+    assert len(same_flow) == 2
+    # Another phone (another Call-ID) of the same user from the same host.
+    other = REGISTRAR.decide(register("<sip:b@198.51.100.7:40002>", call_id="c2"),
+                             Address("tcp", "198.51.100.7", 40002), [old], NOW).bindings
+    assert len(other) == 2
+    # Another host with the same Call-ID is not the same phone moving.
+    elsewhere = REGISTRAR.decide(register("<sip:b@203.0.113.5:5060>", cseq=2),
+                                 Address("tcp", "203.0.113.5", 5060), [old], NOW).bindings
+    assert len(elsewhere) == 2
+
+
+def test_an_outbound_flow_replaces_the_one_with_its_instance_and_reg_id() -> None:
+    instance = '+sip.instance="<urn:uuid:00000000-0000-0000-0000-000000000001>"'
+    first = decide(register(f"<sip:a@10.0.0.7:5060>;{instance};reg-id=1",
+                            "<sip:b@10.0.0.7:5060>")).bindings
+    again = REGISTRAR.decide(register(f"<sip:a@10.0.0.7:6000>;{instance};reg-id=1",
+                                      call_id="c9"),
+                             Address("udp", "203.0.113.9", 1024), list(first), NOW).bindings
+    assert sorted(b.contact for b in again) == ["sip:a@10.0.0.7:6000", "sip:b@10.0.0.7:5060"]
+
+
+def test_bindings_name_the_gateway_that_holds_their_flow() -> None:
+    registrar = Registrar(REGISTRAR.policy, REGISTRAR.is_local, owner="gw-a")
+    (binding,) = registrar.decide(register("<sip:a@192.0.2.1>"), SOURCE, [], NOW).bindings
+    assert binding.owner == "gw-a"

@@ -91,7 +91,7 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
     """Build every part of the gateway from a prepared start-up."""
     config = prepared.config
     metrics = Metrics()
-    location = LocationService(prepared.store, reactor,
+    location = LocationService(prepared.store, reactor, site_uri=config.site.uri,
                                sweep_interval=config.database.sweep_interval,
                                sync_interval=config.database.sync_interval,
                                commit_interval=config.database.commit_interval,
@@ -141,11 +141,13 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
     transactions = TransactionLayer(t1, config.sip.t2, config.sip.t4,
                                     invite_lifetime=config.proxy.timer_c + 64 * t1 + 32)
     connections = OpenConnections()
-    core = SipCore(Registrar(registrar_policy(config), local_domains), location, transactions,
+    core = SipCore(Registrar(registrar_policy(config), local_domains, location.gateway_id),
+                   location, transactions,
                    ClientTransactionLayer(t1, config.sip.t2, config.sip.t4), myself,
                    timer_c=config.proxy.timer_c, force_rport=config.sip.force_rport,
                    authenticator=authenticator,
-                   trusted_peer=partial(_trusted_peer, prepared, upstream_server),
+                   trusted_peer=partial(_trusted_peer, prepared, upstream_server,
+                                        connections),
                    counters=metrics, rate_limit=rate_limit, flow_alive=connections.is_open,
                    relay=RelayFlows(myself.external_address, config.overlay.relay)
                    if overlay is not None else None)
@@ -205,10 +207,12 @@ def _relay_offer(config: GatewayConfig, myself: Myself) -> str:
 
 
 def _trusted_peer(prepared: Prepared, upstream: UpstreamServer | None,
-                  source: Address) -> bool:
+                  connections: OpenConnections, source: Address) -> bool:
     """Whether ``source`` proved who it is at the transport, so digest is not asked."""
-    # Mutual TLS: every TLS connection proved its certificate in the handshake.
-    if source.transport == "tls" and prepared.tls is not None and prepared.tls.require_client_cert:
+    # Mutual TLS: every TLS connection proved its certificate in the handshake; or
+    # this one's certificate names a gateway of the site ([site] peers).
+    if source.transport == "tls" and prepared.tls is not None and (
+            prepared.tls.require_client_cert or connections.identity(source)):
         return True
     # The configured upstream server relays its own users' requests.
     return upstream is not None and upstream.is_upstream(source.host, source.port)
@@ -228,10 +232,11 @@ def _own_route(myself: Myself) -> str:
 def _overlay_service(prepared: Prepared, location: LocationService, route: str,
                      metrics: Metrics, reactor: Any, warnings: tuple[str, ...] = (),
                      relay_offer: str = "") -> OverlayService:
-    """The overlay node, its signer (the gateway's certificate) and trust policy."""
+    """The overlay node, its signer (the site's certificate, else the gateway's) and
+    trust policy."""
     config = prepared.config
     overlay = config.overlay
-    material = prepared.material
+    material = prepared.signing or prepared.material
     assert material is not None and prepared.overlay_socket is not None
     signer = Signer(material.private_key, material.certificate,
                     remember_signer(config.data_dir, material.private_key, material.certificate))

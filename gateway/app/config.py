@@ -79,6 +79,14 @@ class DatabaseSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteSection:
+    """``[site]``: this gateway among several sharing one registry."""
+
+    uri: str
+    peers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ProxySection:
     """``[proxy]``: target resolution and Timer C."""
 
@@ -133,6 +141,8 @@ class OverlaySection:
     dns_fingerprints: bool
     ca_file: str
     pins: tuple[tuple[str, str], ...]
+    certificate: str
+    private_key: str
     record_lifetime: float
     cache: float
     route: str
@@ -216,6 +226,7 @@ class GatewayConfig:
     limits: LimitsSection
     dns: DnsSection
     websocket: WebSocketSection
+    site: SiteSection
 
     @property
     def data_dir(self) -> str:
@@ -318,6 +329,8 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
     overlay = OverlaySection(**values["overlay"])
     if overlay.enabled and overlay.listen is None:
         raise ConfigError("overlay.listen: needed when overlay.enabled is on")
+    if overlay.private_key and not overlay.certificate:
+        raise ConfigError("overlay.certificate: must be set when overlay.private_key is")
     if overlay.enabled and overlay.trust == "ca" and not overlay.ca_file:
         raise ConfigError("overlay.ca_file: needed when overlay.trust is ca")
     if overlay.publish_dns:
@@ -338,10 +351,20 @@ def load_config(path: str | None = None, overrides: Mapping[str, str] | None = N
             upstream.uri):
         raise ConfigError(f"upstream.uri: {upstream.uri!r} names a host, which needs DNS: "
                           "add dns to proxy.resolvers (or give an IP address)")
+    site = SiteSection(**values["site"])
+    if site.uri and not tls.listen:
+        raise ConfigError("site.uri: the site's gateways reach this one over TLS; set "
+                          "tls.listen")
+    if site.uri and "dns" not in proxy.resolvers and not _ip_or_localhost_host(site.uri):
+        raise ConfigError(f"site.uri: {site.uri!r} names a host, which needs DNS: add dns "
+                          "to proxy.resolvers (or give an IP address)")
+    if site.peers and not tls.listen:
+        raise ConfigError("site.peers: the site's gateways are known by their TLS "
+                          "certificates; set tls.listen")
     return GatewayConfig(gateway, sip, registrar, database, proxy, path, tls, auth, overlay,
                          upstream, StatusSection(**values["status"]),
                          LimitsSection(**values["limits"]), DnsSection(**values["dns"]),
-                         websocket)
+                         websocket, site)
 
 
 def _ip_or_localhost_host(uri: str) -> bool:

@@ -280,6 +280,14 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM CA bundle for trust = ca."),
     Setting("overlay", "pins", "", v.pins,
             "For trust = pinned: domain=SHA-256 fingerprint, comma separated."),
+    Setting("overlay", "certificate", "", v.path,
+            "PEM certificate this gateway signs its overlay records with (naming the "
+            "domains it serves). Several gateways of one site (docs/deployment.md) give "
+            "all the same one, the site's, so the overlay sees one signer per domain "
+            "whichever gateway publishes. Empty: the [tls] certificate."),
+    Setting("overlay", "private_key", "", v.path,
+            "PEM private key (unencrypted) of overlay.certificate. Empty: taken from "
+            "the certificate file."),
     Setting("overlay", "record_lifetime", "3600", v.seconds(60, 86400),
             "Seconds a published record lives; it is re-published at half that."),
     Setting("overlay", "cache", "5", v.seconds(0, 3600),
@@ -416,6 +424,19 @@ SETTINGS: tuple[Setting, ...] = (
             "commit). Under load each transaction then carries more registrations, "
             "which saves most of the writer's work; an idle gateway still commits (and "
             "answers) at once. 0 commits as soon as the previous transaction is done."),
+    Setting("site", "uri", "", v.site_uri,
+            "Several gateways sharing one PostgreSQL registry (docs/deployment.md): the "
+            "URI the site's other gateways reach this one at, over TLS, e.g. "
+            "sips:gw-a.example.net:5061. Requests for phones registered here that "
+            "reach another gateway of the site come here, where the phone's flow (NAT "
+            "binding, TCP/TLS/WebSocket connection) is. Empty: this gateway takes no "
+            "part in routing between gateways."),
+    Setting("site", "peers", "", v.domains,
+            "Names of the site's gateways as their TLS certificates carry them "
+            "(verified by tls.ca_file, or the system's trust store), comma separated. "
+            "Requests arriving over a TLS connection whose client certificate names one "
+            "of them are trusted (no digest challenge, no relaying check): another "
+            "gateway of the site authenticated the caller. Empty: none is."),
 )
 
 #: section -> key -> setting, in definition order.
@@ -437,6 +458,7 @@ SECTION_DOCS = {
     "dns": "DNS for locating SIP servers (RFC 3263).",
     "registrar": "REGISTER limits (RFC 3261 §10.3).",
     "database": "The SQL registry.",
+    "site": "Several gateways sharing one registry.",
 }
 
 INI_HEADER = """\

@@ -21,7 +21,13 @@ from gateway.log import set_log_level
 from gateway.registry.store import LocationStore, RegistryUnavailable
 from gateway.server.routing import available_resolvers
 from gateway.sip.address import ListenAddress, is_ip_literal
-from gateway.sip.tls import TlsContexts, TlsMaterial, TlsSetupError, load_material
+from gateway.sip.tls import (
+    TlsContexts,
+    TlsMaterial,
+    TlsSetupError,
+    load_certificate,
+    load_material,
+)
 from gateway.sip.transport import ListenError, bind_socket
 
 
@@ -39,6 +45,9 @@ class Prepared:
     tls: TlsContexts | None = None
     secret: bytes = b""
     material: TlsMaterial | None = None
+    #: What overlay records are signed with when it is not ``material``
+    #: (``overlay.certificate``: the site's certificate).
+    signing: TlsMaterial | None = None
     overlay_socket: socket.socket | None = None
     overlay_ca: list[Any] = field(default_factory=list)
     status_socket: socket.socket | None = None
@@ -88,6 +97,9 @@ def prepare(config_path: str | None, overrides: dict[str, str]) -> Prepared:
         if secure_listeners:
             assert prepared.material is not None
             prepared.tls = TlsContexts(tls_settings(config), prepared.material)
+        if config.overlay.enabled and config.overlay.certificate:
+            prepared.signing = load_certificate(config.overlay.certificate,
+                                                config.overlay.private_key, "overlay")
         if config.overlay.enabled and config.overlay.ca_file:
             prepared.overlay_ca = certificates(config.overlay.ca_file, "overlay.ca_file")
     except (OSError, TlsSetupError) as exc:

@@ -271,6 +271,16 @@ def upstream_uri(raw: str) -> str:
     return sip_uri(raw)
 
 
+@kind("sips: URI (or sip: with transport=tls)")
+def site_uri(raw: str) -> str:
+    value = sip_uri(raw)
+    if value and not (value.lower().startswith("sips:")
+                      or "transport=tls" in value.lower().replace(" ", "")):
+        raise ValueError(f"{value!r}: the gateways of a site talk over TLS (a sips: URI, "
+                         "or sip: with ;transport=tls)")
+    return value
+
+
 @kind("file path")
 def path(raw: str) -> str:
     value = raw.strip()

@@ -19,7 +19,8 @@ def tls_settings(config: GatewayConfig) -> TlsSettings:
     """The SIP stack's TLS settings from ``[tls]``."""
     tls = config.tls
     return TlsSettings(tls.certificate, tls.private_key, tls.chain, tls.ca_file,
-                       tls.require_client_cert, tls.min_version, tls.ciphers)
+                       tls.require_client_cert, tls.min_version, tls.ciphers,
+                       config.site.peers)
 
 
 def overlay_settings(config: GatewayConfig, identity: NodeIdentity | None = None,

@@ -34,7 +34,8 @@ CONCURRENCY = 16
 
 
 class RegistrationMirror:
-    """Keeps this gateway's records in the DHT equal to its registry."""
+    """Keeps this gateway's records in the DHT equal to its registry: of the AoRs it
+    publishes for its site (``location.publishes``; all of them for one gateway)."""
 
     def __init__(self, location: Any, publish: Publish, signer: Signer, route: str,
                  reactor: Any, *, lifetime: float = 3600.0, delay: float = 0.1,
@@ -63,6 +64,7 @@ class RegistrationMirror:
         self._running = True
         self._semaphore = asyncio.Semaphore(CONCURRENCY)
         self.location.watchers.append(self.changed)
+        self.location.publisher_watchers.append(self.changed)
         self._schedule_republish()
 
     def stop(self) -> None:
@@ -70,15 +72,17 @@ class RegistrationMirror:
         was_running, self._running = self._running, False
         if was_running:  # stop() may come twice (service stop, then overlay stop)
             self._pool.stop()
-        if self.changed in self.location.watchers:
-            self.location.watchers.remove(self.changed)
+        for watchers in (self.location.watchers, self.location.publisher_watchers):
+            if self.changed in watchers:
+                watchers.remove(self.changed)
         for call in (self._call, self._republish):
             if call is not None and call.active():
                 call.cancel()
 
     def changed(self, aor: str) -> None:
-        """The bindings of ``aor`` changed: publish soon."""
-        if not self._running:
+        """The bindings of ``aor`` changed: publish soon, when this gateway publishes it
+        for its site (several gateways sharing a registry publish each AoR once)."""
+        if not self._running or not self.location.publishes(aor):
             return
         self._dirty[aor] = None
         self._schedule_flush()
@@ -104,7 +108,8 @@ class RegistrationMirror:
     def republish_all(self) -> None:
         """Queue every AoR with live bindings for publication (after a join, and
         periodically); they go out at ``max_rate``."""
-        aors = list(self.location.snapshot())
+        publishes = self.location.publishes
+        aors = [aor for aor in self.location.snapshot() if publishes(aor)]
         log.info("overlay: publishing {n} AoR(s)", n=len(aors))
         for aor in aors:
             self._dirty[aor] = None

@@ -16,7 +16,8 @@ class Binding(NamedTuple):
     enclosing ``<>`` and without header parameters such as ``expires`` or ``q``).
     ``received`` is where the REGISTER came from (``host:port``) and ``transport`` the
     transport it came over (``udp``/``tcp``/``tls``), so requests can reach a UA behind
-    NAT and reuse its connection.
+    NAT and reuse its connection. ``owner`` is the gateway that received the REGISTER:
+    on a site of several gateways the others reach the phone through it.
 
     A named tuple: cheap to pickle to and from the registry worker process, and
     ``tuple(binding)`` is the plain form the location service keeps in memory.
@@ -36,6 +37,9 @@ class Binding(NamedTuple):
     user_agent: str = ""
     source: str = SOURCE_LOCAL
     registered_at: float = 0.0
+    #: The gateway of the site that holds the flow this binding was registered over
+    #: (its id in ``site_gateways``); "" when none does (written by p2psip-admin).
+    owner: str = ""
 
     def remaining(self, now: float) -> int:
         """Seconds left before the binding expires (0 when already expired)."""

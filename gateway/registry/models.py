@@ -53,6 +53,9 @@ class BindingRow(Base):
     source: Mapped[str] = mapped_column(String(16), default="local")
     registered_at: Mapped[float] = mapped_column(Double, default=0.0)
     updated_at: Mapped[float] = mapped_column(Double, default=0.0)
+    #: The gateway (``site_gateways.id``) that holds the flow the phone registered
+    #: over; "" for bindings written by p2psip-admin or before there were owners.
+    owner: Mapped[str] = mapped_column(String(32), default="")
 
 
 class UserRow(Base):
@@ -127,3 +130,6 @@ class SiteGatewayRow(Base):
     heartbeat_every: Mapped[float] = mapped_column(Double)
     #: When it stopped cleanly (0: it has not).
     stopped_at: Mapped[float] = mapped_column(Double, default=0.0)
+    #: Where the site's other gateways send requests for the phones whose flows it
+    #: holds ([site] uri; "": it takes no part in routing between gateways).
+    uri: Mapped[str] = mapped_column(String, default="")

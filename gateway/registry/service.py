@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from gateway.registry.binding import Binding
 from gateway.registry.change_feed import ChangeFeed
 from gateway.registry.runner import Stamp, StoreRunner, ThreadStoreRunner
+from gateway.registry.site import SiteView
 from gateway.registry.store import LocationStore, RegistryUnavailable
 
 __all__ = ["LocationService"]
@@ -90,13 +91,14 @@ class LocationService:
         change_feed: ChangeFeed | None = None,
         heartbeat_interval: float = 5.0,
         name: str = "",
+        site_uri: str = "",
     ) -> None:
         """``on_commit`` is told the duration of every committed transaction;
         ``change_feed`` (a shared PostgreSQL registry) says at once when another writer
         committed, and a sync follows then rather than at the next poll. Every
         ``heartbeat_interval`` seconds the gateway (``name``, for people) says in the
-        registry that it is alive, and learns which gateways of the site are
-        (:attr:`site`)."""
+        registry that it is alive (reached by the others at ``site_uri``), and learns
+        which gateways of the site are (:attr:`site`)."""
         self._runner = runner if runner is not None else ThreadStoreRunner(store, reactor)
         #: Most AoRs written in one transaction.
         self.max_batch = max_batch
@@ -137,10 +139,11 @@ class LocationService:
         #: This gateway in the registry's ``site_gateways`` (random per run).
         self.gateway_id = uuid.uuid4().hex
         self.name = name
+        self.site_uri = site_uri
         self._heartbeat_interval = heartbeat_interval
         self._started_at = 0.0
-        #: The site's gateways as the last heartbeat read them (id, name, state, …).
-        self.site: list[dict[str, Any]] = []
+        #: The site's gateways as the last heartbeat read them, and who holds which flow.
+        self.site_view = SiteView(self.gateway_id, clock, self._read_site)
         # One sync at a time; a request during one runs another right after it.
         self._sync_busy = False
         self._sync_again = False
@@ -154,6 +157,9 @@ class LocationService:
         #: who care about that too (the upstream) are here as well. The mirror is not:
         #: a published record expires with its contacts by itself.
         self.expiry_watchers: list[Callable[[str], None]] = []
+        #: Called with each AoR whose overlay publication falls to this gateway when
+        #: the site changes (:meth:`publishes`; the gateway that published it is gone).
+        self.publisher_watchers: list[Callable[[str], None]] = []
         #: Transactions committed and failed so far (for status reporting).
         self.last_commit_seconds = 0.0
         self.last_error = ""
@@ -190,6 +196,52 @@ class LocationService:
             return []
 
         return self._call("load_aors", [aor], now).addCallbacks(compare, unavailable)
+
+    @property
+    def site(self) -> list[dict[str, Any]]:
+        """The site's gateways as the last heartbeat read them (id, name, uri, state…)."""
+        return self.site_view.gateways
+
+    def publishes(self, aor: str) -> bool:
+        """Whether this gateway publishes ``aor`` in the overlay for the site (one
+        gateway per AoR, see :meth:`SiteView.publisher`)."""
+        return self.site_view.publisher(aor, self._owners(aor)) == self.gateway_id
+
+    def _owners(self, aor: str) -> list[str]:
+        live = sorted(self.lookup(aor), key=lambda b: (b.registered_at, b.contact),
+                      reverse=True)
+        return [b.owner for b in live if b.owner]
+
+    def _site_read(self, gateways: list[dict[str, Any]]) -> None:
+        """A new view of the site: AoRs another gateway published until now that fall to
+        this one (that gateway went down) are handed to :attr:`publisher_watchers`."""
+        before = self.site_view.up
+        self.site_view.update(gateways)
+        after = self.site_view.up
+        if before == after or not self.publisher_watchers:
+            return
+        me, view = self.gateway_id, self.site_view
+        taken = []
+        for aor in self._committed:
+            owners = self._owners(aor)
+            if view.publisher(aor, owners, after) == me != view.publisher(aor, owners, before):
+                taken.append(aor)
+        if taken:
+            self.log.info("Registry: {n} AoR(s) now published by this gateway (the site "
+                          "changed)", n=len(taken))
+        for aor in taken:
+            for watcher in self.publisher_watchers:
+                watcher(aor)
+
+    def flow_lost(self, binding: Binding) -> bool:
+        """Whether ``binding`` was registered at another gateway of the site that is
+        down: its phone's NAT binding or connection went with that gateway."""
+        return self.site_view.flow_lost(binding.owner, self.site_uri)
+
+    def holder_route(self, binding: Binding) -> str | None:
+        """The Route value to the gateway of the site that holds ``binding``'s flow,
+        when that is another gateway and it is up; None: reach it from here."""
+        return self.site_view.holder_route(binding.owner)
 
     def current(self, aor: str) -> list[Binding]:
         """The newest bindings of ``aor``, committed or not: the registrar's input."""
@@ -474,13 +526,15 @@ class LocationService:
 
     def heartbeat(self) -> Deferred[None]:
         """Say in the registry that this gateway is alive; read the site's gateways."""
-        d = self._call("heartbeat", self.gateway_id, self.name, self._started_at,
-                       self._heartbeat_interval, self._clock())
+        return self._call("heartbeat", self.gateway_id, self.name, self._started_at,
+                          self._heartbeat_interval, self._clock(), self.site_uri,
+                          ).addCallback(self._site_read)
 
-        def read(site: list[dict[str, Any]]) -> None:
-            self.site = site
-
-        return d.addCallback(read)
+    def _read_site(self) -> None:
+        """Read the site's gateways now (a binding named a gateway not known yet)."""
+        if self._running:
+            self._guarded("site read", lambda: self._call(
+                "site_gateways", self._clock()).addCallback(self._site_read))
 
     def sync(self) -> Deferred[set[str]]:
         """Reload the AoRs others changed since the last sync; fire with those AoRs."""

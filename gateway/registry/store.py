@@ -167,6 +167,7 @@ def _row_values(aor: str, binding: Binding, now: float) -> dict[str, Any]:
         "source": binding.source,
         "registered_at": binding.registered_at,
         "updated_at": now,
+        "owner": binding.owner,
     }
 
 
@@ -186,6 +187,7 @@ def _binding(row: Any) -> Binding:
         user_agent=row.user_agent,
         source=row.source,
         registered_at=row.registered_at,
+        owner=row.owner,
     )
 
 
@@ -488,20 +490,21 @@ class LocationStore:
         return self._guard("prune the change log", work)
 
     def heartbeat(self, gateway_id: str, name: str, started_at: float, interval: float,
-                  now: float) -> list[dict[str, Any]]:
-        """Say that gateway ``gateway_id`` is alive at ``now``; return every gateway of
-        the registry (:meth:`site_gateways`). Gateways gone for a day are forgotten."""
+                  now: float, uri: str = "") -> list[dict[str, Any]]:
+        """Say that gateway ``gateway_id`` (reached by the site's other gateways at
+        ``uri``) is alive at ``now``; return every gateway of the registry
+        (:meth:`site_gateways`). Gateways gone for a day are forgotten."""
 
         def work() -> None:
             with self._write() as conn:
                 updated = conn.execute(_gateways.update()
                                        .where(_gateways.c.id == gateway_id)
                                        .values(heartbeat_at=now, heartbeat_every=interval,
-                                               stopped_at=0.0)).rowcount
+                                               stopped_at=0.0, uri=uri)).rowcount
                 if not updated:
                     conn.execute(_gateways.insert().values(
                         id=gateway_id, name=name, started_at=started_at, heartbeat_at=now,
-                        heartbeat_every=interval, stopped_at=0.0))
+                        heartbeat_every=interval, stopped_at=0.0, uri=uri))
                 conn.execute(delete(_gateways).where(
                     _gateways.c.heartbeat_at < now - GATEWAY_RETENTION))
 
@@ -519,7 +522,7 @@ class LocationStore:
         self._guard("write the heartbeat", work)
 
     def site_gateways(self, now: float) -> list[dict[str, Any]]:
-        """Every gateway that used the registry lately: id, name, started_at,
+        """Every gateway that used the registry lately: id, name, uri, started_at,
         heartbeat_at, state (``up``; ``stopped``; ``down``: no heartbeat for
         :data:`MISSED_HEARTBEATS` intervals)."""
 
@@ -531,7 +534,8 @@ class LocationStore:
                 state = ("stopped" if row.stopped_at else
                          "up" if now - row.heartbeat_at <= MISSED_HEARTBEATS * row.heartbeat_every
                          else "down")
-                found.append({"id": row.id, "name": row.name, "started_at": row.started_at,
+                found.append({"id": row.id, "name": row.name, "uri": row.uri,
+                              "started_at": row.started_at,
                               "heartbeat_at": row.heartbeat_at, "state": state})
             return found
 

@@ -212,6 +212,13 @@ class Proxy:
         if not isinstance(uri, SipUri):
             self.io.respond(txn, build_response(request, 416))
             return
+        if self.io.contact_flow(str(uri)) is not None:
+            # A Contact registered here (another gateway of the site routes requests for
+            # the phones whose flows we hold this way): over the phone's flow, as an
+            # RFC 5626 §5.3 edge proxy does, not through the registry again.
+            self._forward_all(ResponseContext(txn, request, loop_id, []),
+                              [self._routed_target(request, None, txn.reply_to)])
+            return
         if uri.secure and self.io.local_address("tls") is None:
             # RFC 3261 §26.2.2: a sips: request only leaves over TLS; without a TLS
             # transport the scheme is not supported here at all.

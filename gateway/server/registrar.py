@@ -56,9 +56,13 @@ class RegisterDecision:
 class Registrar:
     """The registrar's decisions; owns no state (bindings come from the location service)."""
 
-    def __init__(self, policy: RegistrarPolicy, is_local: Callable[[str], bool]) -> None:
+    def __init__(self, policy: RegistrarPolicy, is_local: Callable[[str], bool],
+                 owner: str = "") -> None:
+        """``owner``: this gateway's id in the site, written into every binding it
+        registers (the gateway that holds the phone's flow)."""
         self.policy = policy
         self.is_local = is_local
+        self.owner = owner
 
     def aor_of(self, request: Request) -> str | None:
         """The AoR a REGISTER is about, or None if it cannot be one of ours."""
@@ -115,6 +119,7 @@ class Registrar:
         user_agent = (request.header("user-agent") or "")[:200]
         received = f"{bracketed(source.host)}:{source.port}"
         too_brief = False
+        listed: dict[str, Binding | None] = {}  # contacts of this REGISTER (None: removed)
         for contact in contacts:
             address = contact.address
             assert address is not None
@@ -139,16 +144,21 @@ class Registrar:
                 return self._error(request, 400, "Bad Request (out-of-order CSeq)")
             if expires == 0:
                 live.pop(key, None)
+                listed[key] = None
                 continue
-            live[key] = Binding(
+            live[key] = listed[key] = Binding(
                 aor=aor, contact=contact_uri, expires=now + expires, q=_qvalue(address),
                 call_id=call_id, cseq=cseq, path=paths, received=received,
                 transport=source.transport, instance_id=address.param("+sip.instance") or "",
                 reg_id=_reg_id(address.param("reg-id")), user_agent=user_agent,
-                registered_at=old.registered_at if old is not None else now)
+                registered_at=old.registered_at if old is not None else now,
+                owner=self.owner)
         if too_brief:
             return self._error(request, 423,
                                headers=[("Min-Expires", str(min_expires))])
+        for key in [k for k, b in live.items() if k not in listed and any(
+                _supersedes(new, b) for new in listed.values() if new is not None)]:
+            del live[key]
         if len(live) > self.policy.max_contacts:
             return self._error(request, 403,
                                f"Forbidden (too many contacts, at most "
@@ -203,6 +213,19 @@ def _qvalue(address: NameAddr) -> float:
     if not _QVALUE.match(raw):
         raise SipSyntaxError(f"bad q value {raw!r}")
     return float(raw)
+
+
+def _supersedes(new: Binding, old: Binding) -> bool:
+    """Whether ``new`` replaces ``old``, a binding with another Contact: the same
+    device and flow number (RFC 5626 §6: same +sip.instance and reg-id), or the same
+    phone in the same boot cycle (same Call-ID, RFC 3261 §10.2.4) coming back from
+    another port of the same host, as after a restart of its SIP stack or a new TCP
+    connection, whose old Contact would otherwise ring on until it expired."""
+    if new.instance_id and new.reg_id:
+        return new.instance_id == old.instance_id and new.reg_id == old.reg_id
+    if new.call_id != old.call_id or new.received == old.received:
+        return False
+    return new.received.rpartition(":")[0] == old.received.rpartition(":")[0]
 
 
 def _reg_id(raw: str | None) -> int:

@@ -98,6 +98,13 @@ class BindingLookup(Protocol):
         shared with other gateways whose last changes memory may not hold yet (None:
         memory is all there is)."""
 
+    def holder_route(self, binding: Binding) -> str | None:
+        """The Route value to the gateway of the site that holds ``binding``'s flow,
+        when that is another gateway and it is up (None: reach it from here)."""
+
+    def flow_lost(self, binding: Binding) -> bool:
+        """Whether ``binding``'s flow was held by a gateway of the site that is down."""
+
 
 class OverlayLookup(Protocol):
     """The overlay as resolvers read it."""

@@ -13,6 +13,7 @@ import datetime
 import ipaddress
 import os
 import socket
+import ssl as stdlib_ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
+from service_identity import CertificateError, VerificationError
+from service_identity.cryptography import (
+    verify_certificate_hostname,
+    verify_certificate_ip_address,
+)
 from twisted.internet import ssl
 
 from gateway.log import get_logger
+from gateway.sip.address import is_ip_literal
 
 log = get_logger("gateway.sip.tls")
 
@@ -53,6 +60,9 @@ class TlsSettings:
     require_client_cert: bool
     min_version: str
     ciphers: str
+    #: Names of the clients whose certificates are asked for on the SIP TLS listener and
+    #: checked (the gateways of the site); their connections carry that identity.
+    client_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,20 +101,21 @@ class TlsMaterial:
         return str(names[0].value) if names else subject.rfc4514_string()
 
 
-def _read(path: str, key: str) -> bytes:
+def _read(path: str, key: str, section: str = "tls") -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise TlsSetupError(f"tls.{key}: cannot read {path}: {exc.strerror}") from None
+        raise TlsSetupError(f"{section}.{key}: cannot read {path}: {exc.strerror}") from None
 
 
-def _pem_certificates(data: bytes, path: str, key: str) -> list[x509.Certificate]:
+def _pem_certificates(data: bytes, path: str, key: str,
+                      section: str = "tls") -> list[x509.Certificate]:
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
         certificates = []
     if not certificates:
-        raise TlsSetupError(f"tls.{key}: no PEM certificate in {path}")
+        raise TlsSetupError(f"{section}.{key}: no PEM certificate in {path}")
     return certificates
 
 
@@ -119,28 +130,38 @@ def load_material(config: TlsSettings, data_dir: str, names: Iterable[str],
 
 
 def _configured(config: TlsSettings) -> TlsMaterial:
-    cert_data = _read(config.certificate, "certificate")
-    certificates = _pem_certificates(cert_data, config.certificate, "certificate")
-    key_path, key_name = ((config.private_key, "private_key") if config.private_key
-                          else (config.certificate, "certificate"))
-    key_data = _read(key_path, key_name)
+    material = load_certificate(config.certificate, config.private_key)
+    if not config.chain:
+        return material
+    chain = (*material.chain,
+             *_pem_certificates(_read(config.chain, "chain"), config.chain, "chain"))
+    return TlsMaterial(material.certificate, material.private_key, chain, material.source,
+                       generated=False)
+
+
+def load_certificate(certificate: str, private_key: str, section: str = "tls") -> TlsMaterial:
+    """A certificate (leaf first, then its chain) and its unencrypted private key (from
+    ``private_key``, else the certificate file) from PEM files; errors name the setting
+    (``<section>.certificate`` or ``<section>.private_key``)."""
+    certificates = _pem_certificates(_read(certificate, "certificate", section), certificate,
+                                     "certificate", section)
+    key_path, key_name = ((private_key, "private_key") if private_key
+                          else (certificate, "certificate"))
+    key_data = _read(key_path, key_name, section)
     try:
         key = serialization.load_pem_private_key(key_data, password=None)
     except (ValueError, TypeError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else "no unencrypted PEM private key"
-        raise TlsSetupError(f"tls.{key_name}: cannot load the private key from {key_path}: "
-                            f"{detail}") from None
+        raise TlsSetupError(f"{section}.{key_name}: cannot load the private key from "
+                            f"{key_path}: {detail}") from None
     leaf = certificates[0]
     if leaf.public_key().public_bytes(serialization.Encoding.DER,
                                       serialization.PublicFormat.SubjectPublicKeyInfo) != \
             key.public_key().public_bytes(serialization.Encoding.DER,
                                           serialization.PublicFormat.SubjectPublicKeyInfo):
-        raise TlsSetupError(f"tls.{key_name}: the private key in {key_path} does not belong "
-                            f"to the certificate in {config.certificate}")
-    chain = certificates[1:]
-    if config.chain:
-        chain += _pem_certificates(_read(config.chain, "chain"), config.chain, "chain")
-    return TlsMaterial(leaf, key, tuple(chain), config.certificate, generated=False)
+        raise TlsSetupError(f"{section}.{key_name}: the private key in {key_path} does not "
+                            f"belong to the certificate in {certificate}")
+    return TlsMaterial(leaf, key, tuple(certificates[1:]), certificate, generated=False)
 
 
 def _twisted(certificate: x509.Certificate) -> ssl.Certificate:
@@ -280,7 +301,29 @@ class TlsContexts:
             self.server.getContext()
         except SSL.Error as exc:
             raise TlsSetupError(f"tls.ciphers: {_ssl_error(exc)}") from None
+        #: The SIP TLS listener's options: :attr:`server`, asking clients for a
+        #: certificate when some are to be recognised (never on WSS, where a browser
+        #: would offer its user a certificate picker).
+        self.sip_server = self.server
+        self._identities: ClientIdentities | None = None
+        if config.client_names:
+            self._identities = ClientIdentities(config.client_names, config.ca_file)
+            if not config.require_client_cert:
+                self.sip_server = ssl.CertificateOptions(
+                    privateKey=material.private_key, certificate=material.certificate,
+                    extraCertChain=list(material.chain), **server)
+                # Ask, accept whatever comes (phones without certificates, or with
+                # ones nobody can check); ClientIdentities judges after the handshake.
+                self.sip_server.getContext().set_verify(SSL.VERIFY_PEER,
+                                                        lambda *_args: True)
         self._clients: dict[str, Any] = {}
+
+    def client_identity(self, connection: Any) -> str:
+        """Which of ``client_names`` the peer of an accepted TLS connection (a pyOpenSSL
+        connection) proved with its certificate; "" for none."""
+        if self._identities is None:
+            return ""
+        return self._identities.identify(connection)
 
     def client(self, server_name: str) -> Any:
         """Options for a connection to ``server_name`` (a host name or IP address) that
@@ -297,6 +340,46 @@ class TlsContexts:
             if len(self._clients) < 1024:
                 self._clients[server_name] = creator
         return creator
+
+
+class ClientIdentities:
+    """Recognises known clients (``names``) by their TLS certificates: a certificate
+    chain the trust store (``ca_file``, else the system's) verifies, whose leaf names
+    one of them (checked by service-identity, as servers' names are)."""
+
+    def __init__(self, names: Iterable[str], ca_file: str) -> None:
+        self.names = tuple(names)
+        self._store = crypto.X509Store()
+        if ca_file:
+            self._store.load_locations(ca_file)
+        else:
+            paths = stdlib_ssl.get_default_verify_paths()
+            self._store.load_locations(paths.cafile, paths.capath)
+
+    def identify(self, connection: Any) -> str:
+        """The name ``connection``'s peer certificate proves, "" when none."""
+        leaf = connection.get_peer_certificate()
+        if leaf is None:
+            return ""
+        # Server side, OpenSSL's peer chain leaves the leaf out; the client may still
+        # have sent it first. Either way it is not an intermediate.
+        chain = [c for c in connection.get_peer_cert_chain() or []
+                 if c.to_cryptography() != leaf.to_cryptography()]
+        try:
+            crypto.X509StoreContext(self._store, leaf, chain).verify_certificate()
+        except crypto.X509StoreContextError:
+            return ""
+        certificate = leaf.to_cryptography()
+        for name in self.names:
+            try:
+                if is_ip_literal(name):
+                    verify_certificate_ip_address(certificate, name)
+                else:
+                    verify_certificate_hostname(certificate, name)
+            except (VerificationError, CertificateError):
+                continue
+            return name
+        return ""
 
 
 def _ssl_error(exc: SSL.Error) -> str:

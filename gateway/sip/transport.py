@@ -192,6 +192,9 @@ class StreamTransport(Protocol, TimeoutMixin):
         #: For a connection the gateway opened: told when it is ready or failed.
         self.outgoing: _OutgoingFactory | None = None
         self.secure = False  # TLS handshake done
+        #: Who the TLS client proved it is with its certificate (one of the known
+        #: client names, e.g. a gateway of the site); "" for anyone else.
+        self.identity = ""
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
         """Register the connection so responses and requests can reuse it."""
@@ -211,6 +214,8 @@ class StreamTransport(Protocol, TimeoutMixin):
         if getattr(self.transport, "disconnecting", False):
             return  # verification failed during the handshake: connectionLost follows
         self.secure = True
+        if self.outgoing is None and self.factory.identify is not None:
+            self.identity = self.factory.identify(self.transport.getHandle())
         if self.outgoing is not None and self.peer is not None:
             self.factory.by_peer[(self.peer.host, self.peer.port)] = self
             self.outgoing.connected(self)
@@ -274,8 +279,12 @@ class StreamFactory(Factory):
     def __init__(self, receive: Receiver, max_message_size: int, max_connections: int,
                  idle_timeout: float, transport_name: str = "tcp",
                  rejected: Rejected = _ignore_rejected,
-                 by_peer: dict[tuple[str, int], StreamTransport] | None = None) -> None:
+                 by_peer: dict[tuple[str, int], StreamTransport] | None = None,
+                 identify: Callable[[Any], str] | None = None) -> None:
+        """``identify``: for TLS, who an accepted connection's client certificate
+        proves its peer is (see :meth:`TlsContexts.client_identity`)."""
         self.receive = receive
+        self.identify = identify
         self.rejected = rejected
         self.max_message_size = max_message_size
         self.max_connections = max_connections
@@ -371,6 +380,14 @@ class OpenConnections:
         connection = peers.get((address.host, address.port)) if peers is not None else None
         return connection is not None and connection.transport is not None
 
+    def identity(self, source: Address) -> str:
+        """Who the TLS client that sent from ``source`` proved it is ("" when nobody
+        known, or not TLS)."""
+        connection = self.by_transport["tls"].get((source.host, source.port))
+        if connection is None or (source.connection and source.connection != id(connection)):
+            return ""
+        return connection.identity
+
 
 @dataclass(frozen=True, slots=True)
 class WebSocketOptions:
@@ -407,7 +424,8 @@ class TransportManager:
         self.tls = tls
         self.tls_factory = StreamFactory(self._receive, max_message_size, max_connections,
                                          idle_timeout, transport_name="tls", rejected=rejected,
-                                         by_peer=self.connections.by_transport["tls"])
+                                         by_peer=self.connections.by_transport["tls"],
+                                         identify=tls.client_identity if tls else None)
         options = websocket or WebSocketOptions()
         self.websockets = {
             name: SipWebSocketFactory(self._receive, name, max_message_size, max_connections,
@@ -443,7 +461,7 @@ class TransportManager:
         elif kind == "tls":
             if self.tls is None:
                 raise ListenError("a TLS listener needs a certificate")
-            factory = _TlsServerFactory(self.tls.server, False, self.tls_factory)
+            factory = _TlsServerFactory(self.tls.sip_server, False, self.tls_factory)
             port = self.reactor.adoptStreamPort(sock.fileno(), family, factory)
         elif kind == "ws":
             port = self.reactor.adoptStreamPort(sock.fileno(), family, self.web_sites["ws"])
