@@ -70,6 +70,11 @@ async def test_changes_reach_the_other_gateway_at_once(postgres_url: str,  # noq
         # A gateway is not notified of its own writes.
         own = a.location.change_feed
         assert own is not None and own.notifications == 0
+        # B measured how long each change took to reach its memory (status, metrics).
+        delays = list(b.location.sync_delays)
+        assert len(delays) >= 2 and all(0 <= d < 1.0 for d in delays), delays
+        assert b.metrics.sync_delay.count == len(delays)
+        assert not a.location.sync_delays
     finally:
         alice.close()
         await b.stopService()

@@ -102,6 +102,7 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                                     f"{config.data_dir}")
     if prepared.store.is_postgres:
         location.change_feed = ChangeFeed(config.database.url, location.changed_elsewhere)
+        location.on_sync_delay = metrics.sync_delay.observe
     listen_hosts = [a.host for a in (*config.sip.listen_udp, *config.sip.listen_tcp)]
     external = config.sip.external_address
     # The names in a configured certificate are this gateway's too: phones use them in

@@ -64,6 +64,9 @@ class Metrics:
         self.malformed = 0  # unparseable, invalid or too big (see rejected())
         self.db_write = Histogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                    1.0, 2.5))
+        #: From another gateway's registry commit to this one's memory (shared registry).
+        self.sync_delay = Histogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                     1.0, 2.5))
         self.overlay_lookup = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                                          5.0))
         self.overlay_lookup_results: Counter[str] = Counter()
@@ -134,6 +137,8 @@ class GatewayCollector:
                                   "failed", value=status["registry"]["commit_failures"])
         yield _histogram("registry_write_seconds", "registry transaction duration",
                          m.db_write)
+        yield _histogram("registry_sync_delay_seconds", "from another gateway's commit to "
+                         "this gateway's memory having it", m.sync_delay)
         overlay = status["overlay"]
         yield GaugeMetricFamily("overlay_joined", "1 when the overlay node is joined",
                                 value=1 if overlay.get("state") in ("joined", "alone") else 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from typing import Any
 
 from gateway import __version__
@@ -30,6 +31,7 @@ def gateway_status(gateway: Gateway, *, stopped: bool = False) -> dict[str, Any]
             "commit_failures": location.commit_failures,
             "last_commit_ms": round(1000 * location.last_commit_seconds, 2),
             "gateway_id": location.gateway_id, "site": location.site,
+            "sync_delay_ms": _delays(location.sync_delays),
             "change_feed": location.change_feed.status()
             if location.change_feed is not None else None},
         "transactions": {"server": len(core.transactions), "client": len(core.clients),
@@ -46,3 +48,13 @@ def gateway_status(gateway: Gateway, *, stopped: bool = False) -> dict[str, Any]
         "malformed": metrics.malformed,
         "memory": process_memory(),
     }
+
+
+def _delays(seconds: Collection[float]) -> dict[str, float] | None:
+    """Median and 99th percentile (ms) of the latest sync delays; None before any."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+    return {"p50": round(1000 * ordered[len(ordered) // 2], 2),
+            "p99": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+            "count": len(ordered)}

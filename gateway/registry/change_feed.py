@@ -1,14 +1,15 @@
 """Registry changes pushed between gateways that share one PostgreSQL registry.
 
 Every transaction that writes bindings also runs ``pg_notify('p2psip_registry',
-<origin>)`` (gateway/registry/store.py); PostgreSQL delivers the notification to every
+"<origin> <time>")`` (gateway/registry/store.py); PostgreSQL delivers the notification to every
 listener when the transaction commits. :class:`ChangeFeed` keeps one connection that
 ``LISTEN``s on that channel and tells the location service at once when another writer
 committed, so a sync follows within milliseconds instead of at the next poll
 (``database.sync_interval``, kept as the fallback). Notifications carry only the
-writer's origin: what changed is read from the change log, as the poll does, so a
-notification lost while the connection was down costs nothing but time (on every
-reconnection the service syncs once).
+writer's origin and when it wrote (the receiver measures the sync delay): what changed
+is read from the change log, as the poll does, so a notification lost while the
+connection was down costs nothing but time (on every reconnection the service syncs
+once).
 
 The connection runs on the reactor's asyncio loop (psycopg's async connection): no
 thread. A silent network failure is found within ``KEEPALIVE`` seconds (a ``SELECT 1``
@@ -46,9 +47,10 @@ def conninfo(url: str) -> str:
 
 class ChangeFeed:
     """``LISTEN`` on :data:`CHANNEL`; ``on_change`` is called for every notification
-    from another writer than ``origin`` and after every (re)connection."""
+    from another writer than ``origin``, with the time it wrote, and after every
+    (re)connection (with None)."""
 
-    def __init__(self, url: str, on_change: Callable[[], None]) -> None:
+    def __init__(self, url: str, on_change: Callable[[float | None], None]) -> None:
         self._conninfo = conninfo(url)
         self._safe = make_url(url).render_as_string(hide_password=True)
         self.on_change = on_change
@@ -108,13 +110,23 @@ class ChangeFeed:
             if self.last_error:
                 log.info("registry change feed from {url} is back", url=self._safe)
             self.last_error = ""
-            self.on_change()  # catch up with whatever was missed while not listening
+            self.on_change(None)  # catch up with whatever was missed while not listening
             while True:
                 heard = False
                 async for notify in connection.notifies(timeout=KEEPALIVE):
                     heard = True
-                    if notify.payload != self.origin:
+                    origin, _, written = notify.payload.partition(" ")
+                    if origin != self.origin:
                         self.notifications += 1
-                        self.on_change()
+                        self.on_change(_stamp(written))
                 if not heard:
                     await connection.execute("SELECT 1")  # raises on a dead connection
+
+
+def _stamp(text: str) -> float | None:
+    """The writer's time in a notification (None when absent or garbled: a change
+    written by hand in SQL, or an older gateway)."""
+    try:
+        return float(text)
+    except ValueError:
+        return None

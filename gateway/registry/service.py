@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,6 +35,9 @@ from gateway.registry.site import SiteView
 from gateway.registry.store import LocationStore, RegistryUnavailable
 
 __all__ = ["LocationService"]
+
+#: Notified changes whose sync delay is measured at once (more are synced, unmeasured).
+MAX_FEED_STAMPS = 10_000
 
 #: Database reads for AoRs memory does not know, in flight at most (shared registry).
 MAX_READ_THROUGH = 16
@@ -148,6 +152,11 @@ class LocationService:
         self._sync_busy = False
         self._sync_again = False
         self._pushed_sync: Deferred[None] | None = None
+        self._feed_stamps: list[float] = []  # when the changes notified were written
+        #: Seconds from another gateway's commit to this one's memory having it, for
+        #: the latest notified changes (status); each one also goes to on_sync_delay.
+        self.sync_delays: deque[float] = deque(maxlen=1000)
+        self.on_sync_delay: Callable[[float], None] | None = None
         self._reading_through = 0
 
         #: Called with an AoR whenever its committed bindings change (the overlay mirror,
@@ -205,6 +214,8 @@ class LocationService:
     def publishes(self, aor: str) -> bool:
         """Whether this gateway publishes ``aor`` in the overlay for the site (one
         gateway per AoR, see :meth:`SiteView.publisher`)."""
+        if len(self.site_view.up) == 1:
+            return True  # alone: no owners to sort (the REGISTER path of one gateway)
         return self.site_view.publisher(aor, self._owners(aor)) == self.gateway_id
 
     def _owners(self, aor: str) -> list[str]:
@@ -459,10 +470,13 @@ class LocationService:
         if self.change_feed is not None:
             self.change_feed.start(await self._call("writer_origin"))
 
-    def changed_elsewhere(self) -> None:
-        """Another writer committed (the change feed says so): sync now."""
+    def changed_elsewhere(self, written_at: float | None = None) -> None:
+        """Another writer committed (at ``written_at``, by its clock, when known: the
+        change feed says so): sync now."""
         if not self._running:
             return
+        if written_at is not None and len(self._feed_stamps) < MAX_FEED_STAMPS:
+            self._feed_stamps.append(written_at)
         if self._sync_busy:
             self._sync_again = True
             return
@@ -549,7 +563,14 @@ class LocationService:
         try:
             while True:
                 self._sync_again = False
+                # Changes notified before this round are in memory once it is done.
+                stamps, self._feed_stamps = self._feed_stamps, []
                 changed |= await self._sync_once()
+                synced = self._clock()
+                for written in stamps:
+                    self.sync_delays.append(max(0.0, synced - written))
+                    if self.on_sync_delay is not None:
+                        self.on_sync_delay(max(0.0, synced - written))
                 if not (self._sync_again and self._running):
                     return changed
         finally:

@@ -9,6 +9,7 @@ at the same time for one connection; each method is one transaction.
 from __future__ import annotations
 
 import importlib.resources
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -285,8 +286,10 @@ class LocationStore:
             # Held until commit: change ids then become visible in increasing order, so
             # a poller that has seen id N can never later see a smaller one appear.
             conn.execute(select(func.pg_advisory_xact_lock(_CHANGE_LOCK_KEY)))
-            # Delivered to the other gateways' change feeds when this commits.
-            conn.execute(select(func.pg_notify(FEED_CHANNEL, self.origin)))
+            # Delivered to the other gateways' change feeds when this commits; the time
+            # lets them measure how long the change took to reach them.
+            conn.execute(select(func.pg_notify(FEED_CHANNEL,
+                                               f"{self.origin} {time.time():.6f}")))
         conn.execute(_changes.insert(), rows)
 
     def writer_origin(self) -> str:
