@@ -95,3 +95,23 @@ async def test_the_site_publishes_each_aor_once_and_takes_over_a_stopped_gateway
         if not stopped:
             await a.stopService()
         await observer.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_site_gateway_without_the_site_certificate_is_warned(
+        postgres_url: str, tmp_path: Path) -> None:  # noqa: F811
+    import socket
+
+    from gateway_proc import free_port
+
+    from gateway.app.assembly import SITE_WITHOUT_CERTIFICATE
+
+    tls_port = free_port(socket.SOCK_STREAM)
+    gateway = await start_gateway(tmp_path / "a", **{
+        "database.url": postgres_url, "gateway.domains": DOMAIN,
+        "tls.listen": f"127.0.0.1:{tls_port}", "site.uri": f"sips:127.0.0.1:{tls_port}"})
+    try:
+        assert gateway.overlay is not None
+        assert SITE_WITHOUT_CERTIFICATE in gateway.overlay.status()["warnings"]
+    finally:
+        await gateway.stopService()

@@ -61,6 +61,11 @@ from gateway.sip.uri import bracketed
 
 log = get_logger("gateway.app.assembly")
 
+SITE_WITHOUT_CERTIFICATE = (
+    "site.uri is set but overlay.certificate is not: this gateway signs the site's "
+    "overlay records with its own certificate, and overlay peers that pinned another "
+    "gateway's refuse them; give every gateway of the site the site's certificate")
+
 
 @dataclass
 class Gateway:
@@ -130,9 +135,14 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
         problem = route_problem(route, [a.host for a in config.overlay.bootstrap])
         if problem is not None:
             log.warn("{problem}", problem=problem)
+        warnings = (problem,) if problem else ()
+        if config.site.uri and not config.overlay.certificate:
+            # Each gateway would sign the site's records with its own certificate:
+            # overlay peers pin one and refuse the others'.
+            warnings += (SITE_WITHOUT_CERTIFICATE,)
+            log.warn("{problem}", problem=SITE_WITHOUT_CERTIFICATE)
         overlay = _overlay_service(prepared, location, route, metrics, reactor,
-                                   warnings=(problem,) if problem else (),
-                                   relay_offer=_relay_offer(config, myself))
+                                   warnings=warnings, relay_offer=_relay_offer(config, myself))
     limits = config.limits
     rate_limit = None
     if limits.source_rate > 0:
