@@ -354,7 +354,8 @@ class ClientIdentities:
             self._store.load_locations(ca_file)
         else:
             paths = stdlib_ssl.get_default_verify_paths()
-            self._store.load_locations(paths.cafile, paths.capath)
+            if paths.cafile or paths.capath:  # none on a machine without a CA bundle
+                self._store.load_locations(paths.cafile, paths.capath)
 
     def identify(self, connection: Any) -> str:
         """The name ``connection``'s peer certificate proves, "" when none."""
