@@ -15,6 +15,7 @@ import pytest
 import pytest_twisted
 from dns_server import KnotServer
 from netlab import Lab
+from twisted.internet import defer, task
 
 from gateway.app.service import GatewayService, prepare
 
@@ -40,6 +41,13 @@ async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:
     gateway.startService()
     await gateway.ready
     return gateway
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    """Fires after ``seconds`` on the reactor (await it in a test running there)."""
+    from twisted.internet import reactor
+
+    return task.deferLater(reactor, seconds)
 
 
 def ports(gateway: GatewayService) -> dict[str, int]:

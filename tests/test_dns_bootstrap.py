@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest_twisted
-from conftest import start_gateway
+from conftest import sleep, start_gateway
 from dns_server import zone
-from twisted.internet import defer, reactor
 
 from gateway.overlay.dns_bootstrap import DnsBootstrap, parse_txt_peers
 
@@ -47,14 +46,10 @@ async def test_a_gateway_joins_the_overlay_through_dns(knot_zones,  # noqa: ANN0
         deadline = time.monotonic() + 10
         while not (b.overlay.state == "joined" and b.overlay.node.contact_count()):
             assert time.monotonic() < deadline, b.overlay.last_error
-            await _sleep(0.1)
+            await sleep(0.1)
         assert (host, overlay_port) in b.overlay.node.neighbors()
     finally:
         await b.stopService()
         await a.stopService()
 
 
-def _sleep(seconds: float) -> defer.Deferred[None]:
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d

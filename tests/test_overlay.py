@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_twisted
-from conftest import ports, start_gateway
+from conftest import ports, sleep, start_gateway
 from sip_ua import UA, call
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from gateway.app.admin import main as admin_main
@@ -39,15 +38,9 @@ async def _until(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
-        await _sleep(0.05)
+        await sleep(0.05)
 
 
-def _sleep(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import reactor
-
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 @pytest_twisted.async_yield_fixture
@@ -115,7 +108,7 @@ async def test_unregister_makes_the_record_vanish_from_lookups(pair) -> None:
         deadline = time.monotonic() + 5
         while await a.overlay.lookup("sip:bob@b.example"):
             assert time.monotonic() < deadline, "the record outlived the unregister"
-            await _sleep(0.1)
+            await sleep(0.1)
     finally:
         bob.close()
 
@@ -128,7 +121,7 @@ async def _found(gateway: GatewayService, aor: str, timeout: float = 5.0) -> lis
         if records:
             return records
         assert time.monotonic() < deadline, f"{aor} never appeared in the DHT"
-        await _sleep(0.1)
+        await sleep(0.1)
 
 
 
@@ -151,11 +144,11 @@ async def test_an_expired_registration_vanishes_from_lookups(tmp_path) -> None:
         started = time.monotonic()
         while await a.overlay.lookup("sip:bob@b.example"):
             assert time.monotonic() - started < 6, "an expired contact is still found"
-            await _sleep(0.2)
+            await sleep(0.2)
         # The record ran out with its contact: the sweep that drops the binding from
         # the registry publishes nothing (no tombstone per expiry).
         await _until(lambda: b.location.binding_count() == 0)
-        await _sleep(0.5)
+        await sleep(0.5)
         assert b.overlay.mirror.published == published and b.overlay.mirror.backlog == 0
     finally:
         bob.close()
@@ -250,7 +243,7 @@ async def test_an_unreachable_bootstrap_leaves_the_gateway_serving_locally(tmp_p
         service = await start_gateway(tmp_path / "d", **{
             "overlay.bootstrap": f"127.0.0.1:{silent.getsockname()[1]}"})
         try:
-            await _sleep(2.5)  # one join attempt (2 x rpc_timeout, cold) has timed out
+            await sleep(2.5)  # one join attempt (2 x rpc_timeout, cold) has timed out
             assert not service.overlay.joined
             assert service.overlay.state == "joining"
             assert "no bootstrap peer answered" in service.overlay.last_error
@@ -397,7 +390,7 @@ async def test_the_overlay_status_stays_fresh_between_join_attempts(tmp_path) ->
                 if not seen or status["updated"] != seen[-1]:
                     seen.append(status["updated"])
                 assert status["state"] == "joining"
-                await _sleep(0.25)
+                await sleep(0.25)
             gaps = [later - earlier for earlier, later in zip(seen, seen[1:], strict=False)]
             assert gaps and max(gaps) < 7, gaps
         finally:

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest_twisted
-from conftest import ports, start_gateway
+from conftest import ports, sleep, start_gateway
 from sip_ua import UA
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from gateway.app.admin import main as admin_main
@@ -28,15 +27,9 @@ async def _until(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
-        await _sleep(0.05)
+        await sleep(0.05)
 
 
-def _sleep(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import reactor
-
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 async def _start_b(tmp_path: Path, a: GatewayService, domains: str) -> GatewayService:
@@ -79,7 +72,7 @@ async def _found_from(a: GatewayService, aor: str, signer: str) -> list:
             return found
         assert time.monotonic() < deadline, (
             f"no record of {aor} by {signer[:16]} ({a.overlay.rejected} rejected)")  # type: ignore[union-attr]
-        await _sleep(0.2)
+        await sleep(0.2)
 
 
 @pytest_twisted.ensureDeferred
@@ -134,7 +127,7 @@ async def test_admin_pins_change_what_a_running_gateway_trusts(tmp_path: Path) -
             if code == 0 and "b.example" in shown and genuine in shown:
                 break
             assert time.monotonic() < deadline, shown
-            await _sleep(0.1)
+            await sleep(0.1)
 
         other = "ab" * 32
         code, shown = await deferToThread(admin, tmp_path / "a", "overlay", "pins", "pin",

@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import pytest_twisted
-from conftest import ports, start_gateway
+from conftest import ports, sleep, start_gateway
 from location_fixtures import postgres_url  # noqa: F401 - fixture
 from sip_ua import UA
 from tls_certs import TestCA
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from gateway.app.service import GatewayService
@@ -22,19 +21,13 @@ from gateway.overlay.record import Record
 DOMAIN = "site.example"
 
 
-def _sleep(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import reactor
-
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 async def _until(condition, what: str, timeout: float = 10.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, what
-        await _sleep(0.05)
+        await sleep(0.05)
 
 
 async def _records(observer: GatewayService, aor: str, route_port: int,
@@ -47,7 +40,7 @@ async def _records(observer: GatewayService, aor: str, route_port: int,
         if any(f":{route_port}" in r.route for r in records):
             return records
         assert time.monotonic() < deadline, f"{aor}: {records}"
-        await _sleep(0.1)
+        await sleep(0.1)
 
 
 @pytest_twisted.ensureDeferred
@@ -78,7 +71,7 @@ async def test_the_site_publishes_each_aor_once_and_takes_over_a_stopped_gateway
         assert (await _records(observer, dave.uri, route_b))[0].signer == record.signer
         await _until(lambda: b.location.lookup(bob.uri) and a.location.lookup(dave.uri),
                      "each gateway knows the other's phone")
-        await _sleep(0.5)  # time for any second publication to happen
+        await sleep(0.5)  # time for any second publication to happen
         # Each AoR was signed and published by its gateway only.
         assert (a.overlay.mirror.published, b.overlay.mirror.published) == (1, 1)
 

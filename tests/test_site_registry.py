@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest_twisted
-from conftest import ports, start_gateway
+from conftest import ports, sleep, start_gateway
 from location_fixtures import postgres_url  # noqa: F401 - fixture
 from sip_ua import UA
 from twisted.internet import defer
@@ -22,12 +22,6 @@ from gateway.registry.service import MAX_READ_THROUGH
 DOMAIN = "site.example"
 
 
-def _sleep(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import reactor
-
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 async def _site(tmp_path: Path, url: str) -> tuple[GatewayService, GatewayService]:
@@ -41,7 +35,7 @@ async def _site(tmp_path: Path, url: str) -> tuple[GatewayService, GatewayServic
         assert feed is not None
         while feed.state != "listening":
             assert time.monotonic() < deadline, f"change feed {feed.state}: {feed.last_error}"
-            await _sleep(0.02)
+            await sleep(0.02)
     return a, b
 
 
@@ -50,7 +44,7 @@ async def _seen(gateway: GatewayService, aor: str, present: bool, limit: float =
     started = time.monotonic()
     while bool(gateway.location.lookup(aor)) != present:
         assert time.monotonic() - started < limit, f"{aor}: still {not present}"
-        await _sleep(0.005)
+        await sleep(0.005)
     return time.monotonic() - started
 
 
@@ -92,7 +86,7 @@ async def test_a_gateway_asks_the_database_before_it_answers_404(
     caller = UA("dave", ports(b)["udp"], domain=DOMAIN)
     try:
         assert (await deferToThread(carol.register)).status == 200
-        await _sleep(0.3)
+        await sleep(0.3)
         assert not b.location.lookup(f"sip:carol@{DOMAIN}")  # B's memory does not know
         caller.send(caller.request("OPTIONS", f"sip:carol@{DOMAIN}"))
         # B reads the database, finds carol and forwards instead of answering 404.
@@ -141,7 +135,7 @@ async def test_the_gateways_of_a_site_see_which_of_them_are_up(
             deadline = time.monotonic() + 5
             while {g["id"]: g["state"] for g in gateway.location.site} != want:
                 assert time.monotonic() < deadline, gateway.location.site
-                await _sleep(0.05)
+                await sleep(0.05)
 
         ids = a.location.gateway_id, b.location.gateway_id
         await states(b, dict.fromkeys(ids, "up"))

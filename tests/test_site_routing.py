@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from conftest import ports, start_gateway
+from conftest import ports, sleep, start_gateway
 from gateway_proc import free_port
 from location_fixtures import postgres_url  # noqa: F401 - fixture
 from sip_ua import UA
 from test_tls import client_context
 from tls_certs import TestCA
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from gateway.app.service import GatewayService
@@ -34,12 +33,6 @@ PEERS = "gw-a.site.test, gw-b.site.test"
 PHONES = "127.0.0.2"
 
 
-def _sleep(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import reactor
-
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 async def _gateway(tmp_path: Path, url: str, ca: TestCA, name: str,
@@ -73,7 +66,7 @@ async def _seen(gateway: GatewayService, aor: str) -> None:
     deadline = time.monotonic() + 3
     while not gateway.location.lookup(aor):
         assert time.monotonic() < deadline, f"{aor} never reached the other gateway"
-        await _sleep(0.01)
+        await sleep(0.01)
 
 
 def _phone(user: str, gateway: GatewayService, transport: str, ca: TestCA) -> UA:
