@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -31,8 +33,6 @@ PEERS = "gw-a.site.test, gw-b.site.test"
 #: Where phones are: not an address of the gateways (whose own addresses are local
 #: hosts to them), as on a real network.
 PHONES = "127.0.0.2"
-
-
 
 
 async def _gateway(tmp_path: Path, url: str, ca: TestCA, name: str,
@@ -80,6 +80,30 @@ def _phone(user: str, gateway: GatewayService, transport: str, ca: TestCA) -> UA
     phone.port = free_port(socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM)
     return phone
     return UA(user, ports(gateway)[transport], transport, domain=DOMAIN)
+
+
+@asynccontextmanager
+async def _bob_at_a(tmp_path: Path, url: str, ca: TestCA, *, kind: str = "",
+                    a_peers: str = PEERS, b_issuer: TestCA | None = None,
+                    ) -> AsyncIterator[tuple[GatewayService, GatewayService, UA, UA]]:
+    """Gateways A and B; bob registered at A (a ``kind`` phone of :func:`_phone`, or by
+    default a UDP phone on a LAN whose Contact works) and known to B; carol, of another
+    domain, calls through B. Everything is stopped afterwards (A unless the test did)."""
+    a = await _gateway(tmp_path, url, ca, "a", peers=a_peers)
+    b = await _gateway(tmp_path, url, ca, "b", issuer=b_issuer)
+    bob = _phone("bob", a, kind, ca) if kind else UA("bob", ports(a)["udp"], domain=DOMAIN)
+    carol = UA("carol", ports(b)["udp"], domain="elsewhere.example")
+    try:
+        await _up(b, a)
+        assert (await deferToThread(bob.register)).status == 200
+        await _seen(b, bob.uri)
+        yield a, b, bob, carol
+    finally:
+        bob.close()
+        carol.close()
+        await b.stopService()
+        if a.running:
+            await a.stopService()
 
 
 def _call(caller: UA, callee: UA, holder: GatewayService) -> tuple[Request, int]:
@@ -139,98 +163,49 @@ async def test_a_phone_of_one_gateway_is_called_through_the_other(
 @pytest_twisted.ensureDeferred
 async def test_a_gateway_the_site_does_not_know_is_not_trusted(
         postgres_url: str, tmp_path: Path, site_ca: TestCA, why: str) -> None:  # noqa: F811
-    if why == "not in site.peers":
-        a = await _gateway(tmp_path, postgres_url, site_ca, "a", peers="gw-a.site.test")
-        b = await _gateway(tmp_path, postgres_url, site_ca, "b")
-    else:
-        # B's certificate names gw-b.site.test, but a CA A does not trust signed it
-        # (B still trusts A's).
-        a = await _gateway(tmp_path, postgres_url, site_ca, "a")
-        b = await _gateway(tmp_path, postgres_url, site_ca, "b",
-                           issuer=TestCA(tmp_path / "rogue", "rogue CA"))
-    bob = _phone("bob", a, "tcp", site_ca)
-    carol = UA("carol", ports(b)["udp"], domain="elsewhere.example")
-    try:
-        await _up(b, a)
-        assert (await deferToThread(bob.register)).status == 200
-        await _seen(b, bob.uri)
+    # Either A does not list B, or B's certificate names gw-b.site.test but a CA A does
+    # not trust signed it (B still trusts A's).
+    untrusted = ({"a_peers": "gw-a.site.test"} if why == "not in site.peers"
+                 else {"b_issuer": TestCA(tmp_path / "rogue", "rogue CA")})
+    async with _bob_at_a(tmp_path, postgres_url, site_ca, kind="tcp",
+                         **untrusted) as (_, _, _, carol):
         carol.send(carol.request("INVITE", f"sip:bob@{DOMAIN}"))
         # A treats B as anyone: a request from another domain to a Contact is relaying.
         assert (await deferToThread(carol.expect, 403, 486, timeout=10)).status == 403
-    finally:
-        bob.close()
-        carol.close()
-        await b.stopService()
-        await a.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_binding_whose_gateway_stopped_is_reached_directly(
         postgres_url: str, tmp_path: Path, site_ca: TestCA) -> None:  # noqa: F811
-    a = await _gateway(tmp_path, postgres_url, site_ca, "a")
-    b = await _gateway(tmp_path, postgres_url, site_ca, "b")
-    bob = UA("bob", ports(a)["udp"], domain=DOMAIN)  # on a LAN: its Contact works
-    carol = UA("carol", ports(b)["udp"], domain="elsewhere.example")
-    stopped = False
-    try:
-        await _up(b, a)
-        assert (await deferToThread(bob.register)).status == 200
-        await _seen(b, bob.uri)
+    async with _bob_at_a(tmp_path, postgres_url, site_ca) as (a, b, bob, carol):
         await a.stopService()
-        stopped = True
         await b.location.heartbeat()  # B reads that A stopped
         assert b.location.holder_route(b.location.lookup(bob.uri)[0]) is None
         carol.send(carol.request("INVITE", f"sip:bob@{DOMAIN}"))
         received = await deferToThread(bob.expect_request, "INVITE", 5)
         assert f"127.0.0.1:{ports(b)['udp']}" in received.header_values("via")[0]
-    finally:
-        bob.close()
-        carol.close()
-        await b.stopService()
-        if not stopped:
-            await a.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_gateway_that_stopped_answering_is_not_routed_through(
         postgres_url: str, tmp_path: Path, site_ca: TestCA) -> None:  # noqa: F811
-    a = await _gateway(tmp_path, postgres_url, site_ca, "a")
-    b = await _gateway(tmp_path, postgres_url, site_ca, "b")
-    bob = UA("bob", ports(a)["udp"], domain=DOMAIN)  # on a LAN: its Contact works
-    carol = UA("carol", ports(b)["udp"], domain="elsewhere.example")
-    try:
-        await _up(b, a)
-        assert (await deferToThread(bob.register)).status == 200
-        await _seen(b, bob.uri)
+    from twisted.internet import reactor
+
+    async with _bob_at_a(tmp_path, postgres_url, site_ca) as (a, b, bob, carol):
         # A request to A just failed (its host vanished): until its quarantine ends, B
         # does not wait for A again, though A's heartbeat is not overdue yet.
-        from twisted.internet import reactor
-
         b.core.next_hops.failed("127.0.0.1", ports(a)["tls"], reactor.seconds())
         carol.send(carol.request("INVITE", f"sip:bob@{DOMAIN}"))
         received = await deferToThread(bob.expect_request, "INVITE", 5)
         assert f"127.0.0.1:{ports(b)['udp']}" in received.header_values("via")[0]
-    finally:
-        bob.close()
-        carol.close()
-        await b.stopService()
-        await a.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_phone_behind_nat_whose_gateway_stopped_gets_480_at_once(
         postgres_url: str, tmp_path: Path, site_ca: TestCA) -> None:  # noqa: F811
-    a = await _gateway(tmp_path, postgres_url, site_ca, "a")
-    b = await _gateway(tmp_path, postgres_url, site_ca, "b")
-    bob = _phone("bob", a, "udp", site_ca)  # its NAT lets in only A's packets
-    carol = UA("carol", ports(b)["udp"], domain="elsewhere.example")
-    stopped = False
-    try:
-        await _up(b, a)
-        assert (await deferToThread(bob.register)).status == 200
-        await _seen(b, bob.uri)
+    # Bob's NAT lets in only A's packets.
+    async with _bob_at_a(tmp_path, postgres_url, site_ca, kind="udp") as (a, b, bob, carol):
         await a.stopService()
-        stopped = True
         await b.location.heartbeat()
         started = time.monotonic()
         carol.send(carol.request("INVITE", f"sip:bob@{DOMAIN}"))
@@ -243,9 +218,3 @@ async def test_a_phone_behind_nat_whose_gateway_stopped_gets_480_at_once(
         carol.send(carol.request("INVITE", f"sip:bob@{DOMAIN}"))
         received = await deferToThread(bob.expect_request, "INVITE", 5)
         assert f"127.0.0.1:{ports(b)['udp']}" in received.header_values("via")[0]
-    finally:
-        bob.close()
-        carol.close()
-        await b.stopService()
-        if not stopped:
-            await a.stopService()
