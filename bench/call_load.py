@@ -48,17 +48,17 @@ KAMAILIO_PROXY_CFG = BENCH_DIR / "kamailio-proxy.cfg"
 DEFAULT_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000)
 
 
-def register_callee(target: Target, port: int) -> None:
-    """REGISTER sip:callee@127.0.0.1 with Contact 127.0.0.1:<port>, sent from that port."""
+def register_callee(target: Target, port: int, user: str = "callee") -> None:
+    """REGISTER sip:<user>@127.0.0.1 with Contact 127.0.0.1:<port>, sent from that port."""
     request = (
         f"REGISTER sip:{HOST}:{target.udp_port} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
         "Max-Forwards: 70\r\n"
-        f"From: <sip:callee@{HOST}>;tag={uuid.uuid4().hex[:8]}\r\n"
-        f"To: <sip:callee@{HOST}>\r\n"
+        f"From: <sip:{user}@{HOST}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sip:{user}@{HOST}>\r\n"
         f"Call-ID: {uuid.uuid4().hex}@{HOST}\r\n"
         "CSeq: 1 REGISTER\r\n"
-        f"Contact: <sip:callee@{HOST}:{port}>\r\n"
+        f"Contact: <sip:{user}@{HOST}:{port}>\r\n"
         "Expires: 3600\r\nContent-Length: 0\r\n\r\n").encode()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((HOST, port))
@@ -69,13 +69,13 @@ def register_callee(target: Target, port: int) -> None:
             if status >= 200:
                 break
     if status != 200:
-        raise RuntimeError(f"{target.name}: REGISTER of the callee got {status}")
+        raise RuntimeError(f"{target.name}: REGISTER of {user} got {status}")
 
 
-def start_uas(target: Target, workdir: Path) -> subprocess.Popen[bytes]:
-    """Register the callee and start the SIPp uas that answers its calls."""
+def start_uas(target: Target, workdir: Path, user: str = "callee") -> subprocess.Popen[bytes]:
+    """Register ``user`` (the callee) and start the SIPp uas that answers its calls."""
     port = free_port()
-    register_callee(target, port)
+    register_callee(target, port, user)
     command = [
         "sipp", "-sf", str(UAS), "-i", HOST, "-p", str(port), "-t", "u1",
         "-buff_size", "4194304", "-nostdin", "-m", "100000000",

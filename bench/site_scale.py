@@ -41,23 +41,19 @@ from pathlib import Path
 
 import psutil
 import psycopg
+from call_load import UAC, start_uas
 from cryptography.hazmat.primitives import serialization
 from register_load import (
-    BENCH_DIR,
     HOST,
     Step,
     Target,
     free_port,
     run_step,
-    status_code,
     stop_process,
 )
 from sqlalchemy.engine import make_url
 
 from gateway.sip.tls import self_signed
-
-UAC = BENCH_DIR / "sipp" / "uac_call.xml"
-UAS = BENCH_DIR / "sipp" / "uas_call.xml"
 
 DEFAULT_RATES = (250, 500, 750, 1000, 1500, 2000, 2500, 3000, 4000)
 
@@ -164,38 +160,10 @@ def sync_delays(site: Site) -> list[dict[str, float] | None]:
     return found
 
 
-def start_callees(site: Site, workdir: Path) -> list[subprocess.Popen[bytes]]:
+def start_callees(site: Site) -> list[subprocess.Popen[bytes]]:
     """A SIPp uas per gateway, registered there as callee<n> (n from 1)."""
-    uases = []
-    for index, gateway in enumerate(site.gateways, start=1):
-        port = free_port()
-        register_user(gateway, f"callee{index}", port)
-        uases.append(subprocess.Popen(
-            ["sipp", "-sf", str(UAS), "-i", HOST, "-p", str(port), "-t", "u1",
-             "-buff_size", "4194304", "-nostdin", "-m", "100000000",
-             f"{HOST}:{gateway.udp_port}"], cwd=workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-    return uases
-
-
-def register_user(target: Target, user: str, port: int) -> None:
-    """Register ``sip:<user>@127.0.0.1`` at ``target`` with a Contact on ``port``."""
-    request = (
-        f"REGISTER sip:{HOST} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK{uuid.uuid4().hex[:16]}\r\n"
-        f"Max-Forwards: 70\r\nFrom: <sip:{user}@{HOST}>;tag=r{port}\r\n"
-        f"To: <sip:{user}@{HOST}>\r\nCall-ID: {uuid.uuid4().hex}\r\n"
-        f"CSeq: 1 REGISTER\r\nContact: <sip:{user}@{HOST}:{port}>\r\n"
-        "Expires: 3600\r\nContent-Length: 0\r\n\r\n").encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, port))
-        sock.settimeout(5)
-        sock.sendto(request, (HOST, target.udp_port))
-        status = 0
-        while status < 200:
-            status = status_code(sock.recv(65535))
-    if status != 200:
-        raise RuntimeError(f"REGISTER of {user} got {status}")
+    return [start_uas(gateway, gateway.workdir, f"callee{index}")
+            for index, gateway in enumerate(site.gateways, start=1)]
 
 
 def site_step(site: Site, rate: int, seconds: int, run_id: str, workdir: Path,
@@ -268,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3)  # overlays joined, heartbeats written
             if args.calls:
                 for site in sites:
-                    uases += start_callees(site, workdir)
+                    uases += start_callees(site)
                 time.sleep(1)  # the callees' registrations reach every gateway
             misses = {site.size: 0 for site in sites}
             for rate in rates:
