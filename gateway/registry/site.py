@@ -32,14 +32,14 @@ class SiteView:
         #: Every gateway of the registry (id, name, uri, started_at, heartbeat_at, state).
         self.gateways: list[dict[str, Any]] = []
         self._routes: dict[str, str] = {}  # id of a live other gateway -> its Route value
-        self._known: set[str] = set()
+        self._uris: dict[str, str] = {}  # id of every gateway listed -> its site URI
         #: Ids of the gateways that are up, this one included.
         self.up: frozenset[str] = frozenset((own_id,))
 
     def update(self, gateways: list[dict[str, Any]]) -> None:
         """The gateways as ``site_gateways`` lists them now."""
         self.gateways = gateways
-        self._known = {g["id"] for g in gateways}
+        self._uris = {g["id"]: g["uri"] for g in gateways}
         self._routes = {g["id"]: route_value(g["uri"]) for g in gateways
                         if g["state"] == "up" and g["uri"] and g["id"] != self.own_id}
         self.up = frozenset({self.own_id, *(g["id"] for g in gateways if g["state"] == "up")})
@@ -51,8 +51,7 @@ class SiteView:
         this very gateway (same URI, same sockets) loses nothing."""
         if not own_uri or not owner or owner == self.own_id or owner in self.up:
             return False
-        gateway = next((g for g in self.gateways if g["id"] == owner), None)
-        return gateway is not None and gateway["uri"] not in ("", own_uri)
+        return self._uris.get(owner, "") not in ("", own_uri)
 
     def publisher(self, aor: str, owners: Iterable[str],
                   up: frozenset[str] | None = None) -> str:
@@ -77,7 +76,7 @@ class SiteView:
         if not owner or owner == self.own_id:
             return None
         route = self._routes.get(owner)
-        if route is None and owner not in self._known:
+        if route is None and owner not in self._uris:
             # A gateway that started after our last heartbeat: read the list again soon.
             now = self._clock()
             if now - self._refresh_asked >= REFRESH_SPACING:
