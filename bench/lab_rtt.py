@@ -72,7 +72,7 @@ def peer_lookup(site: str, workdir: Path, seed: str) -> float | None:
     done = subprocess.run(
         ["ip", "netns", "exec", site, sys.executable, "-m", "gateway.app.peer",
          "--host", PEER, "--state-dir", str(workdir / "peer"), "--bootstrap", seed,
-         "lookup", "sip:alice@a.example"],
+         "--first-pin", "replicas", "lookup", "sip:alice@a.example"],
         capture_output=True, text=True, env=lab_env(), timeout=60, cwd=workdir)
     found = TOOK.search(done.stderr)
     return float(found.group(1)) if done.returncode == 0 and found else None

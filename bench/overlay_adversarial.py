@@ -27,10 +27,12 @@ Hostile behaviours (``--behaviours``):
   certificates naming the domain;
 - ``all``: every hostile node eclipses, forges, floods and replays, colluding.
 
-Readers trust on first use (``overlay.trust = tofu``, the default), each with its own
-pins, kept across its lookups; with ``--dns-fingerprints`` the domain publishes its
-gateway's certificate fingerprint and readers know it (as
-``overlay.dns_fingerprints`` makes a gateway read it from DNS). Every node's id needs
+Readers use ``overlay.trust = tofu`` (the default), each with its own pins, kept across
+its lookups. ``--first-pin dns`` (the gateway's default): the domain publishes its
+gateway's certificate fingerprint in DNS and readers know it (as
+``overlay.dns_fingerprints`` makes a gateway read it), which is how a reader on that
+rule first trusts a domain. ``--first-pin replicas``: the domain publishes nothing and
+readers pin what a strict majority of the closest replicas list first. Every node's id needs
 ``--difficulty`` puzzle bits (8 by default, to build 1 000 nodes in seconds; the
 gateway's default is 20).
 
@@ -38,7 +40,8 @@ Usage::
 
     python bench/overlay_adversarial.py [--sizes 300,1000] [--fractions 0,0.1,0.2,0.3]
         [--behaviours blackhole,silent,stale,forge,eclipse,flood,all] [--keys 200]
-        [--difficulty 8] [--grind 64] [--paths 4] [--dns-fingerprints] [--json out.json]
+        [--difficulty 8] [--grind 64] [--paths 4] [--first-pin dns|replicas]
+        [--json out.json]
 
 Everything runs on loopback addresses in this process; it ends by closing every socket.
 """
@@ -66,7 +69,7 @@ from gateway.overlay.identity import NodeIdentity  # noqa: E402
 from gateway.overlay.lookup import PATHS  # noqa: E402
 from gateway.overlay.node import OverlayNode, OverlayProtocol, key_for  # noqa: E402
 from gateway.overlay.record import Contact, Record, Signer, encode_bundle  # noqa: E402
-from gateway.overlay.trust import MemoryPins, RecordTrust  # noqa: E402
+from gateway.overlay.trust import FIRST_PIN_RULES, MemoryPins, RecordTrust  # noqa: E402
 from gateway.sip.tls import self_signed  # noqa: E402
 
 logging.getLogger("kademlia").setLevel(logging.CRITICAL)
@@ -308,7 +311,8 @@ async def run_cell(size: int, behaviour: str, fraction: float, keys: int,
     aors = [f"sip:user{i}@{DOMAIN}" for i in range(keys)]
     attack = Attack(behaviour, targets={key_for(a): a for a in aors})
     nodes = await build(size, fraction, attack, aors, options)
-    cell = Cell(size, behaviour + (" +dns" if options.dns_fingerprints else ""), fraction)
+    cell = Cell(size, behaviour + (" +replicas" if options.first_pin == "replicas" else ""),
+                fraction)
     try:
         gateway = nodes[0]
         signer = domain_signer()
@@ -328,16 +332,18 @@ async def run_cell(size: int, behaviour: str, fraction: float, keys: int,
                                        for r in records[start:start + 50]))
             latest = {r.aor: r.seq for r in records}
         await attack_records(attack, aors)
-        # --dns-fingerprints: bench.example publishes its gateway's fingerprint
+        # --first-pin dns: bench.example publishes its gateway's fingerprint
         # (_p2psip-cert.bench.example); the answer is handed to the readers as their DNS
         # client's cache would (the DNS path itself is tested against Knot).
         published = frozenset({signer.signer_id})
+        by_dns = options.first_pin == "dns"
 
         def fingerprints(domain: str) -> frozenset[str]:
-            return published if options.dns_fingerprints and domain == DOMAIN else frozenset()
+            return published if by_dns and domain == DOMAIN else frozenset()
 
         readers = {id(n): RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins(),
-                                                       published=fingerprints))
+                                                       published=fingerprints,
+                                                       first_pin=options.first_pin))
                    for n in honest}
 
         async def one(aor: str) -> None:
@@ -405,9 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grind", type=int, default=64,
                         help="keys each eclipse attacker makes to pick an id near a key")
     parser.add_argument("--paths", type=int, default=PATHS)
-    parser.add_argument("--dns-fingerprints", action="store_true",
-                        help="the domain publishes its gateway's certificate fingerprint "
-                             "in DNS (readers know it: overlay.dns_fingerprints)")
+    parser.add_argument("--first-pin", choices=FIRST_PIN_RULES, default="dns",
+                        help="dns: the domain publishes its gateway's certificate "
+                             "fingerprint in DNS and readers know it (the gateway's "
+                             "default rule); replicas: it publishes none and readers pin "
+                             "by the replicas' agreement")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     print("| N | hostile | f | correct | forged accepted | replays accepted | "

@@ -33,7 +33,11 @@ async def start_gateway(data_dir: Path, **overrides: str) -> GatewayService:
                 "database.sweep_interval": "1",
                 "database.sync_interval": "0.5", "database.worker": "thread",
                 # DNS stays on this machine: a server in which no name exists.
-                "dns.servers": empty_dns.shared().setting}
+                "dns.servers": empty_dns.shared().setting,
+                # Gateways of two domains trust each other without DNS fingerprints or
+                # pins here; the default (dns) is what test_overlay_pins and
+                # test_dns_fingerprints exercise.
+                "overlay.first_pin": "replicas"}
     settings.update(overrides)
     from twisted.internet import reactor  # installed by pytest-twisted (asyncio)
 

@@ -77,6 +77,10 @@ class LabGateway:
             argv += ["--set", f"auth.trusted_networks={self.trusted_networks}"]
         if self.bootstrap:
             argv += ["--bootstrap", self.bootstrap]
+        if not any(setting.startswith("overlay.first_pin=") for setting in self.settings):
+            # The lab's gateways of several domains trust each other without DNS
+            # fingerprints or pins (the default, dns, is exercised elsewhere).
+            argv += ["--set", "overlay.first_pin=replicas"]
         if not any(setting.startswith("dns.servers=") for setting in self.settings):
             # DNS stays inside the lab: a server in which no name exists.
             argv += ["--set", f"dns.servers={self.lab.empty_dns(self.ns).setting}"]

@@ -54,7 +54,8 @@ def test_published_fingerprints_outrank_the_replicas_and_the_pins() -> None:
     # Every replica lists the forger first (it squatted the AoR before the gateway
     # published): by agreement alone the forger would be pinned.
     squatted = [(path, _id(path + 1), [f, g]) for path in range(4)]
-    fooled = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
+    fooled = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins(),
+                                            first_pin="replicas"))
     assert [r.signer for r in fooled.judge(AOR, [forged, good], served=squatted).accepted] == [f]
     # The domain publishes its gateway's fingerprint: only that certificate counts, a
     # lookup may end on it at once, and the forger is refused whatever the replicas say.
@@ -153,7 +154,7 @@ async def test_a_squatter_loses_to_the_certificate_the_domain_publishes(
     key.write_text(f'key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{knot.secret}"; }};\n')
     host, port = knot.address
     fast = {"overlay.cache": "0", "overlay.health_interval": "0.3",
-            "overlay.dns_servers": f"{host}:{port}"}
+            "overlay.dns_servers": f"{host}:{port}", "overlay.first_pin": "dns"}
     aor = "sip:bob@b.example.net"
     a = await start_gateway(tmp_path / "a", **fast, **{"gateway.domains": "a.example"})
     b = None
@@ -195,7 +196,8 @@ async def test_a_squatter_loses_to_the_certificate_the_domain_publishes(
             await _sleep(0.2)
         # Without DNS the replicas' agreement cannot give B the pin: they list the
         # squatter first (with two replicas, on too few paths to pin even it).
-        fooled = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
+        fooled = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins(),
+                                                first_pin="replicas"))
         wrong = fooled.judge(aor, records, served=result.served if result else [])
         assert genuine not in {r.signer for r in wrong.accepted}, wrong.reason
         # A asks DNS during its lookup and takes B's record only.

@@ -148,8 +148,8 @@ def _lookup(lab: Lab, pub: str, tmp_path: Path, aor: str) -> list[dict]:
     done = subprocess.run(
         ["ip", "netns", "exec", pub, sys.executable, "-m", "gateway.app.peer",
          "--host", PUBLIC, "--state-dir", str(tmp_path / "peer"), "--bootstrap",
-         f"{B}:6084", "lookup", aor], capture_output=True, text=True, env=lab_env(),
-        timeout=60, cwd=tmp_path)
+         f"{B}:6084", "--first-pin", "replicas", "lookup", aor], capture_output=True,
+        text=True, env=lab_env(), timeout=60, cwd=tmp_path)
     return json.loads(done.stdout) if done.returncode == 0 else []
 
 

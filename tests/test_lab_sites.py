@@ -143,7 +143,8 @@ def test_a_new_node_finds_records_across_a_slow_link(lab: Lab, tmp_path: Path,
         done = subprocess.run(
             ["ip", "netns", "exec", peer_host, sys.executable, "-m", "gateway.app.peer",
              "--host", "198.18.5.2", "--state-dir", str(tmp_path / "peer"),
-             "--bootstrap", gateway_b.overlay, "lookup", "sip:alice@a.example"],
+             "--bootstrap", gateway_b.overlay, "--first-pin", "replicas", "lookup",
+             "sip:alice@a.example"],
             capture_output=True, text=True, env=lab_env(), timeout=60, cwd=tmp_path)
         took.append(time.monotonic() - started)
         found += done.returncode == 0

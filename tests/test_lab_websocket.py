@@ -41,7 +41,7 @@ def test_a_browser_at_one_gateway_and_a_phone_at_another_call_each_other(
         found = subprocess.run(
             ["ip", "netns", "exec", site_b, sys.executable, "-m", "gateway.app.peer",
              "--host", B, "--state-dir", str(tmp_path / "peer"), "--bootstrap",
-             gateway_a.overlay, "lookup", "sip:carol@a.example"],
+             gateway_a.overlay, "--first-pin", "replicas", "lookup", "sip:carol@a.example"],
             capture_output=True, text=True, env=lab_env(), timeout=60, cwd=tmp_path)
     finally:
         browser.close()

@@ -1,7 +1,8 @@
 """Trust-on-first-use pins that can be managed: a gateway whose self-signed certificate
 is renewed (a domain was added) stays trusted by its peers, which follow the roll-over
 its old key announced; ``p2psip-admin overlay pins list|pin|forget`` changes what a
-running gateway trusts within a health check. Two gateways in this process, real
+running gateway trusts within a health check (on the default first-pin rule, where
+only DNS or an administrator pins a domain). Two gateways in this process, real
 overlay sockets on 127.0.0.1."""
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ async def _until(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
 
 
 
-async def _start_b(tmp_path: Path, a: GatewayService, domains: str) -> GatewayService:
+async def _start_b(tmp_path: Path, a: GatewayService, domains: str,
+                   **settings: str) -> GatewayService:
     assert a.overlay is not None and a.overlay.address is not None
     host, port = a.overlay.address
-    b = await start_gateway(tmp_path / "b", **FAST, **{
+    b = await start_gateway(tmp_path / "b", **FAST, **settings, **{
         "gateway.domains": domains, "overlay.bootstrap": f"{host}:{port}"})
     assert b.overlay is not None
     await _until(lambda: b.overlay.joined and a.overlay.node.contact_count() > 0)
@@ -110,24 +112,32 @@ async def test_a_renewed_certificate_is_followed_by_the_peers(tmp_path: Path) ->
 
 @pytest_twisted.ensureDeferred
 async def test_admin_pins_change_what_a_running_gateway_trusts(tmp_path: Path) -> None:
-    a = await start_gateway(tmp_path / "a", **FAST, **{"gateway.domains": "a.example"})
+    """On the default first-pin rule (dns) with no fingerprint in DNS, B's domain is
+    trusted only once an administrator pins it."""
+    default = {"overlay.first_pin": "dns"}
+    a = await start_gateway(tmp_path / "a", **FAST, **default,
+                            **{"gateway.domains": "a.example"})
     try:
-        b = await _start_b(tmp_path, a, "b.example")
+        b = await _start_b(tmp_path, a, "b.example", **default)
     except BaseException:
         await a.stopService()
         raise
     try:
         await _register_bob(b)
         genuine = b.overlay.signer.signer_id  # type: ignore[union-attr]
+        deadline = time.monotonic() + 10
+        while "publishes no certificate fingerprint in DNS" not in a.overlay.why_empty(  # type: ignore[union-attr]
+                "sip:bob@b.example"):
+            assert await _found(a, "sip:bob@b.example") == []  # seen, not trusted
+            assert time.monotonic() < deadline, a.overlay.why_empty("sip:bob@b.example")  # type: ignore[union-attr]
+            await sleep(0.2)
+        assert a.overlay.pins.get("b.example") is None  # type: ignore[union-attr]
+
+        code, shown = await deferToThread(admin, tmp_path / "a", "overlay", "pins", "pin",
+                                          "b.example", genuine)
+        assert code == 0, shown
+        await _until(lambda: a.overlay.pins.get("b.example") == genuine)  # type: ignore[union-attr]
         await _found_from(a, "sip:bob@b.example", genuine)
-        deadline = time.monotonic() + 10  # the pin is written in the background
-        while True:
-            code, shown = await deferToThread(admin, tmp_path / "a", "overlay", "pins",
-                                              "list")
-            if code == 0 and "b.example" in shown and genuine in shown:
-                break
-            assert time.monotonic() < deadline, shown
-            await sleep(0.1)
 
         other = "ab" * 32
         code, shown = await deferToThread(admin, tmp_path / "a", "overlay", "pins", "pin",
@@ -141,8 +151,8 @@ async def test_admin_pins_change_what_a_running_gateway_trusts(tmp_path: Path) -
                                       "b.example")
         assert code == 0
         await _until(lambda: a.overlay.pins.get("b.example") != other)  # type: ignore[union-attr]
-        assert await _found(a, "sip:bob@b.example")  # pinned afresh on first use
-        assert a.overlay.pins.get("b.example") == genuine  # type: ignore[union-attr]
+        assert await _found(a, "sip:bob@b.example") == []  # forgotten: not pinned afresh
+        assert a.overlay.pins.get("b.example") is None  # type: ignore[union-attr]
         code, _ = await deferToThread(admin, tmp_path / "a", "overlay", "pins", "forget",
                                       "nowhere.example")
         assert code != 0

@@ -4,11 +4,19 @@
 
 phone@A calls phone@B; the peer calls phone@A; phone@B calls the peer. Every call
 reaches 200 OK and ends with BYE/200.
+
+On the default first-pin rule, as an operator would run it without DNS fingerprints:
+no domain is trusted until it is pinned, so each gateway pins the other's certificate
+(and B the peer's) with ``p2psip-admin overlay pins pin``, reading the fingerprints from
+``p2psip-admin overlay status --json`` and the peer's start-up line, and the peer's
+lookups and call take ``--pin``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,8 +36,9 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
 
 @contextmanager
 def process(command: list[str], log: Path, ready: str | None = None,
-            timeout: float = 30) -> Iterator[subprocess.Popen[str]]:
-    """Run ``command`` (output to ``log``); wait for a line starting with ``ready``."""
+            timeout: float = 30) -> Iterator[str]:
+    """Run ``command`` (output to ``log``); wait for a line starting with ``ready``
+    and yield it."""
     handle = log.open("w")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE if ready else handle,
                             stderr=handle, text=True, env=ENV, cwd=log.parent)
@@ -41,7 +50,7 @@ def process(command: list[str], log: Path, ready: str | None = None,
             while not line.startswith(ready):
                 assert time.monotonic() < deadline and line, f"{command[:3]} not ready"
                 line = proc.stdout.readline()
-        yield proc
+        yield line if ready else ""
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -88,12 +97,36 @@ def sipp_pair(sipp: str, tmp_path: Path, gateway_from: GatewayProcess, callee: s
     return uas, uac
 
 
-def wait_for_record(peer_state: Path, bootstrap: str, aor: str, tmp_path: Path) -> None:
+def admin(gateway: GatewayProcess, *argv: str) -> str:
+    """Run ``p2psip-admin`` on ``gateway``'s data directory; its output."""
+    result = subprocess.run([sys.executable, "-m", "gateway.app.admin", "--data-dir",
+                             str(gateway.data_dir), *argv], capture_output=True, text=True,
+                            env=ENV, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def certificate_of(gateway: GatewayProcess) -> str:
+    """The fingerprint of the certificate ``gateway`` signs its records with."""
+    deadline = time.monotonic() + 20
+    while True:
+        shown = subprocess.run([sys.executable, "-m", "gateway.app.admin", "--data-dir",
+                                str(gateway.data_dir), "overlay", "status", "--json"],
+                               capture_output=True, text=True, env=ENV, timeout=30)
+        if shown.returncode == 0 and json.loads(shown.stdout).get("certificate"):
+            return json.loads(shown.stdout)["certificate"]
+        assert time.monotonic() < deadline, shown.stdout + shown.stderr
+        time.sleep(0.2)
+
+
+def wait_for_record(peer_state: Path, bootstrap: str, aor: str, tmp_path: Path,
+                    pins: list[str]) -> None:
     """Poll with ``p2psip-peer lookup`` until ``aor`` is in the DHT (bounded)."""
     deadline = time.monotonic() + 20
     while True:
         result = subprocess.run([sys.executable, "-m", "gateway.app.peer", "--state-dir",
-                                 str(peer_state), "--bootstrap", bootstrap, "lookup", aor],
+                                 str(peer_state), "--bootstrap", bootstrap, *pins,
+                                 "lookup", aor],
                                 capture_output=True, text=True, env=ENV, timeout=30,
                                 cwd=tmp_path)
         if result.returncode == 0:
@@ -103,21 +136,31 @@ def wait_for_record(peer_state: Path, bootstrap: str, aor: str, tmp_path: Path) 
 
 
 def test_gateways_and_a_peer_call_each_other(sipp: str, tmp_path: Path) -> None:
-    a = GatewayProcess(tmp_path / "a", extra_args=("--domain", "a.example"))
+    # Pins are re-read at every health check.
+    fast = ("--set", "overlay.health_interval=0.5")
+    a = GatewayProcess(tmp_path / "a", extra_args=("--domain", "a.example", *fast))
     with a:
         seed = f"{HOST}:{a.overlay_port}"
         b = GatewayProcess(tmp_path / "b", extra_args=("--domain", "b.example",
-                                                      "--bootstrap", seed))
+                                                      "--bootstrap", seed, *fast))
         with b, process([sys.executable, "-m", "gateway.app.peer", "--state-dir",
                          str(tmp_path / "carol"), "--bootstrap", seed, "join", "--aor",
                          "sip:carol@overlay.example"], tmp_path / "carol.log",
-                        ready="sip:carol@overlay.example joined"):
+                        ready="sip:carol@overlay.example joined") as joined:
+            carol = re.search(r"certificate sha256=([0-9a-f]{64})", joined)
+            assert carol, joined
+            cert_a, cert_b = certificate_of(a), certificate_of(b)
+            admin(a, "overlay", "pins", "pin", "b.example", cert_b)
+            admin(b, "overlay", "pins", "pin", "a.example", cert_a)
+            admin(b, "overlay", "pins", "pin", "overlay.example", carol.group(1))
+            pins = ["--pin", f"a.example={cert_a}", "--pin", f"b.example={cert_b}",
+                    "--pin", f"overlay.example={carol.group(1)}"]
             alice_port, bob_port = free_port(), free_port()
             register_phone(a, "alice", "a.example", alice_port)
             register_phone(b, "bob", "b.example", bob_port)
             for aor in ("sip:alice@a.example", "sip:bob@b.example",
                         "sip:carol@overlay.example"):
-                wait_for_record(tmp_path / "probe", seed, aor, tmp_path)
+                wait_for_record(tmp_path / "probe", seed, aor, tmp_path, pins)
 
             # phone@A calls phone@B.
             run_call(*sipp_pair(sipp, tmp_path, a, "bob", "b.example", bob_port, b, "ab"),
@@ -128,7 +171,7 @@ def test_gateways_and_a_peer_call_each_other(sipp: str, tmp_path: Path) -> None:
             try:
                 call = subprocess.run(
                     [sys.executable, "-m", "gateway.app.peer", "--state-dir",
-                     str(tmp_path / "dave"), "--bootstrap", seed, "call", "--from",
+                     str(tmp_path / "dave"), "--bootstrap", seed, *pins, "call", "--from",
                      "sip:self@overlay.example", "sip:alice@a.example"],
                     capture_output=True, text=True, env=ENV, timeout=60, cwd=tmp_path)
                 assert call.returncode == 0, call.stdout + call.stderr + a.log_tail()

@@ -114,7 +114,7 @@ def test_ca_mode_accepts_only_certificates_for_the_domain(tmp_path: Path) -> Non
 def test_tofu_pins_the_first_certificate_and_rejects_another_later(tmp_path: Path) -> None:
     ca = TestCA(tmp_path / "ca")
     pins = MemoryPins()
-    trust = RecordTrust("tofu", pin_store=pins)
+    trust = RecordTrust("tofu", pin_store=pins, first_pin="replicas")
     first = signer_for(ca, "b1", "b.example")
     second = signer_for(ca, "b2", "b.example")
     assert trust.check(one(first.sign("sip:bob@b.example", CONTACT, ROUTE, 60))) is None
@@ -124,6 +124,30 @@ def test_tofu_pins_the_first_certificate_and_rejects_another_later(tmp_path: Pat
     other_domain = signer_for(ca, "c", "c.example")
     assert "does not name b.example" in trust.check(
         one(other_domain.sign("sip:bob@b.example", CONTACT, ROUTE, 60)))
+
+
+def test_by_default_a_domain_is_pinned_only_from_dns_or_by_an_administrator(
+        tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    genuine = signer_for(ca, "b1", "b.example")
+    forger = signer_for(ca, "b2", "b.example")
+    record = one(genuine.sign("sip:bob@b.example", CONTACT, ROUTE, 60))
+    pins = MemoryPins()
+    trust = RecordTrust("tofu", pin_store=pins)  # first_pin = dns, the default
+    refused = trust.check(record)
+    assert refused is not None and "publishes no certificate fingerprint in DNS" in refused
+    assert f"overlay pins pin b.example {fingerprint(genuine.certificate)}" in refused
+    assert pins.get("b.example") is None  # nothing seen is pinned, whoever comes first
+    # What the domain publishes in DNS decides, and is pinned.
+    published = RecordTrust("tofu", pin_store=pins,
+                            published=lambda d: frozenset({fingerprint(genuine.certificate)}))
+    assert published.check(record) is None
+    assert pins.get("b.example") == fingerprint(genuine.certificate)
+    # Once pinned (from DNS before, or by p2psip-admin overlay pins pin), the pin holds
+    # without DNS, and another certificate naming the domain is refused.
+    assert trust.check(record) is None
+    assert "pinned to another" in trust.check(
+        one(forger.sign("sip:bob@b.example", CONTACT, ROUTE, 60)))
 
 
 def test_pinned_mode_uses_configured_fingerprints(tmp_path: Path) -> None:

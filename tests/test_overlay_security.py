@@ -50,6 +50,12 @@ def contacts_of(node: OverlayNode) -> list[Node]:
 # --- identities -----------------------------------------------------------------------
 
 
+
+def _voting(pins: MemoryPins | None = None) -> RecordTrust:
+    """TOFU whose first pins the replicas' agreement decides (``first_pin = replicas``,
+    what these tests weigh)."""
+    return RecordTrust("tofu", pin_store=pins or MemoryPins(), first_pin="replicas")
+
 def test_an_identity_proves_its_id_and_its_puzzle(tmp_path: Path) -> None:
     identity = NodeIdentity.generate(DIFFICULTY)
     assert identity.bits() >= DIFFICULTY
@@ -234,7 +240,7 @@ async def test_a_lookup_returns_what_it_found_when_its_deadline_comes() -> None:
 async def test_a_path_ends_only_on_records_the_reader_accepts() -> None:
     genuine = domain_signer("b.example")
     forger = domain_signer("b.example")
-    trust = RecordTrust("tofu", pin_store=MemoryPins())
+    trust = _voting()
     acceptance = RecordAcceptance(trust)
     assert not trust.check(genuine.sign_record("sip:bob@b.example", CONTACTS, ROUTE, 60))
     forged = encode_bundle([forger.sign_record("sip:bob@b.example", CONTACTS, ROUTE, 60)])
@@ -302,7 +308,7 @@ def test_a_self_certifying_aor_takes_only_its_own_key() -> None:
     stranger = Signer(domain_signer("overlay.example").private_key, None)
     assert storage.put_records(key, decode_bundle(stranger.sign(aor, CONTACTS, ROUTE, 600))) == 0
     # Readers open the records and refuse the certificate's.
-    acceptance = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
+    acceptance = RecordAcceptance(_voting())
     verdict = acceptance.judge(aor, decode_bundle(storage[key], aor))
     assert [r.signer for r in verdict.accepted] == [own.signer_id]
     assert "only be signed by its own key" in verdict.reason
@@ -328,7 +334,7 @@ def test_a_flood_of_signers_cannot_push_the_first_ones_out() -> None:
 
 def test_the_replay_memory_forgets_least_recently_used_first() -> None:
     signer = domain_signer("b.example")
-    acceptance = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()), memory=2)
+    acceptance = RecordAcceptance(_voting(), memory=2)
     first = signer.sign_record("sip:a@b.example", CONTACTS, ROUTE, 600)
     acceptance.judge("sip:a@b.example", [first])
     for user in ("b", "c"):
@@ -352,7 +358,7 @@ def test_a_first_pin_goes_to_the_certificate_most_replicas_list_first() -> None:
     majority = [(0, _id(1), [g, f]), (1, _id(2), [g, f]), (2, _id(3), [g]),
                 (3, _id(4), [f])]
     pins = MemoryPins()
-    acceptance = RecordAcceptance(RecordTrust("tofu", pin_store=pins))
+    acceptance = RecordAcceptance(_voting(pins))
     assert not acceptance.acceptable(records[0])  # unpinned: a lookup does not end on it
     verdict = acceptance.judge(aor, records, served=majority)
     assert [r.signer for r in verdict.accepted] == [g]
@@ -364,11 +370,11 @@ def test_a_first_pin_goes_to_the_certificate_most_replicas_list_first() -> None:
                   # Far replicas do not vote: the two closest disagree.
                   [(0, _id(1), [g, f]), (1, _id(2), [f]), *((2, far, [g]),) * 3],
                   []):  # nothing known of the replicas
-        fresh = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()), replicas=2)
+        fresh = RecordAcceptance(_voting(), replicas=2)
         verdict = fresh.judge(aor, records, served=split)
         assert verdict.accepted == [] and "do not agree" in verdict.reason
     # One claimant only: pinned on first sight, as before.
-    alone = RecordAcceptance(RecordTrust("tofu", pin_store=MemoryPins()))
+    alone = RecordAcceptance(_voting())
     assert [r.signer for r in alone.judge(aor, records[:1]).accepted] == [g]
 
 

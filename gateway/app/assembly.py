@@ -265,7 +265,8 @@ def _overlay_service(prepared: Prepared, location: LocationService, route: str,
                     if overlay.trust == "tofu" and overlay.dns_fingerprints else None)
     trust = RecordTrust(overlay.trust, ca_certificates=prepared.overlay_ca, pins=pins,
                         own_signer=signer.signer_id, pin_store=pin_directory,
-                        published=fingerprints.get if fingerprints is not None else None)
+                        published=fingerprints.get if fingerprints is not None else None,
+                        first_pin=overlay.first_pin)
     settings = overlay_settings(config, load_identity(config.data_dir, overlay.id_difficulty),
                                 frozenset(machine_addresses()), relay_offer)
     dns = None

@@ -139,6 +139,7 @@ class OverlaySection:
     rpc_timeout: float
     trust: str
     dns_fingerprints: bool
+    first_pin: str
     ca_file: str
     pins: tuple[tuple[str, str], ...]
     certificate: str

@@ -14,7 +14,8 @@ looks the target up and places INVITE → 200 → ACK → BYE → 200 (``--hold`
 between). ``lookup`` and ``call`` use the overlay as a client: no node adds them to its
 routing table, so a one-off command leaves no dead contact behind. The peer signs with
 a key and a self-signed certificate for its AoR's domain kept in ``--state-dir``
-(readers that trust on first use accept it); ``--aor self@DOMAIN`` makes a
+(readers accept it once they trust that certificate for the domain: its
+fingerprint in DNS, a pin, or ``first_pin = replicas``); ``--aor self@DOMAIN`` makes a
 self-certifying AoR instead (its user part derived from the key).
 
 It is a user agent, not a proxy: one UDP socket, the gateway's SIP parser and response
@@ -47,7 +48,12 @@ from gateway.overlay.dns_fingerprints import DomainFingerprints
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
-from gateway.overlay.trust import MemoryPins, RecordTrust
+from gateway.overlay.trust import (
+    FIRST_PIN_RULES,
+    MemoryPins,
+    RecordTrust,
+    normalize_fingerprint,
+)
 from gateway.sip.dns import DnsClient
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
@@ -139,9 +145,12 @@ class Peer:
 
     def __init__(self, aor: str, signer: Signer, host: str, sip_port: int,
                  overlay_port: int, k: int, reject: int = 0, client: bool = False,
-                 fingerprints: DomainFingerprints | None = None) -> None:
+                 fingerprints: DomainFingerprints | None = None,
+                 pins: dict[str, str] | None = None, first_pin: str = "dns") -> None:
         """``client``: use the overlay as a client (a one-off lookup or call), not as
-        a node others keep in their routing tables."""
+        a node others keep in their routing tables; ``pins``: domain -> certificate
+        fingerprint trusted from the start; ``first_pin``: how other domains get theirs
+        (:class:`gateway.overlay.trust.RecordTrust`)."""
         self.aor = aor
         self.signer = signer
         self.host = host
@@ -156,7 +165,9 @@ class Peer:
         self.endpoint = SipEndpoint(self._answer)
         self.calls_answered = 0
         self.fingerprints = fingerprints
-        self.trust = RecordTrust("tofu", pin_store=MemoryPins(),  # pins for this run
+        store = MemoryPins()  # pins for this run
+        store.pins.update(pins or {})
+        self.trust = RecordTrust("tofu", pin_store=store, first_pin=first_pin,
                                  published=fingerprints.get if fingerprints else None)
         self.acceptance = RecordAcceptance(self.trust)
 
@@ -329,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DNS servers to read the certificate fingerprints domains "
                              "publish (_p2psip-cert.<domain>) from; \"system\": "
                              "/etc/resolv.conf (default: none, pins of this run only)")
+    parser.add_argument("--pin", action="append", default=[], metavar="DOMAIN=SHA256",
+                        type=_pin,
+                        help="trust this certificate for DOMAIN's records (repeatable; "
+                             "p2psip-admin overlay status shows a gateway's)")
+    parser.add_argument("--first-pin", choices=FIRST_PIN_RULES, default="dns",
+                        help="how a domain neither --pin nor DNS vouches for is trusted: "
+                             "dns (never; default) or replicas (the certificate most of "
+                             "the closest replicas agree on)")
     parser.add_argument("--state-dir", default="peer-state", type=Path,
                         help="where the peer keeps its key and certificate")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -361,7 +380,7 @@ async def _main(args: argparse.Namespace) -> int:
         fingerprints = DomainFingerprints(DnsClient(servers))
     peer = Peer(aor, signer, args.host, args.sip_port, args.overlay_port, args.k,
                 getattr(args, "reject", 0), client=args.command != "join",
-                fingerprints=fingerprints)
+                fingerprints=fingerprints, pins=dict(args.pin), first_pin=args.first_pin)
     await peer.start(bootstrap)
     try:
         if args.command == "lookup":
@@ -379,7 +398,8 @@ async def _main(args: argparse.Namespace) -> int:
         stored = await peer.publish()
         print(f"{peer.aor} joined as node {peer.node.node.id.hex()[:16]} on udp "
               f"{args.host}:{peer.node.address[1] if peer.node.address else '?'}, "
-              f"SIP {peer.contact}, record on {stored} node(s)", flush=True)
+              f"SIP {peer.contact}, record on {stored} node(s), certificate "
+              f"sha256={peer.signer.signer_id}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -399,6 +419,16 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     finally:
         peer.stop()
+
+
+def _pin(item: str) -> tuple[str, str]:
+    """One ``--pin DOMAIN=SHA256`` argument: (domain, normalised fingerprint)."""
+    domain, _, value = item.partition("=")
+    fingerprint = normalize_fingerprint(value)
+    if not domain.strip() or len(fingerprint) != 64 or any(
+            c not in "0123456789abcdef" for c in fingerprint):
+        raise argparse.ArgumentTypeError(f"{item!r}: expected DOMAIN=SHA256 (64 hex digits)")
+    return domain.strip().lower(), fingerprint
 
 
 def main(argv: Sequence[str] | None = None) -> int:

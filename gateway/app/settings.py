@@ -267,15 +267,24 @@ SETTINGS: tuple[Setting, ...] = (
             "that of all contacts (twice this value before any answer)."),
     Setting("overlay", "trust", "tofu", v.choice("tofu", "ca", "pinned"),
             "Who may sign records for a domain: \"tofu\" (the certificate must name the "
-            "domain and be one the domain publishes in DNS, see dns_fingerprints; when it "
-            "publishes none, the first one seen, with the replicas' agreement, is pinned "
-            "in the registry, table overlay_pins), \"ca\" (it must chain to ca_file and "
-            "name the domain) or \"pinned\" (its fingerprint must be in pins)."),
+            "domain and be one the domain publishes in DNS, see dns_fingerprints, or the "
+            "one pinned for it in the registry, table overlay_pins; how a domain gets "
+            "its first pin: first_pin), \"ca\" (it must chain to ca_file and name the "
+            "domain) or \"pinned\" (its fingerprint must be in pins)."),
     Setting("overlay", "dns_fingerprints", "yes", v.yes_no,
             "With trust = tofu: before judging a domain's records, read the certificate "
             "fingerprints it publishes (TXT \"sha256=<hex>\" at _p2psip-cert.<domain>, "
             "through dns_servers); when there are any, only those certificates may sign "
-            "for the domain, whatever was pinned. no: pins and first sight only."),
+            "for the domain, whatever was pinned. no: pins only (and first_pin = "
+            "replicas)."),
+    Setting("overlay", "first_pin", "dns", v.choice("dns", "replicas"),
+            "With trust = tofu, how a domain not pinned yet gets its pin: \"dns\" only "
+            "from the fingerprints it publishes in DNS (or p2psip-admin overlay pins "
+            "pin); its records are refused until then, so hostile overlay nodes cannot "
+            "win a first pin. \"replicas\": also, when DNS publishes none, the "
+            "certificate a strict majority of the closest replicas list first, on two "
+            "paths or more (works without DNS; an attacker holding most of the replicas "
+            "a first lookup reaches wins the pin, docs/overlay.md)."),
     Setting("overlay", "ca_file", "", v.path,
             "PEM CA bundle for trust = ca."),
     Setting("overlay", "pins", "", v.pins,

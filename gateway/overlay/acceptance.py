@@ -62,10 +62,12 @@ class RecordAcceptance:
                 and record.seq >= self.seen(record.aor, record.signer))
 
     def _unpinned(self, record: Record) -> bool:
-        """A domain AoR whose domain trust on first use has not pinned yet and whose
-        DNS publishes no fingerprints."""
+        """A domain AoR whose domain trust on first use may pin by the replicas'
+        agreement (``first_pin = replicas``) and has not pinned yet, and whose DNS
+        publishes no fingerprints."""
         store = self.trust.pin_store
-        if (self.trust.mode != "tofu" or store is None or is_self_certifying(record.aor)
+        if (self.trust.mode != "tofu" or self.trust.first_pin != "replicas" or store is None
+                or is_self_certifying(record.aor)
                 or record.signer == self.own_signer):
             return False
         domain = domain_of(record.aor)

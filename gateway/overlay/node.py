@@ -51,6 +51,7 @@ import heapq
 import logging
 import operator
 import os
+import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -106,6 +107,19 @@ class CompleteRoutingTable(RoutingTable):
             if neighbor.id != node.id and (exclude is None or not neighbor.same_home_as(exclude))
         ]
         return [n for _, n in heapq.nsmallest(k, candidates, key=operator.itemgetter(0))]
+
+    def seeds(self, target: Node, extra: int) -> list[Node]:
+        """Where a lookup for ``target`` starts: the k known nodes closest to it, and
+        ``extra`` other known nodes drawn at random. An attacker can grind ids next to
+        a key and fill the closest slots of a routing table with them; contacts drawn
+        without regard to the key are hostile only as often as the overlay is, so each
+        disjoint path gets one (:class:`gateway.overlay.lookup.IterativeLookup` deals
+        seeds round robin by distance, and these come last)."""
+        closest = self.find_neighbors(target)
+        chosen = {n.id for n in closest}
+        others = [n for bucket in self.buckets for n in bucket.nodes.values()
+                  if n.id not in chosen and n.id != target.id]
+        return closest + random.sample(others, min(extra, len(others)))
 
     def is_new_node(self, node: Node) -> bool:
         """Neither in its bucket nor waiting in that bucket's replacement cache."""
@@ -579,7 +593,7 @@ class OverlayNode(Server):
     async def closest_nodes(self, key: bytes, deadline: float | None = None) -> list[Node]:
         """The k closest proven nodes to ``key``, found over disjoint paths."""
         target = Node(key)
-        nearest = self.protocol.router.find_neighbors(target)
+        nearest = self.protocol.router.seeds(target, self.paths)
         if not nearest:
             return []
         return (await self._lookup(target, nearest, values=False, deadline=deadline)).nodes
@@ -622,7 +636,7 @@ class OverlayNode(Server):
         key = key_for(aor)
         found = list(self.storage.records(key))
         target = Node(key)
-        nearest = self.protocol.router.find_neighbors(target)
+        nearest = self.protocol.router.seeds(target, self.paths)
         if not nearest:
             return _opened(merge(found), aor), None
 

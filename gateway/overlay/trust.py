@@ -9,8 +9,10 @@
   ``tofu``    the certificate names the domain (service-identity) and is one the domain
               publishes in DNS (``_p2psip-cert.<domain>``,
               :mod:`gateway.overlay.dns_fingerprints`), or, when it publishes none, the
-              one first seen for that domain; the pin is kept in the registry
-              (``overlay_pins``);
+              one pinned for it (``overlay_pins`` in the registry). A domain gets its
+              first pin from DNS or an administrator (``first_pin = dns``, the
+              default), or also from the replicas' agreement
+              (``first_pin = replicas``, :mod:`gateway.overlay.acceptance`);
   ``pinned``  the certificate's SHA-256 fingerprint is one configured for the domain.
 
 A gateway always trusts its own signature.
@@ -41,6 +43,8 @@ from gateway.overlay.rollover import FIELD as ROLLOVER_FIELD
 from gateway.overlay.rollover import endorsing_certificate
 
 TRUST_MODES = ("ca", "tofu", "pinned")
+#: How a ``tofu`` reader pins a domain it has not pinned yet.
+FIRST_PIN_RULES = ("dns", "replicas")
 
 
 class PinStore(Protocol):
@@ -171,13 +175,19 @@ class RecordTrust:
                  pins: dict[str, set[str]] | None = None, pin_store: PinStore | None = None,
                  own_signer: str = "",
                  clock: Callable[[], datetime.datetime] | None = None,
-                 published: Callable[[str], frozenset[str]] | None = None) -> None:
+                 published: Callable[[str], frozenset[str]] | None = None,
+                 first_pin: str = "dns") -> None:
         """``published``: the fingerprints a domain publishes in DNS, as far as already
         known (:meth:`gateway.overlay.dns_fingerprints.DomainFingerprints.get`); under
-        ``tofu`` they outrank pins and first sight."""
+        ``tofu`` they outrank pins and first sight. ``first_pin``: ``dns`` pins a domain
+        only from its DNS (or an administrator's pin); ``replicas`` also pins on first
+        sight (the caller weighs the replicas first)."""
         if mode not in TRUST_MODES:
             raise ValueError(f"unknown trust mode {mode!r}")
+        if first_pin not in FIRST_PIN_RULES:
+            raise ValueError(f"unknown first-pin rule {first_pin!r}")
         self.mode = mode
+        self.first_pin = first_pin
         self.ca_certificates = ca_certificates or []
         self.pins = {d.lower(): {normalize_fingerprint(f) for f in fps}
                      for d, fps in (pins or {}).items()}
@@ -237,11 +247,14 @@ class RecordTrust:
         published = self.published_for(domain)
         if published:
             return self._check_published(seen, domain, published, record_rollover, commit)
-        if self.pin_store is None:
-            return None
-        pinned = self.pin_store.get(domain)
+        pinned = self.pin_store.get(domain) if self.pin_store is not None else None
         if pinned is None:
-            if commit:
+            if self.first_pin == "dns":
+                return (f"{domain} is not pinned and publishes no certificate fingerprint "
+                        f"in DNS (_p2psip-cert.{domain}): publish one there "
+                        f"(overlay.publish_dns) or pin it (p2psip-admin overlay pins pin "
+                        f"{domain} {seen})")
+            if commit and self.pin_store is not None:
                 self.pin_store.pin(domain, seen)
             return None
         if pinned != seen:
