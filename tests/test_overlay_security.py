@@ -389,3 +389,32 @@ def test_overlay_status_shows_refused_contacts_and_bad_answers(tmp_path: Path, c
     admin_main(["--data-dir", str(tmp_path), "overlay", "status"])
     out = capsys.readouterr().out
     assert "7; refused 3 (ids per address), 2 answers with bad signatures" in out
+
+
+def test_every_path_starts_from_a_contact_drawn_regardless_of_the_key() -> None:
+    """Ids ground next to a key fill the closest slots of a routing table; each
+    disjoint path still gets one seed drawn at random from the rest of the table."""
+    from gateway.overlay.node import CompleteRoutingTable
+
+    class Pings(ScriptedProtocol):
+        async def call_ping(self, node: Node) -> None:  # a full bucket pings its head
+            return None
+
+    own = Node(b"\xff" * 20)
+    table = CompleteRoutingTable(Pings({}), 20, own)
+    ground = [Node(_id(i), "127.0.0.1", i) for i in range(1, 13)]  # next to key 0
+    spread = [Node(bytes([i]) + os.urandom(19), "127.0.0.2", i) for i in range(16, 240, 9)]
+    for node in ground + spread:
+        table.add_contact(node)
+    known = {n.id for bucket in table.buckets for n in bucket.nodes.values()}
+    nearest = [n for n in ground if n.id in known]
+    assert len(nearest) >= 4  # the table took enough ground ids to fill every path's seeds
+    seeds = table.seeds(Node(_id(0)), 4)
+    assert [n.id for n in seeds[:len(seeds) - 4]] == [
+        n.id for n in table.find_neighbors(Node(_id(0)))]
+    drawn = seeds[-4:]
+    assert len({n.id for n in drawn}) == 4 and not {n.id for n in drawn} & {n.id for n in ground}
+    lookup = IterativeLookup(ScriptedProtocol({}), Node(_id(0)), seeds, 20, 1, values=True,
+                             stall=lambda _: 1.0, paths=4)
+    for path in lookup._paths:  # noqa: SLF001 - how the seeds were dealt
+        assert {n.id for n in drawn} & set(path.nodes), path.index

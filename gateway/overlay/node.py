@@ -90,6 +90,13 @@ logging.getLogger("kademlia").setLevel(logging.ERROR)
 logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
 
 
+#: Holders a path of a value lookup ends on. A stale replica serves an older record
+#: that is still genuine; with one holder a path, a reader that never saw the newer one
+#: accepts the older when all four paths end on stale replicas (a fraction f of them
+#: hostile: about f^4 of lookups, 1 in 1 000 at 30 %), with two about f^8, for one
+#: more query a path (bench/overlay_adversarial.py, docs/benchmarks.md).
+HOLDERS_PER_PATH = 2
+
 #: Appended to a client's node id in its requests: 21 bytes is not a routing-table id.
 CLIENT_MARK = b"\x00"
 
@@ -663,7 +670,8 @@ class OverlayNode(Server):
         # alpha is the parallelism of the whole lookup, spread over its paths.
         per_path = max(1, self.alpha // self.paths)
         lookup = IterativeLookup(self.protocol, target, seeds, self.ksize, per_path,
-                                 values=values, enough=1, stall=self.protocol.rtt.timeout,
+                                 values=values, enough=HOLDERS_PER_PATH,
+                                 stall=self.protocol.rtt.timeout,
                                  paths=self.paths, deadline=deadline,
                                  per_address=self.ids_per_address,
                                  candidate=self.protocol.candidate, accept=accept)
