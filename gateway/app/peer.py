@@ -42,18 +42,14 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway import __version__
 from gateway.app.config import defaults
+from gateway.app.values import pins as pins_setting
 from gateway.app.wiring import tls_settings
 from gateway.overlay.acceptance import RecordAcceptance
 from gateway.overlay.dns_fingerprints import DomainFingerprints
 from gateway.overlay.node import OverlayNode
 from gateway.overlay.record import Contact, Record, Signer, decode_bundle, self_certifying_user
 from gateway.overlay.service import parse_peers
-from gateway.overlay.trust import (
-    FIRST_PIN_RULES,
-    MemoryPins,
-    RecordTrust,
-    normalize_fingerprint,
-)
+from gateway.overlay.trust import FIRST_PIN_RULES, MemoryPins, RecordTrust
 from gateway.sip.dns import DnsClient
 from gateway.sip.errors import SipSyntaxError
 from gateway.sip.message import Request, Response
@@ -341,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "publish (_p2psip-cert.<domain>) from; \"system\": "
                              "/etc/resolv.conf (default: none, pins of this run only)")
     parser.add_argument("--pin", action="append", default=[], metavar="DOMAIN=SHA256",
-                        type=_pin,
+                        type=_pins,
                         help="trust this certificate for DOMAIN's records (repeatable; "
                              "p2psip-admin overlay status shows a gateway's)")
     parser.add_argument("--first-pin", choices=FIRST_PIN_RULES, default="dns",
@@ -380,7 +376,8 @@ async def _main(args: argparse.Namespace) -> int:
         fingerprints = DomainFingerprints(DnsClient(servers))
     peer = Peer(aor, signer, args.host, args.sip_port, args.overlay_port, args.k,
                 getattr(args, "reject", 0), client=args.command != "join",
-                fingerprints=fingerprints, pins=dict(args.pin), first_pin=args.first_pin)
+                fingerprints=fingerprints, pins=dict(p for given in args.pin for p in given),
+                first_pin=args.first_pin)
     await peer.start(bootstrap)
     try:
         if args.command == "lookup":
@@ -421,14 +418,15 @@ async def _main(args: argparse.Namespace) -> int:
         peer.stop()
 
 
-def _pin(item: str) -> tuple[str, str]:
-    """One ``--pin DOMAIN=SHA256`` argument: (domain, normalised fingerprint)."""
-    domain, _, value = item.partition("=")
-    fingerprint = normalize_fingerprint(value)
-    if not domain.strip() or len(fingerprint) != 64 or any(
-            c not in "0123456789abcdef" for c in fingerprint):
-        raise argparse.ArgumentTypeError(f"{item!r}: expected DOMAIN=SHA256 (64 hex digits)")
-    return domain.strip().lower(), fingerprint
+def _pins(item: str) -> tuple[tuple[str, str], ...]:
+    """One ``--pin DOMAIN=SHA256[,…]`` argument, parsed as ``overlay.pins`` is."""
+    try:
+        given = pins_setting(item)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not given:
+        raise argparse.ArgumentTypeError("expected DOMAIN=SHA256")
+    return given
 
 
 def main(argv: Sequence[str] | None = None) -> int:
