@@ -193,3 +193,85 @@ async def test_a_new_contact_is_handed_the_keys_it_is_now_closest_to() -> None:
 
     handed, opened = await run(scenario())
     assert handed == HANDOVER_SLICE * 2 + 10 and opened == 1
+
+
+def test_the_neighbour_search_finds_the_k_closest_of_every_bucket() -> None:
+    """The search visits buckets nearest first and stops early; whatever it skips, it
+    must return what sorting every contact by distance returns (with a full table of
+    split buckets, random targets, and with an address excluded)."""
+    import random
+
+    from kademlia.node import Node
+
+    from gateway.overlay.node import CompleteRoutingTable
+
+    class Quiet:  # a full bucket pings its head: nobody answers
+        source_node = Node(os.urandom(20))
+
+        async def call_ping(self, node: Node) -> None:
+            return None
+
+    rng = random.Random(7)
+    protocol = Quiet()
+    table = CompleteRoutingTable(protocol, 8, protocol.source_node)
+    for port in range(1, 3000):
+        table.add_contact(Node(rng.randbytes(20), "127.0.0.1", port))
+    contacts = [n for bucket in table.buckets for n in bucket.nodes.values()]
+    assert len(table.buckets) > 10 and len(contacts) > 80
+    for _ in range(300):
+        target = Node(rng.randbytes(20))
+        exclude = rng.choice(contacts) if rng.random() < 0.5 else None
+        everyone = sorted((n for n in contacts
+                           if exclude is None or (n.ip, n.port) != (exclude.ip, exclude.port)),
+                          key=lambda n: n.long_id ^ target.long_id)
+        k = rng.choice((1, 8, 20))
+        found = table.find_neighbors(target, k, exclude=exclude)
+        assert [n.id for n in found] == [n.id for n in everyone[:k]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_is_handed_over_once_the_closer_contact_has_left() -> None:
+    """A node holding a key that a contact is closer to leaves the hand-over of that key
+    to it (and remembers so); once that contact has left the table, the next newcomer
+    among the closest is handed the key by this node."""
+    from gateway.overlay.node import Peer
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        holder = OverlayNode(ksize=4, rpc_timeout=0.3, difficulty=TEST_DIFFICULTY)
+        await holder.listen(0, "127.0.0.1")
+        try:
+            protocol = holder.protocol
+            aor = "sip:carol@b.example"
+            key = key_for(aor)
+            protocol.storage.put_records(key, record(domain_signer("b.example"), aor))
+            target = int.from_bytes(key, "big")
+            mine = holder.node.long_id ^ target
+
+            def near(distance: int, port: int) -> Peer:
+                node_id = (target ^ distance).to_bytes(20, "big")
+                return Peer(node_id, "127.0.0.9", port, b"")
+
+            handed: list[bytes] = []
+
+            async def call_store(node, stored_key, value):  # noqa: ANN001, ANN202
+                handed.append(node.id)
+                return True, True
+
+            protocol.call_store = call_store
+            closer = near(mine // 4, 1)
+            protocol.router.add_contact(closer)
+            first = near(mine // 2, 2)
+            protocol._hand_over_key(first, key)  # noqa: SLF001 - the rule on its own
+            await asyncio.sleep(0.01)
+            before = list(handed)
+            protocol.router.remove_contact(closer)
+            second = near(mine // 3, 3)
+            protocol._hand_over_key(second, key)  # noqa: SLF001
+            await asyncio.sleep(0.01)
+            return before, handed
+        finally:
+            holder.stop()
+
+    before, after = await run(scenario())
+    assert before == []  # the closer contact's job
+    assert len(after) == 1  # its job is ours once it has gone

@@ -24,6 +24,7 @@ checks that before the answer gets here).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -57,6 +58,7 @@ class LookupResult:
     served: list[tuple[int, bytes, list[str]]] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(ip: str) -> bool:
     """Whether ``ip`` is a loopback address (one machine's test networks: exempt from
     the ids-per-address bound)."""
@@ -116,6 +118,8 @@ class IterativeLookup:
         self._tasks: dict[asyncio.Future[Any], tuple[int, bytes]] = {}
         self.result = LookupResult()
         self._no_value: list[Node] = []
+        self._target_id = target.long_id
+        self._distance: dict[bytes, int] = {}  # node id -> its distance to the target
         ordered = sorted(seeds, key=lambda n: n.distance_to(target))
         for position, seed in enumerate(ordered):
             self._add(self._paths[position % count], seed, 1)
@@ -127,6 +131,7 @@ class IterativeLookup:
             return
         path.per_ip[node.ip] = path.per_ip.get(node.ip, 0) + 1
         path.nodes[node.id] = node
+        self._distance.setdefault(node.id, self._target_id ^ node.long_id)
         path.depth[node.id] = depth
         path.state[node.id] = "new"
 
@@ -137,7 +142,7 @@ class IterativeLookup:
         alive = [i for i, s in path.state.items()
                  if s != "failed" and self._owner.get(i, path.index) == path.index
                  and not (s == "pending" and i in stalled)]
-        alive.sort(key=lambda i: path.nodes[i].distance_to(self.target))
+        alive.sort(key=self._distance.__getitem__)
         return alive[:self.span]
 
     def _step(self, path: _Path) -> None:

@@ -47,7 +47,6 @@ on.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import operator
 import os
@@ -101,19 +100,47 @@ HOLDERS_PER_PATH = 2
 CLIENT_MARK = b"\x00"
 
 
+def _nearest_possible(bounds: tuple[int, int], target: int) -> int:
+    """The least XOR distance to ``target`` any id in ``bounds`` (inclusive) can have."""
+    low, high = bounds
+    free = (low ^ high).bit_length()
+    return ((low ^ target) >> free) << free
+
+
 class CompleteRoutingTable(RoutingTable):
     """A routing table whose neighbour search considers every bucket."""
+
+    #: Bumped whenever a contact leaves: facts like "some contact is closer to this
+    #: key than we are" hold while it stays the same (new contacts only add to them).
+    removals = 0
+
+    def remove_contact(self, node: Node) -> None:
+        """Drop ``node`` (the package's rule), counting the removal."""
+        self.removals += 1
+        super().remove_contact(node)
 
     def find_neighbors(self, node: Node, k: int | None = None,
                        exclude: Node | None = None) -> list[Node]:
         """The ``k`` known nodes closest to ``node`` (excluding ``exclude``'s address)."""
         k = k or self.ksize
-        candidates = [
-            (node.distance_to(neighbor), neighbor)
-            for bucket in self.buckets for neighbor in bucket.nodes.values()
-            if neighbor.id != node.id and (exclude is None or not neighbor.same_home_as(exclude))
-        ]
-        return [n for _, n in heapq.nsmallest(k, candidates, key=operator.itemgetter(0))]
+        target, own = node.long_id, node.id
+        home = None if exclude is None else (exclude.ip, exclude.port)
+        # Every FIND_NODE answer runs this, so buckets are visited nearest first and the
+        # search stops at the first bucket that cannot hold anything closer than the
+        # k-th found so far (all ids of a bucket's range share the bits above the
+        # highest one its bounds differ in: no id in it is nearer than that prefix).
+        ordered = sorted((_nearest_possible(bucket.range, target), index)
+                         for index, bucket in enumerate(self.buckets))
+        candidates: list[tuple[int, Node]] = []
+        for bound, index in ordered:
+            if len(candidates) >= k and bound > candidates[k - 1][0]:
+                break
+            candidates.extend(
+                (target ^ neighbor.long_id, neighbor)
+                for neighbor in self.buckets[index].nodes.values()
+                if neighbor.id != own and (home is None or (neighbor.ip, neighbor.port) != home))
+            candidates.sort(key=operator.itemgetter(0))
+        return [n for _, n in candidates[:k]]
 
     def seeds(self, target: Node, extra: int) -> list[Node]:
         """Where a lookup for ``target`` starts: the k known nodes closest to it, and
@@ -176,6 +203,8 @@ MAX_PENDING_CHECKS = 64
 MAX_PROVEN = 10_000
 #: Keys looked at per turn of the loop when handing keys over to a new contact.
 HANDOVER_SLICE = 256
+#: Held keys remembered as another contact's to hand over (a bound on that memory).
+MAX_NOT_MINE = 100_000
 
 
 class OverlayProtocol(KademliaProtocol):
@@ -206,6 +235,10 @@ class OverlayProtocol(KademliaProtocol):
         # New contacts waiting for their hand-over (bounded: under churn the oldest go).
         self._arrivals: deque[Peer] = deque(maxlen=1000)
         self._handing_over: asyncio.Future[None] | None = None
+        # Held keys another contact is closer to (no hand-over of ours), valid while
+        # the table's ``removals`` stays at ``_not_mine_removals``.
+        self._not_mine: set[bytes] = set()
+        self._not_mine_removals = 0
 
     def connection_made(self, transport: Any) -> None:
         """Give the socket the SIP listeners' buffers (a lookup's answers come in
@@ -334,8 +367,7 @@ class OverlayProtocol(KademliaProtocol):
         if not isinstance(payload, list) or len(payload) != 2 or not isinstance(
                 payload[1], list | tuple):
             return
-        task = asyncio.ensure_future(self._guarded_request(msg_id, payload, addr))
-        task.add_done_callback(consume_exception)
+        self._answer_request(msg_id, payload, addr)
 
     def _answer_received(self, msg_id: bytes, payload: Any, address: tuple[str, int]) -> None:
         entry = self._pending.get(msg_id)
@@ -379,18 +411,37 @@ class OverlayProtocol(KademliaProtocol):
             self._proven.popitem(last=False)
         return True
 
-    async def _guarded_request(self, msg_id: bytes, payload: list[Any], addr: Any) -> None:
+    def _answer_request(self, msg_id: bytes, payload: list[Any], addr: Any) -> None:
+        """Run the request's handler and send its signed answer: at once for the
+        plain handlers (no task a datagram), later for a coroutine one."""
         name, args = payload
         handler = getattr(self, f"rpc_{name}", None) if isinstance(name, str) else None
         if handler is None or not callable(handler):
             return
         try:
             answer = handler(addr, *args)
-            if asyncio.iscoroutine(answer):
-                answer = await answer
-            body = pack(answer)
         except Exception as exc:  # a malformed RPC from the network
             log.debug("bad request from %s: %s", addr, exc)
+            return
+        if asyncio.iscoroutine(answer):
+            task = asyncio.ensure_future(self._send_later(msg_id, answer, addr))
+            task.add_done_callback(consume_exception)
+        else:
+            self._send_answer(msg_id, answer, addr)
+
+    async def _send_later(self, msg_id: bytes, answer: Any, addr: Any) -> None:
+        try:
+            value = await answer
+        except Exception as exc:  # a malformed RPC from the network
+            log.debug("bad request from %s: %s", addr, exc)
+            return
+        self._send_answer(msg_id, value, addr)
+
+    def _send_answer(self, msg_id: bytes, answer: Any, addr: Any) -> None:
+        try:
+            body = pack(answer)
+        except Exception as exc:  # an answer msgpack cannot carry
+            log.debug("unpackable answer to %s: %s", addr, exc)
             return
         signature = self.identity.sign(ANSWER_CONTEXT + msg_id + body)
         if self.transport is not None:
@@ -496,15 +547,24 @@ class OverlayProtocol(KademliaProtocol):
                 await asyncio.sleep(0)
 
     def _hand_over_key(self, node: Peer, key: bytes) -> None:
-        keynode = Node(key)
-        mine = self.source_node.distance_to(keynode)
-        # Is another contact closer to the key than this node? Then the hand-over is its
-        # job. The key's own bucket first: for most keys a closer contact is found there
-        # at once, and the full neighbour search below runs for few keys.
         router = self.router
+        if self._not_mine_removals != router.removals:
+            self._not_mine.clear()  # a contact left: the closer one may be gone
+            self._not_mine_removals = router.removals
+        if key in self._not_mine:
+            return
+        keynode = Node(key)
+        target = keynode.long_id
+        mine = self.source_node.long_id ^ target
+        # Is another contact closer to the key than this node? Then the hand-over is its
+        # job (and stays so while no contact leaves). The key's own bucket first: for
+        # most keys a closer contact is found there at once, and the full neighbour
+        # search below runs for few keys.
         for bucket in (router.buckets[router.get_bucket_for(keynode)], *router.buckets):
             for contact in bucket.nodes.values():
-                if contact.id != node.id and contact.distance_to(keynode) <= mine:
+                if contact.id != node.id and contact.long_id ^ target <= mine:
+                    if len(self._not_mine) < MAX_NOT_MINE:
+                        self._not_mine.add(key)
                     return
         neighbors = router.find_neighbors(keynode, exclude=node)
         if neighbors and node.distance_to(keynode) >= neighbors[-1].distance_to(keynode):
