@@ -275,3 +275,29 @@ async def test_a_key_is_handed_over_once_the_closer_contact_has_left() -> None:
     before, after = await run(scenario())
     assert before == []  # the closer contact's job
     assert len(after) == 1  # its job is ours once it has gone
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_holder_answers_find_value_with_its_closest_contacts_too() -> None:
+    """FIND_VALUE at a node holding the key: the bundle and the node's closest proven
+    contacts (readers take their path's next holder from them)."""
+
+    async def scenario() -> tuple[bool, int]:
+        nodes, _ = await overlay(4, k=4)
+        try:
+            aor = "sip:dave@b.example"
+            holder = nodes[1]
+            holder.storage.put_records(key_for(aor), record(domain_signer("b.example"), aor))
+            asker = nodes[2]
+            there = Node(holder.node.id, *holder.address)
+            ok, value = await asker.protocol.call_find_value(there, Node(key_for(aor)))
+            assert ok, "the holder did not answer"
+            return "value" in value, len(value.get("nodes", []))
+        finally:
+            for node in nodes:
+                node.stop()
+
+    from kademlia.node import Node
+
+    has_value, contacts = await run(scenario())
+    assert has_value and contacts >= 2

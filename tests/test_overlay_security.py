@@ -216,6 +216,31 @@ async def test_a_hostile_path_does_not_hide_the_value_from_the_other_paths() -> 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_holder_names_the_next_holder_of_its_path() -> None:
+    """A holder's FIND_VALUE answer carries its closest contacts with the value: the path
+    asks the holder it names (known from nowhere else) before its own farther seed."""
+    signer = domain_signer("b.example")
+    bundle = encode_bundle([signer.sign_record("sip:bob@b.example", CONTACTS, ROUTE, 600)])
+    script: dict[bytes, Any] = {
+        _id(30): {"value": bundle, "nodes": [(_id(10), "127.0.0.1", 10)]},
+        _id(10): {"value": bundle, "nodes": []},
+        _id(40): [],
+    }
+    seeds = [Node(_id(30), "127.0.0.1", 30), Node(_id(40), "127.0.0.1", 40)]
+
+    async def lookup() -> tuple[int, int]:
+        search = IterativeLookup(ScriptedProtocol(script), Node(_id(0)), seeds, k=4,
+                                 alpha=1, values=True, stall=lambda _: 5.0, paths=1,
+                                 enough=2, candidate=lambda entry: Node(*entry),
+                                 deadline=time.monotonic() + 5)
+        result = await search.run()
+        return result.holders, result.queries
+
+    holders, queries = await run(lookup())
+    assert (holders, queries) == (2, 2)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_lookup_returns_what_it_found_when_its_deadline_comes() -> None:
     signer = domain_signer("b.example")
     bundle = encode_bundle([signer.sign_record("sip:bob@b.example", CONTACTS, ROUTE, 600)])

@@ -243,8 +243,9 @@ class IterativeLookup:
                     self.result.holders += 1
                     if not self.result.hops:
                         self.result.hops = depth
-            return
-        if self.values:
+            # A holder also names its closest contacts: the other holders, most likely.
+            answer = answer.get("nodes")
+        elif self.values:
             self._no_value.append(path.nodes[node_id])
         if not isinstance(answer, list | tuple):
             return

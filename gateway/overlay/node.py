@@ -503,13 +503,14 @@ class OverlayProtocol(KademliaProtocol):
                 if isinstance(n, Peer)]
 
     def rpc_find_value(self, sender: Any, credential: Any, key: bytes) -> Any:
-        """The bundle stored under ``key``, else the closest contacts."""
+        """The bundle stored under ``key`` with the closest contacts (where the reader's
+        next holder is), else the closest contacts."""
+        nodes = self.rpc_find_node(sender, credential, key)
         if isinstance(key, bytes) and len(key) == 20:
             value = self.storage.get(key, None)
             if value is not None:
-                self.note_sender(sender, credential)
-                return {"value": value}
-        return self.rpc_find_node(sender, credential, key)
+                return {"value": value, "nodes": nodes}
+        return nodes
 
     def admit(self, node: Peer) -> None:
         """Put a proven contact in the routing table (handing it the keys it should
