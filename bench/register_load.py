@@ -10,10 +10,16 @@ SIPp's response-time median/p99 at that rate (millisecond resolution, kernel tic
 the idle latency median/p99 measured one REGISTER at a time by a small UDP client with
 ``time.perf_counter_ns``.
 
+With ``--overload 2,4`` each target is then offered those multiples of its own highest
+clean rate for ``--overload-seconds`` (30) and, right after each, half of that rate for
+10 s: what it completed successfully per second of the overload (against its capacity),
+and whether it was clean again at once.
+
 Usage::
 
     python bench/register_load.py [--targets gateway,twisted,kamailio]
-        [--rates 1000,2000,...] [--step-seconds 10] [--json out.json]
+        [--rates 1000,2000,...] [--step-seconds 10] [--overload 2,4]
+        [--overload-seconds 30] [--json out.json]
 
 Everything runs on 127.0.0.1 and every process started here is stopped by its PID.
 """
@@ -528,7 +534,90 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Summary], list[St
             if not active:
                 break
         summaries = [summarise(t, steps[t.name], idle[t.name]) for t in targets]
+        if args.overload:
+            args.overload_results = overload_runs(
+                targets, {s.target: s.max_clean_rate for s in summaries}, args.overload,
+                args.overload_seconds, workdir, pause=args.pause)
     return summaries, [step for name in steps for step in steps[name]]
+
+
+@dataclass
+class Overload:
+    """One target offered ``multiple`` x its own clean capacity for a while, then half
+    of that capacity at once (is it clean again?)."""
+
+    target: str
+    capacity: int
+    multiple: float
+    offered_rate: int
+    seconds: int
+    successful: int
+    failed: int
+    timeouts: int
+    retransmissions: int
+    #: Successful completions per second of offered load, and that over the capacity.
+    completed_rate: float
+    of_capacity: float
+    rtt_p50_ms: float
+    rtt_p99_ms: float
+    target_cpu_pct: float
+    recovery_clean: bool
+    recovery_reasons: list[str]
+
+
+def overload_runs(targets: list[Target], capacities: dict[str, int],
+                  multiples: list[float], seconds: int, workdir: Path,
+                  scenario: Callable[[str, int], list[str] | None] = lambda _n, _r: None,
+                  recovery_seconds: int = 10, pause: float = 2.0) -> list[Overload]:
+    """Offer each target ``multiple`` x its capacity for ``seconds`` s (interleaved by
+    multiple, so noise hits the targets alike), then half its capacity for
+    ``recovery_seconds`` s right after: what it completed, and whether it was clean
+    again. ``scenario(run id, rate)`` gives SIPp's scenario arguments (None:
+    REGISTER of new users)."""
+    results = []
+    for multiple in multiples:
+        for target in targets:
+            capacity = capacities.get(target.name, 0)
+            if not capacity or not target.alive():
+                continue
+            rate = int(capacity * multiple)
+            where = workdir / target.name / f"overload-{multiple:g}"
+            step = run_step(target, rate, seconds, f"ovl{multiple:g}", where,
+                            scenario(f"ovl{multiple:g}", rate))
+            recovery = run_step(target, max(1, capacity // 2), recovery_seconds,
+                                f"rec{multiple:g}", where / "recovery",
+                                scenario(f"rec{multiple:g}", capacity // 2))
+            completed = step.successful / seconds
+            results.append(Overload(
+                target.name, capacity, multiple, rate, seconds, step.successful,
+                step.failed, step.timeouts, step.retransmissions, completed,
+                completed / capacity, step.rtt_p50_ms, step.rtt_p99_ms,
+                step.target_cpu_pct, recovery.clean, recovery.reasons))
+            print(f"  {target.name:9} overload {multiple:g}x ({rate}/s for {seconds} s): "
+                  f"{completed:.0f}/s successful = {completed / capacity:.0%} of capacity "
+                  f"{capacity}/s, {step.failed} failed, {step.timeouts} timeouts, "
+                  f"{step.retransmissions} retransmissions, cpu {step.target_cpu_pct:.0f}%; "
+                  f"then {capacity // 2}/s: "
+                  f"{'clean' if recovery.clean else 'NOT clean: ' + '; '.join(recovery.reasons)}",
+                  flush=True)
+            time.sleep(pause)
+    return results
+
+
+def print_overload(results: list[Overload]) -> None:
+    """The overload table."""
+    if not results:
+        return
+    print()
+    print("| target | capacity/s | offered | successful/s | of capacity | failed | timeouts "
+          "| retransmissions | rtt p50 / p99 (ms) | CPU | half capacity right after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r.target} | {r.capacity} | {r.multiple:g}x = {r.offered_rate}/s "
+              f"| {r.completed_rate:.0f} | {r.of_capacity:.0%} | {r.failed} | {r.timeouts} "
+              f"| {r.retransmissions} | {r.rtt_p50_ms:.0f} / {r.rtt_p99_ms:.0f} "
+              f"| {r.target_cpu_pct:.0f} % "
+              f"| {'clean' if r.recovery_clean else '; '.join(r.recovery_reasons)} |")
 
 
 def ratios(summaries: list[Summary]) -> dict[str, float]:
@@ -597,6 +686,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write all results to this JSON file")
     parser.add_argument("--gateway-config", type=Path,
                         help="configuration file for the gateway (e.g. [overlay] enabled = no)")
+    parser.add_argument("--overload", default="",
+                        help="after the steps, offer each target these multiples of its "
+                             "own clean rate (e.g. 2,4), then half of it")
+    parser.add_argument("--overload-seconds", type=int, default=30,
+                        help="how long each overload is offered")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (logs, SIPp traces)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -605,6 +699,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     args.rates = [int(rate) for rate in args.rates.split(",")]
+    args.overload = [float(m) for m in args.overload.split(",") if m.strip()]
+    args.overload_results = []
     if args.step_seconds < 1 or any(rate < 1 for rate in args.rates):
         parser.error("--step-seconds and --rates must be positive")
     return args
@@ -627,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     ratio = ratios(summaries)
     print_report(summaries, ratio, args)
+    print_overload(args.overload_results)
     if args.json:
         arguments = sys.argv[1:] if argv is None else argv
         record = {
@@ -637,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             "summaries": [asdict(s) for s in summaries],
             "ratios": ratio,
             "steps": [asdict(step) for step in steps],
+            "overload": [asdict(r) for r in args.overload_results],
         }
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 0

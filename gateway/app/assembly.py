@@ -55,6 +55,7 @@ from gateway.sip.address import Address
 from gateway.sip.client_transaction import ClientTransactionLayer
 from gateway.sip.dns import DnsClient
 from gateway.sip.locate import SipLocator
+from gateway.sip.overload import OverloadGuard, OverloadSettings
 from gateway.sip.transaction import TransactionLayer
 from gateway.sip.transport import OpenConnections, TransportManager, WebSocketOptions
 from gateway.sip.uri import bracketed
@@ -148,6 +149,9 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
     if limits.source_rate > 0:
         exempt = authenticator.is_trusted if limits.exempt_trusted else (lambda _host: False)
         rate_limit = SourceRateLimiter(limits.source_rate, limits.source_burst, exempt)
+    overload = OverloadGuard(OverloadSettings(
+        target=limits.overload_delay, drop_delay=limits.overload_drop_delay,
+        retry_after=limits.overload_retry_after))
     t1 = config.sip.t1
     transactions = TransactionLayer(t1, config.sip.t2, config.sip.t4,
                                     invite_lifetime=config.proxy.timer_c + 64 * t1 + 32)
@@ -180,7 +184,7 @@ def assemble(prepared: Prepared, reactor: Any) -> Gateway:
                                 config.sip.max_tcp_connections, config.sip.tcp_idle_timeout,
                                 absorb=sink.absorb, tls=prepared.tls, rejected=metrics.rejected,
                                 connections=connections, unreachable=sink.unreachable,
-                                websocket=web_options)
+                                websocket=web_options, overload=overload)
 
     # Next hops named by host names are located in DNS only when the dns resolver is on:
     # taking it out of proxy.resolvers keeps the SIP path off DNS altogether.

@@ -182,11 +182,14 @@ class StatusSection:
 
 @dataclass(frozen=True, slots=True)
 class LimitsSection:
-    """``[limits]``: per-source request rate."""
+    """``[limits]``: per-source request rate and overload control."""
 
     source_rate: float
     source_burst: float
     exempt_trusted: bool
+    overload_delay: float
+    overload_drop_delay: float
+    overload_retry_after: int
 
 
 @dataclass(frozen=True, slots=True)

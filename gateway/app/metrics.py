@@ -12,6 +12,7 @@ import bisect
 import os
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -117,6 +118,14 @@ class GatewayCollector:
                                   value=m.registrations)
         yield CounterMetricFamily("sip_rate_limited", "requests refused by the per-source "
                                   "rate limit (503)", value=m.rate_limited)
+        overload = status.get("overload", {})
+        yield CounterMetricFamily("sip_overload_shed", "new requests answered 503 by "
+                                  "overload control", value=overload.get("shed_503", 0))
+        yield CounterMetricFamily("sip_overload_dropped", "new requests dropped unread by "
+                                  "overload control", value=overload.get("dropped", 0))
+        yield GaugeMetricFamily("sip_overload_admitted_fraction", "share of new requests "
+                                "admitted (1: no overload)",
+                                value=overload.get("admitted_fraction", 1.0))
         yield CounterMetricFamily("sip_malformed_messages", "messages that could not be "
                                   "parsed, lacked valid mandatory headers or were too big "
                                   "(answered 400/505, or dropped), and refused WebSocket "
@@ -166,15 +175,19 @@ class GatewayCollector:
 
 
 def process_memory() -> dict[str, float | int | None]:
-    """This process' resident memory (MiB; None where /proc is missing) and the number
-    of blocks Python's allocator has handed out."""
+    """This process' resident memory (MiB; None where /proc is missing), the number
+    of blocks Python's allocator has handed out, and, when the process runs under
+    ``tracemalloc`` (``PYTHONTRACEMALLOC=1``), the Python heap it counts (MiB)."""
     try:
         with open("/proc/self/statm") as statm:
             resident_pages = int(statm.read().split()[1])
         rss: float | None = round(resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
     except (OSError, ValueError, IndexError):
         rss = None
-    return {"rss_mib": rss, "python_blocks": sys.getallocatedblocks()}
+    heap = (round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
+            if tracemalloc.is_tracing() else None)
+    return {"rss_mib": rss, "python_blocks": sys.getallocatedblocks(),
+            "python_heap_mib": heap}
 
 
 def _by_label(name: str, documentation: str, label: str,

@@ -379,6 +379,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("limits", "exempt_trusted", "yes", v.yes_no,
             "Sources in auth.trusted_networks (this machine by default) are not "
             "limited."),
+    Setting("limits", "overload_delay", "0.03", v.seconds(0, 10),
+            "Overload control (UDP): when datagrams have waited longer than this "
+            "(seconds) in the socket's queue throughout an interval of 0.1 s, the gateway "
+            "is past its capacity and admits only a share of new requests (out of "
+            "dialogs; never ACK, CANCEL, requests in dialogs, responses), lowered while "
+            "the queue stands and raised as soon as it drains; the others get 503 with "
+            "Retry-After, built without parsing them. 0: off. See docs/performance.md."),
+    Setting("limits", "overload_drop_delay", "0.4", v.seconds(0, 60),
+            "When the queue stands even longer than this (seconds), new requests that "
+            "are not admitted are dropped unread instead of answered 503 (a 503 costs "
+            "too much then; their senders retransmit later)."),
+    Setting("limits", "overload_retry_after", "5", v.int_range(1, 3600),
+            "Retry-After (seconds) of the 503 sent to requests shed under overload."),
     Setting("dns", "servers", "", v.dns_servers,
             "DNS servers (host[:port], port 53 when omitted) for RFC 3263 server "
             "location (the \"dns\" resolver). Empty: the system's (/etc/resolv.conf)."),
@@ -463,7 +476,7 @@ SECTION_DOCS = {
     "overlay": "The P2PSIP overlay node.",
     "upstream": "A conventional SIP server next to the overlay.",
     "status": "The HTTP status endpoint.",
-    "limits": "Per-source request rate.",
+    "limits": "Per-source request rate and overload control.",
     "dns": "DNS for locating SIP servers (RFC 3263).",
     "registrar": "REGISTER limits (RFC 3261 §10.3).",
     "database": "The SQL registry.",

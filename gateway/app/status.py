@@ -45,6 +45,9 @@ def gateway_status(gateway: Gateway, *, stopped: bool = False) -> dict[str, Any]
         "responses": dict(metrics.responses),
         "registrations": metrics.registrations,
         "rate_limited": metrics.rate_limited,
+        "overload": gateway.transports.overload.status()
+        if gateway.transports.overload is not None and gateway.transports.overload.enabled
+        else {"state": "off"},
         "malformed": metrics.malformed,
         "memory": process_memory(),
     }

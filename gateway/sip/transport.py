@@ -7,7 +7,11 @@ packet's source, never to a Via host) or dropped; no exception escapes into the 
 
 from __future__ import annotations
 
+import errno
 import socket
+import struct
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +28,12 @@ from gateway.log import get_logger
 from gateway.sip import icmp
 from gateway.sip.address import Address, ListenAddress
 from gateway.sip.message import Request, Response
+from gateway.sip.overload import (
+    OverloadGuard,
+    acknowledges_shed,
+    new_request_headers,
+    unavailable_response,
+)
 from gateway.sip.parser import ParseError, StreamFramer, parse_message
 from gateway.sip.responses import build_error_response
 from gateway.sip.stun import binding_response, is_stun
@@ -107,14 +117,17 @@ class UdpTransport(DatagramProtocol):
     def __init__(self, receive: Receiver, max_message_size: int,
                  absorb: Absorber | None = None,
                  rejected: Rejected = _ignore_rejected,
-                 unreachable: Unreachable | None = None) -> None:
+                 unreachable: Unreachable | None = None,
+                 overload: OverloadGuard | None = None) -> None:
         """``unreachable`` hears of every destination that answered a datagram with an
-        ICMP error (as the :class:`Address` it was sent to from this socket)."""
+        ICMP error (as the :class:`Address` it was sent to from this socket);
+        ``overload`` sheds new requests past capacity."""
         self.receive = receive
         self.absorb = absorb
         self.rejected = rejected
         self.max_message_size = max_message_size
         self.on_unreachable = unreachable
+        self.overload = overload if overload is not None and overload.enabled else None
         self.ident = id(self)
 
     def unreachable(self, host: str, port: int, reason: str) -> None:
@@ -124,7 +137,18 @@ class UdpTransport(DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 - Twisted API
         """Parse one datagram and hand it to the core; answer 400 to bad requests."""
+        self.datagram_waited(data, addr, None, 0.0)
+
+    def datagram_waited(self, data: bytes, addr: Any, waited: float | None,
+                        now: float) -> None:
+        """:meth:`datagramReceived` for a datagram read at ``now`` (``time.time()``)
+        after ``waited`` seconds in the socket's queue (None: not known). Past capacity
+        (:mod:`gateway.sip.overload`) new requests are answered 503 or dropped here,
+        before they are parsed."""
         host, port = _host_of(addr)
+        guard = self.overload
+        if guard is not None and waited is not None:
+            guard.observe(waited, now)
         try:
             if len(data) <= 4 and not data.strip(b"\r\n\x00 "):
                 return  # keep-alive
@@ -141,6 +165,9 @@ class UdpTransport(DatagramProtocol):
             source = Address("udp", host, port, self.ident)
             if self.absorb is not None and self.absorb(data, source):
                 return
+            if guard is not None and (guard.shedding and self._shed(data, host, port)
+                                      or acknowledges_shed(data)):
+                return
             try:
                 message = parse_message(data)
             except ParseError as exc:
@@ -149,6 +176,24 @@ class UdpTransport(DatagramProtocol):
             self.receive(message, source, data)
         except Exception:
             log.failure("error on a datagram from {host}:{port}", host=host, port=port)
+
+    def _shed(self, data: bytes, host: str, port: int) -> bool:
+        """Whether ``data``, a new request the overload guard does not admit, was shed
+        (answered 503 from its bytes, or dropped)."""
+        guard = self.overload
+        assert guard is not None
+        lines = new_request_headers(data)
+        if lines is None or guard.admit():
+            return False
+        response = None if guard.dropping else unavailable_response(
+            lines, guard.settings.retry_after)
+        if response is None:
+            guard.dropped += 1
+        else:
+            guard.shed += 1
+            if self.transport is not None:
+                self.transport.write(response, (host, port))
+        return True
 
     def _reject(self, exc: ParseError, host: str, port: int) -> None:
         log.info("unparseable message from udp {host}:{port}: {reason}", host=host, port=port,
@@ -167,16 +212,68 @@ class UdpTransport(DatagramProtocol):
             self.transport.write(data, (host, port))
 
 
-class ErrorQueuePort(udp.Port):
-    """A UDP port that reads the socket's ICMP errors (:mod:`gateway.sip.icmp`) before
-    each read and reports every unreachable destination to its :class:`UdpTransport`."""
+class ListenerPort(udp.Port):
+    """A SIP UDP port: reads the socket's ICMP errors (:mod:`gateway.sip.icmp`) before
+    each read when ``icmp_errors`` (every unreachable destination is reported to its
+    :class:`UdpTransport`), and reads each datagram with the kernel's receive time, so
+    the transport knows how long it waited in the queue (overload control)."""
 
     protocol: UdpTransport
+    icmp_errors = False
+    timestamps = False
 
     def doRead(self) -> None:  # noqa: N802 - Twisted API
-        """Drain the ICMP errors first, then read datagrams as usual."""
-        icmp.drain(self.socket, self.protocol.unreachable)
-        super().doRead()
+        """Drain the ICMP errors first, then read datagrams as Twisted's port does."""
+        if self.icmp_errors:
+            icmp.drain(self.socket, self.protocol.unreachable)
+        if not self.timestamps:
+            super().doRead()
+            return
+        read = 0
+        sock, protocol, size = self.socket, self.protocol, self.maxPacketSize
+        while read < self.maxThroughput:
+            try:
+                data, ancillary, _, addr = sock.recvmsg(size, _STAMP_SPACE)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                    return
+                if exc.errno == errno.ECONNREFUSED:
+                    return  # an unconnected socket: the error queue says where
+                raise
+            read += len(data)
+            now = time.time()
+            stamp = _stamp(ancillary)
+            try:
+                protocol.datagram_waited(data, addr[:2], None if stamp is None
+                                         else max(0.0, now - stamp), now)
+            except BaseException:
+                log.failure("error on a datagram")
+
+
+#: SO_TIMESTAMPNS (Linux): each datagram comes with the time the kernel received it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_STAMP = struct.Struct("qq")  # struct timespec
+_STAMP_SPACE = socket.CMSG_SPACE(_STAMP.size)
+
+
+def enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram of ``sock`` with its arrival time; False
+    where it cannot (then nothing is known of queueing, and overload control waits)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _STAMP.size:
+            seconds, nanoseconds = _STAMP.unpack_from(value)
+            return seconds + nanoseconds / 1e9
+    return None
 
 
 @implementer(IHandshakeListener)
@@ -408,8 +505,10 @@ class TransportManager:
                  rejected: Rejected = _ignore_rejected,
                  connections: OpenConnections | None = None,
                  unreachable: Unreachable | None = None,
-                 websocket: WebSocketOptions | None = None) -> None:
+                 websocket: WebSocketOptions | None = None,
+                 overload: OverloadGuard | None = None) -> None:
         self.reactor = reactor
+        self.overload = overload
         self.receive = receive
         self.absorb = absorb
         self.rejected = rejected
@@ -447,15 +546,13 @@ class TransportManager:
         family = sock.family
         if kind == "udp":
             protocol = UdpTransport(self._receive, self.max_message_size, self.absorb,
-                                    self.rejected, self.unreachable)
-            if icmp.enable(sock):
-                port = ErrorQueuePort._fromListeningDescriptor(  # noqa: SLF001 - as adopt does
-                    self.reactor, sock.fileno(), family, protocol,
-                    maxPacketSize=self.max_message_size + 1)
-                port.startListening()
-            else:
-                port = self.reactor.adoptDatagramPort(sock.fileno(), family, protocol,
-                                                      maxPacketSize=self.max_message_size + 1)
+                                    self.rejected, self.unreachable, self.overload)
+            port = ListenerPort._fromListeningDescriptor(  # noqa: SLF001 - as adopt does
+                self.reactor, sock.fileno(), family, protocol,
+                maxPacketSize=self.max_message_size + 1)
+            port.icmp_errors = icmp.enable(sock)  # options of the socket, not of the fd
+            port.timestamps = enable_timestamps(sock)
+            port.startListening()
             self.udp[protocol.ident] = protocol
             self.udp_by_family.setdefault(family, protocol)
         elif kind == "tls":
