@@ -48,6 +48,8 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 SCENARIO = BENCH_DIR / "sipp" / "register.xml"
+#: The same REGISTER ending on 503 too (overload runs: shedding is not a failure).
+SHEDDING_SCENARIO = BENCH_DIR / "sipp" / "register_or_503.xml"
 KAMAILIO_CFG = BENCH_DIR / "kamailio-registrar.cfg"
 TWISTED_SCRIPT = BENCH_DIR / "twisted_registerproxy.py"
 KAMAILIO_BIN = "/usr/sbin/kamailio"
@@ -339,6 +341,8 @@ class Step:
     target_cpu_pct: float = 0.0
     target_rss_mb: float = 0.0
     kernel_rcvbuf_drops: int = 0
+    #: Responses timed (rtd): with a scenario that also ends on 503, the 200s.
+    timed: int = 0
     clean: bool = False
     reasons: list[str] = field(default_factory=list)
 
@@ -419,6 +423,7 @@ def run_step(target: Target, rate: int, seconds: int, run_id: str, workdir: Path
     step.elapsed_s = epoch(stats["CurrentTime"]) - epoch(stats["StartTime"])
     step.achieved_rate = step.successful / step.elapsed_s if step.elapsed_s > 0 else 0.0
     rtts = read_rtts(workdir)
+    step.timed = len(rtts)
     if rtts:
         step.rtt_p50_ms = statistics.median(rtts)
         step.rtt_p99_ms = percentile(rtts, 99)
@@ -555,7 +560,8 @@ class Overload:
     failed: int
     timeouts: int
     retransmissions: int
-    #: Successful completions per second of offered load, and that over the capacity.
+    #: Successful completions per second of the run (offering and completing), and
+    #: that over the capacity.
     completed_rate: float
     of_capacity: float
     rtt_p50_ms: float
@@ -567,13 +573,18 @@ class Overload:
 
 def overload_runs(targets: list[Target], capacities: dict[str, int],
                   multiples: list[float], seconds: int, workdir: Path,
-                  scenario: Callable[[str, int], list[str] | None] = lambda _n, _r: None,
+                  scenario: Callable[[str, int], list[str] | None] | None = None,
                   recovery_seconds: int = 10, pause: float = 2.0) -> list[Overload]:
     """Offer each target ``multiple`` x its capacity for ``seconds`` s (interleaved by
     multiple, so noise hits the targets alike), then half its capacity for
     ``recovery_seconds`` s right after: what it completed, and whether it was clean
     again. ``scenario(run id, rate)`` gives SIPp's scenario arguments (None:
-    REGISTER of new users)."""
+    REGISTER of new users, a 503 ending a call without failing it). Successful are
+    the calls whose final response was timed (the 200s of either REGISTER scenario)."""
+    if scenario is None:
+        def scenario(run: str, rate: int) -> list[str]:
+            return ["-sf", str(SHEDDING_SCENARIO), "-key", "user_prefix", f"{run}r{rate}u",
+                    "-key", "expires", "3600"]
     results = []
     for multiple in multiples:
         for target in targets:
@@ -587,17 +598,21 @@ def overload_runs(targets: list[Target], capacities: dict[str, int],
             recovery = run_step(target, max(1, capacity // 2), recovery_seconds,
                                 f"rec{multiple:g}", where / "recovery",
                                 scenario(f"rec{multiple:g}", capacity // 2))
-            completed = step.successful / seconds
+            # Over the whole run: calls offered late complete after the offering ends.
+            completed = step.timed / max(seconds, step.elapsed_s)
             results.append(Overload(
-                target.name, capacity, multiple, rate, seconds, step.successful,
+                target.name, capacity, multiple, rate, seconds, step.timed,
                 step.failed, step.timeouts, step.retransmissions, completed,
                 completed / capacity, step.rtt_p50_ms, step.rtt_p99_ms,
-                step.target_cpu_pct, recovery.clean, recovery.reasons))
+                step.target_cpu_pct, recovery.clean and recovery.timed >= recovery.calls,
+                recovery.reasons or ([] if recovery.timed >= recovery.calls else
+                                     [f"{recovery.calls - recovery.timed} not answered 200"])))
             print(f"  {target.name:9} overload {multiple:g}x ({rate}/s for {seconds} s): "
                   f"{completed:.0f}/s successful = {completed / capacity:.0%} of capacity "
                   f"{capacity}/s, {step.failed} failed, {step.timeouts} timeouts, "
                   f"{step.retransmissions} retransmissions, cpu {step.target_cpu_pct:.0f}%; "
                   f"then {capacity // 2}/s: "
+                  f"{recovery.timed} of {recovery.calls} answered 200, "
                   f"{'clean' if recovery.clean else 'NOT clean: ' + '; '.join(recovery.reasons)}",
                   flush=True)
             time.sleep(pause)

@@ -170,7 +170,7 @@ def test_past_its_capacity_the_gateway_sheds_new_registrations_and_recovers(
     REGISTER is answered 200 at once."""
     gateway = GatewayProcess(tmp_path / "data", extra_args=(
         "--set", "limits.source_rate=0", "--set", "overlay.enabled=no",
-        "--set", "limits.overload_drop_delay=60"))
+        "--set", "limits.overload_delay=0.03", "--set", "limits.overload_drop_delay=60"))
     with gateway, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         sock.bind((HOST, 0))

@@ -379,13 +379,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("limits", "exempt_trusted", "yes", v.yes_no,
             "Sources in auth.trusted_networks (this machine by default) are not "
             "limited."),
-    Setting("limits", "overload_delay", "0.03", v.seconds(0, 10),
+    Setting("limits", "overload_delay", "0", v.seconds(0, 10),
             "Overload control (UDP): when datagrams have waited longer than this "
             "(seconds) in the socket's queue throughout an interval of 0.1 s, the gateway "
             "is past its capacity and admits only a share of new requests (out of "
             "dialogs; never ACK, CANCEL, requests in dialogs, responses), lowered while "
             "the queue stands and raised as soon as it drains; the others get 503 with "
-            "Retry-After, built without parsing them. 0: off. See docs/performance.md."),
+            "Retry-After, built without parsing them. 0 (the default for now): off; "
+            "0.1 is the value to try. See docs/performance.md (its measurements so far "
+            "are why it is not on by default yet)."),
     Setting("limits", "overload_drop_delay", "0.4", v.seconds(0, 60),
             "When the queue stands even longer than this (seconds), new requests that "
             "are not admitted are dropped unread instead of answered 503 (a 503 costs "

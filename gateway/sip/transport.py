@@ -551,7 +551,8 @@ class TransportManager:
                 self.reactor, sock.fileno(), family, protocol,
                 maxPacketSize=self.max_message_size + 1)
             port.icmp_errors = icmp.enable(sock)  # options of the socket, not of the fd
-            port.timestamps = enable_timestamps(sock)
+            # Receive times only feed overload control: without it, Twisted's own read.
+            port.timestamps = protocol.overload is not None and enable_timestamps(sock)
             port.startListening()
             self.udp[protocol.ident] = protocol
             self.udp_by_family.setdefault(family, protocol)
